@@ -1,0 +1,164 @@
+"""Model configuration: small dataclasses that round-trip through JSON.
+
+A :class:`ModelConfig` describes a model completely; ``build_model(config)``
+re-creates it exactly, and ``ModelConfig.from_json(config.to_json())`` equals
+``config``. Named models are functions returning a ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig"]
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples become lists so that ``from_dict(to_dict(c)) == c`` holds after a JSON trip."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
+
+
+@dataclass
+class EncoderConfig:
+    """Which encoder to build and how.
+
+    ``name`` is a registered encoder (``plain``, a plugin's) or any timm model name.
+    ``depth`` keeps the first ``depth`` feature stages (None: all). ``output_stride``
+    None means the encoder's natural stride; 8 or 16 dilate the last stages.
+    ``weights`` is None, ``"imagenet"`` (timm's pretrained weights, needs the network)
+    or a path to a local ``.safetensors`` / ``.pth`` state dict.
+    ``params`` are extra keyword arguments of the encoder's builder.
+    """
+
+    name: str
+    in_channels: int = 3
+    depth: int | None = None
+    output_stride: int | None = None
+    weights: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.params = _jsonable(dict(self.params))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderConfig:
+        _check_keys(cls, data, "encoder config")
+        return cls(**{**data, "params": dict(data.get("params") or {})})
+
+
+@dataclass
+class AuxHeadConfig:
+    """torchvision-style auxiliary classifier on an intermediate feature (``feature_index``)."""
+
+    feature_index: int = -2
+    channels: int | None = None  # None: a quarter of the feature's channels, as torchvision
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuxHeadConfig:
+        _check_keys(cls, data, "aux_head config")
+        return cls(**data)
+
+
+@dataclass
+class ClassificationHeadConfig:
+    """Image-level classification head on the deepest feature (global pooling + linear)."""
+
+    num_classes: int
+    pooling: str = "avg"  # "avg" | "max"
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassificationHeadConfig:
+        _check_keys(cls, data, "classification_head config")
+        return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a segmentation model.
+
+    ``decoder`` names a registered decoder and ``decoder_params`` are its keyword
+    arguments. The segmentation head maps the decoder's output to ``num_classes``
+    logits with a ``head_kernel_size`` convolution; logits are resized to the input.
+    """
+
+    encoder: EncoderConfig
+    decoder: str
+    num_classes: int
+    decoder_params: dict[str, Any] = field(default_factory=dict)
+    head_kernel_size: int = 1
+    aux_head: AuxHeadConfig | None = None
+    classification_head: ClassificationHeadConfig | None = None
+    align_corners: bool = False  # of the final logits upsampling
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, Mapping):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        if isinstance(self.aux_head, Mapping):
+            self.aux_head = AuxHeadConfig.from_dict(self.aux_head)
+        if isinstance(self.classification_head, Mapping):
+            self.classification_head = ClassificationHeadConfig.from_dict(self.classification_head)
+        self.decoder_params = _jsonable(dict(self.decoder_params))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field whose value cannot build a model."""
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        enc = self.encoder
+        if isinstance(enc.in_channels, bool) or not isinstance(enc.in_channels, int) or enc.in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {enc.in_channels!r}")
+        if enc.output_stride not in (None, 8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16, 32 or None, got {enc.output_stride!r}")
+        if enc.depth is not None and (not isinstance(enc.depth, int) or enc.depth < 1):
+            raise ValueError(f"encoder depth must be a positive integer or None, got {enc.depth!r}")
+        if self.head_kernel_size not in (1, 3):
+            raise ValueError(f"head_kernel_size must be 1 or 3, got {self.head_kernel_size!r}")
+        if self.classification_head is not None and self.classification_head.num_classes < 1:
+            raise ValueError(
+                f"classification_head.num_classes must be positive, got {self.classification_head.num_classes!r}"
+            )
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        _check_keys(cls, data, "model config")
+        return cls(**{**data, "decoder_params": _jsonable(dict(data.get("decoder_params") or {}))})
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+    def copy(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.to_dict())

@@ -1,0 +1,26 @@
+"""The encoder contract every decoder relies on."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Encoder"]
+
+
+class Encoder(nn.Module):
+    """A backbone returning a pyramid of feature maps.
+
+    ``forward(x)`` takes an NCHW batch and returns a list of NCHW feature maps,
+    shallow to deep. ``out_channels[i]`` and ``reductions[i]`` (input size /
+    feature size) describe feature ``i``. ``input_divisor`` is what the input's
+    height and width must be a multiple of for the reductions to be exact; the
+    model pads to it. Decoders use nothing else about an encoder.
+    """
+
+    out_channels: tuple[int, ...]
+    reductions: tuple[int, ...]
+    input_divisor: int
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError

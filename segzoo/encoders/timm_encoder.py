@@ -1,0 +1,76 @@
+"""Any timm backbone that supports ``features_only`` as a segzoo encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from segzoo.config import EncoderConfig
+from segzoo.encoders.base import Encoder
+from segzoo.encoders.weights import load_encoder_state, read_state_dict
+
+__all__ = ["TimmEncoder"]
+
+
+def _create_features_model(name: str, kwargs: dict[str, Any]) -> Any:
+    """``timm.create_model(..., features_only=True)``, enabling dynamic input sizes where the family has them."""
+    import timm
+
+    try:
+        return timm.create_model(name, features_only=True, dynamic_img_size=True, **kwargs)
+    except TypeError as exc:
+        if "dynamic_img_size" not in str(exc):
+            raise
+    return timm.create_model(name, features_only=True, **kwargs)
+
+
+class TimmEncoder(Encoder):
+    """A timm ``features_only`` model behind the encoder contract.
+
+    Features are returned NCHW whatever timm's layout (Swin and other channels-last
+    families are permuted). A requested ``output_stride`` is checked against the
+    reductions of the built model: families that cannot dilate raise an error
+    instead of silently returning a stride-32 model.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        kwargs: dict[str, Any] = {"in_chans": config.in_channels, **config.params}
+        if config.depth is not None:
+            kwargs["out_indices"] = tuple(range(config.depth))
+        if config.output_stride not in (None, 32):
+            kwargs["output_stride"] = config.output_stride
+        pretrained = config.weights == "imagenet"
+        try:
+            self.model = _create_features_model(config.name, {**kwargs, "pretrained": pretrained})
+        except TypeError as exc:
+            if "output_stride" in str(exc):
+                raise ValueError(
+                    f"encoder {config.name!r} cannot change its output stride (requested "
+                    f"output_stride={config.output_stride}); use output_stride=None (its natural stride)"
+                ) from exc
+            raise ValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+        except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
+            raise ValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+
+        info = self.model.feature_info
+        self.out_channels = tuple(int(c) for c in info.channels())
+        self.reductions = tuple(int(r) for r in info.reduction())
+        self.input_divisor = max(self.reductions)
+        self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+
+        if config.output_stride is not None and max(self.reductions) != config.output_stride:
+            raise ValueError(
+                f"encoder {config.name!r} was asked for output_stride={config.output_stride} but its features "
+                f"have reductions {list(self.reductions)}; this family does not support that stride"
+            )
+        if config.weights not in (None, "imagenet"):
+            inner = read_state_dict(config.weights)
+            load_encoder_state(self.model, inner, config.weights)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = self.model(x)
+        if self._nhwc:
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        return list(features)

@@ -1,0 +1,82 @@
+"""Reading encoder weights from local files, offline."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["read_state_dict", "load_encoder_state"]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a plain ``.pth`` / ``.pt`` / ``.bin`` state dict.
+
+    ``.pth`` files are read with ``torch.load(weights_only=True)``: a file that
+    needs arbitrary code to unpickle is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
+    if path.suffix not in {".pth", ".pt", ".bin", ".ckpt"}:
+        raise ValueError(
+            f"weights file {str(path)!r}: expected a .safetensors or .pth/.pt/.bin state dict, got {path.suffix!r}"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"{str(path)!r} could not be read as a plain state dict with torch.load(weights_only=True); "
+            f"checkpoints that need arbitrary code to unpickle are refused: {exc}"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        bad = type(obj).__name__ if not isinstance(obj, dict) else "a dict with non-tensor values"
+        raise ValueError(f"{str(path)!r} holds {bad}, expected a state dict of tensors")
+    return obj
+
+
+def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load ``state`` into ``module``; keys the module lacks (a classifier head, say) are ignored.
+
+    Every tensor the module needs must be present with the right shape, else a
+    ``ValueError`` names the first missing or mismatched keys. Returns the ignored
+    keys, which are also reported in a warning.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs encoder {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), first: {missing[:5]}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es), first: {mismatched[:5]}")
+        raise ValueError(f"weights {source!r} do not fit the encoder: " + "; ".join(parts))
+    ignored = sorted(k for k in state if k not in own)
+    module.load_state_dict({k: state[k] for k in own}, strict=True)
+    if ignored:
+        warnings.warn(
+            f"encoder weights {source!r}: ignored {len(ignored)} tensor(s) the encoder does not use "
+            f"(e.g. a classifier head): {ignored[:8]}{' ...' if len(ignored) > 8 else ''}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ignored

@@ -1,0 +1,168 @@
+"""Building models: from a config, from a registered name, or by free composition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segzoo.config import AuxHeadConfig, ClassificationHeadConfig, EncoderConfig, ModelConfig
+from segzoo.decoders import decoder_params
+from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.registry import DECODERS, MODELS
+
+__all__ = ["build_model", "create", "create_model", "named_config", "apply_overrides"]
+
+# override keyword -> EncoderConfig field
+_ENCODER_KEYS = {
+    "encoder": "name",
+    "in_channels": "in_channels",
+    "encoder_depth": "depth",
+    "output_stride": "output_stride",
+    "encoder_weights": "weights",
+    "encoder_params": "params",
+}
+_MODEL_KEYS = {"num_classes", "head_kernel_size", "aux_head", "classification_head", "align_corners"}
+
+
+def _aux_head(value: Any) -> AuxHeadConfig | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AuxHeadConfig()
+    if isinstance(value, AuxHeadConfig):
+        return value
+    if isinstance(value, dict):
+        return AuxHeadConfig.from_dict(value)
+    raise TypeError(f"aux_head must be a bool, dict or AuxHeadConfig, got {type(value).__name__}")
+
+
+def _classification_head(value: Any) -> ClassificationHeadConfig | None:
+    if value is None:
+        return None
+    if isinstance(value, ClassificationHeadConfig):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ClassificationHeadConfig(num_classes=value)
+    if isinstance(value, dict):
+        return ClassificationHeadConfig.from_dict(value)
+    raise TypeError(
+        f"classification_head must be a number of classes, dict or ClassificationHeadConfig, got {value!r}"
+    )
+
+
+def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
+    """A copy of ``config`` with keyword overrides applied.
+
+    Accepted: ``num_classes``, ``in_channels``, ``encoder``, ``encoder_weights``,
+    ``encoder_depth``, ``output_stride``, ``encoder_params``, ``head_kernel_size``,
+    ``aux_head``, ``classification_head``, ``align_corners`` and any parameter of
+    the config's decoder. Anything else is an error listing what is accepted.
+    """
+    new = config.copy()
+    encoder = new.encoder.to_dict()
+    accepted_decoder = decoder_params(new.decoder)
+    for key, value in overrides.items():
+        if value is None and key in ("num_classes", "in_channels"):
+            continue
+        if key in _ENCODER_KEYS:
+            field = _ENCODER_KEYS[key]
+            if key == "encoder" and value != encoder["name"]:
+                encoder["params"] = {}  # builder-specific parameters do not carry over to another encoder
+            encoder[field] = dict(value or {}) if field == "params" else value
+        elif key == "aux_head":
+            new.aux_head = _aux_head(value)
+        elif key == "classification_head":
+            new.classification_head = _classification_head(value)
+        elif key in _MODEL_KEYS:
+            setattr(new, key, value)
+        elif key in accepted_decoder:
+            new.decoder_params[key] = value
+        else:
+            raise TypeError(
+                f"unknown override {key!r} for a {new.decoder!r} model; accepted: "
+                f"{sorted(set(_ENCODER_KEYS) | _MODEL_KEYS)} and the decoder's parameters {sorted(accepted_decoder)}"
+            )
+    new.encoder = EncoderConfig.from_dict(encoder)
+    return ModelConfig.from_dict(new.to_dict())  # re-validates and normalises
+
+
+def build_model(config: ModelConfig) -> SegmentationModel:
+    """Build the model a config describes; ``build_model(model.config)`` re-creates ``model`` exactly."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"build_model expects a ModelConfig, got {type(config).__name__}")
+    return SegmentationModel(config)
+
+
+def named_config(name: str) -> ModelConfig:
+    """The default config of the named model ``name``."""
+    config = MODELS.get(name)()
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"model builder {name!r} returned {type(config).__name__}, expected a ModelConfig")
+    return config
+
+
+def create(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    pretrained: bool | str = False,
+    **overrides: Any,
+) -> SegmentationModel:
+    """Create the named model ``name`` (see ``segzoo.list_models()``), with optional overrides.
+
+    ``segzoo.create('deeplabv3plus_r50', num_classes=19, output_stride=8)``.
+    """
+    config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
+    if pretrained:
+        raise ValueError(
+            f"no pretrained weights are published for {name!r} (pretrained={pretrained!r}); "
+            "use pretrained=False, or encoder_weights=<local file> for a pretrained backbone"
+        )
+    return build_model(config)
+
+
+def create_model(
+    decoder: str,
+    encoder: str,
+    num_classes: int,
+    *,
+    in_channels: int = 3,
+    encoder_weights: str | None = None,
+    encoder_depth: int | None = None,
+    output_stride: int | None = None,
+    encoder_params: dict[str, Any] | None = None,
+    head_kernel_size: int = 1,
+    aux_head: bool | dict[str, Any] | AuxHeadConfig | None = None,
+    classification_head: int | dict[str, Any] | ClassificationHeadConfig | None = None,
+    align_corners: bool = False,
+    **decoder_kwargs: Any,
+) -> SegmentationModel:
+    """Compose any decoder with any encoder: ``create_model('unet', 'convnext_tiny', num_classes=5)``.
+
+    ``output_stride`` None uses the decoder's design stride (8 for FCN/DeepLabV3,
+    16 for DeepLabV3+, the encoder's own otherwise). Extra keywords are the
+    decoder's parameters (``segzoo.decoder_params(decoder)``).
+    """
+    DECODERS.get(decoder)  # unknown decoder: clear error before anything is built
+    accepted = decoder_params(decoder)
+    unknown = sorted(set(decoder_kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"decoder {decoder!r} got unknown parameter(s) {unknown}; it accepts {sorted(accepted)}")
+    config = ModelConfig(
+        encoder=EncoderConfig(
+            name=encoder,
+            in_channels=in_channels,
+            depth=encoder_depth,
+            output_stride=output_stride,
+            weights=encoder_weights,
+            params=dict(encoder_params or {}),
+        ),
+        decoder=decoder,
+        num_classes=num_classes,
+        decoder_params=dict(decoder_kwargs),
+        head_kernel_size=head_kernel_size,
+        aux_head=_aux_head(aux_head),
+        classification_head=_classification_head(classification_head),
+        align_corners=align_corners,
+    )
+    return build_model(config)

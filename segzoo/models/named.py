@@ -1,0 +1,126 @@
+"""Named models: each a function returning the config of a reference design.
+
+Defaults follow the design each name refers to (class counts included:
+torchvision's 21 VOC classes for FCN / DeepLab, smp's single class for the
+ResNet / MobileNet U-Nets, 2 for Carvana); pass ``num_classes=`` to change them.
+"""
+
+from __future__ import annotations
+
+from segzoo.config import EncoderConfig, ModelConfig
+from segzoo.registry import register_model
+
+SMP_UNET = {"decoder_channels": (256, 128, 64, 32, 16), "upsampling": "nearest"}
+
+
+def _unet(encoder: str, num_classes: int = 1) -> ModelConfig:
+    return ModelConfig(EncoderConfig(encoder), "unet", num_classes, dict(SMP_UNET), head_kernel_size=3)
+
+
+def _fcn(encoder: str) -> ModelConfig:
+    return ModelConfig(EncoderConfig(encoder, output_stride=8), "fcn", 21)
+
+
+def _deeplabv3(encoder: str, output_stride: int = 8, rates: tuple[int, ...] = (12, 24, 36)) -> ModelConfig:
+    return ModelConfig(
+        EncoderConfig(encoder, output_stride=output_stride), "deeplabv3", 21, {"atrous_rates": rates}
+    )
+
+
+def _deeplabv3plus(encoder: str) -> ModelConfig:
+    params = {"atrous_rates": (6, 12, 18), "separable": True, "low_level_channels": 48}
+    return ModelConfig(EncoderConfig(encoder, output_stride=16), "deeplabv3plus", 21, params)
+
+
+@register_model("unet_carvana")
+def unet_carvana() -> ModelConfig:
+    """The classic U-Net as in milesial/Pytorch-UNet (Carvana): plain encoder 64..1024, transposed-conv upsampling, 2 classes."""
+    return ModelConfig(
+        EncoderConfig("plain", params={"widths": (64, 128, 256, 512, 1024)}),
+        "unet",
+        2,
+        {"decoder_channels": (512, 256, 128, 64), "upsampling": "transposed"},
+    )
+
+
+@register_model("unet_r18")
+def unet_r18() -> ModelConfig:
+    """U-Net on ResNet-18, the structure of smp's Unet('resnet18')."""
+    return _unet("resnet18")
+
+
+@register_model("unet_r34")
+def unet_r34() -> ModelConfig:
+    """U-Net on ResNet-34, the structure of smp's Unet('resnet34')."""
+    return _unet("resnet34")
+
+
+@register_model("unet_r50")
+def unet_r50() -> ModelConfig:
+    """U-Net on ResNet-50, the structure of smp's Unet('resnet50')."""
+    return _unet("resnet50")
+
+
+@register_model("unet_mnv2")
+def unet_mnv2() -> ModelConfig:
+    """U-Net on MobileNetV2 1.0 (timm mobilenetv2_100)."""
+    return _unet("mobilenetv2_100")
+
+
+@register_model("fcn_r50")
+def fcn_r50() -> ModelConfig:
+    """FCN on dilated ResNet-50 (output stride 8), the head of torchvision's fcn_resnet50."""
+    return _fcn("resnet50")
+
+
+@register_model("fcn_r101")
+def fcn_r101() -> ModelConfig:
+    """FCN on dilated ResNet-101 (output stride 8), the head of torchvision's fcn_resnet101."""
+    return _fcn("resnet101")
+
+
+@register_model("deeplabv3_r50")
+def deeplabv3_r50() -> ModelConfig:
+    """DeepLabV3 on dilated ResNet-50 (output stride 8, ASPP 12/24/36), as torchvision's deeplabv3_resnet50."""
+    return _deeplabv3("resnet50")
+
+
+@register_model("deeplabv3_r101")
+def deeplabv3_r101() -> ModelConfig:
+    """DeepLabV3 on dilated ResNet-101 (output stride 8, ASPP 12/24/36), as torchvision's deeplabv3_resnet101."""
+    return _deeplabv3("resnet101")
+
+
+@register_model("deeplabv3_mnv2")
+def deeplabv3_mnv2() -> ModelConfig:
+    """DeepLabV3 on MobileNetV2 1.0 at output stride 16 (ASPP 6/12/18), the mobile setting of the MobileNetV2 paper."""
+    return _deeplabv3("mobilenetv2_100", output_stride=16, rates=(6, 12, 18))
+
+
+@register_model("deeplabv3plus_r50")
+def deeplabv3plus_r50() -> ModelConfig:
+    """DeepLabV3+ on ResNet-50: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _deeplabv3plus("resnet50")
+
+
+@register_model("deeplabv3plus_r101")
+def deeplabv3plus_r101() -> ModelConfig:
+    """DeepLabV3+ on ResNet-101: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _deeplabv3plus("resnet101")
+
+
+@register_model("deeplabv3plus_mnv2")
+def deeplabv3plus_mnv2() -> ModelConfig:
+    """DeepLabV3+ on MobileNetV2 1.0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _deeplabv3plus("mobilenetv2_100")
+
+
+@register_model("swin_unet_t")
+def swin_unet_t() -> ModelConfig:
+    """Swin-Unet (Cao et al. 2021) on a timm Swin-T encoder (patch 4, window 7), decoder depths 2/2/2; 9 classes as the paper's Synapse setting."""
+    return ModelConfig(
+        EncoderConfig("swin_tiny_patch4_window7_224"),
+        "swin_unet",
+        9,
+        {"depths": (2, 2, 2), "window_size": 7},
+    )

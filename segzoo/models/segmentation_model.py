@@ -1,0 +1,104 @@
+"""The segmentation model: encoder -> decoder -> head, any input size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segzoo.config import ModelConfig
+from segzoo.decoders import build_decoder
+from segzoo.encoders import build_encoder
+from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
+from segzoo.registry import DECODERS
+
+__all__ = ["SegmentationModel"]
+
+
+class SegmentationModel(nn.Module):
+    """Encoder, decoder and segmentation head built from a :class:`ModelConfig`.
+
+    ``forward(x)`` takes an ``(N, in_channels, H, W)`` float batch of any H, W:
+    the input is zero-padded at the bottom/right to the multiple the architecture
+    needs and the logits are cropped back, so the output is ``(N, num_classes, H, W)``.
+    With an auxiliary or classification head configured, ``forward`` returns a
+    dict with ``"out"`` (the logits) and ``"aux"`` / ``"cls"``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config.copy()
+        encoder_config = config.encoder
+        if encoder_config.output_stride is None:
+            default = getattr(DECODERS.get(config.decoder), "default_output_stride", None)
+            if default is not None:
+                encoder_config = type(encoder_config)(**{**encoder_config.to_dict(), "output_stride": default})
+        self.encoder = build_encoder(encoder_config)
+        self.decoder = build_decoder(
+            config.decoder, self.encoder.out_channels, self.encoder.reductions, config.decoder_params
+        )
+        self.head = SegmentationHead(self.decoder.out_channels, config.num_classes, config.head_kernel_size)
+        self.aux_head: AuxHead | None = None
+        self.aux_index = 0
+        if config.aux_head is not None:
+            n = len(self.encoder.out_channels)
+            idx = config.aux_head.feature_index
+            if not -n <= idx < n:
+                raise ValueError(f"aux_head.feature_index={idx} is out of range for an encoder with {n} features")
+            self.aux_index = idx % n
+            self.aux_head = AuxHead(
+                self.encoder.out_channels[idx], config.num_classes, config.aux_head.channels, config.aux_head.dropout
+            )
+        self.classification_head: ClassificationHead | None = None
+        if config.classification_head is not None:
+            c = config.classification_head
+            self.classification_head = ClassificationHead(
+                self.encoder.out_channels[-1], c.num_classes, c.pooling, c.dropout
+            )
+        self.input_divisor = math.lcm(self.encoder.input_divisor, self.decoder.input_divisor)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.encoder.in_channels
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                + (" (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else "")
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point input (normalised image), got dtype {x.dtype}")
+
+    def _resize(self, logits: torch.Tensor, size: tuple[int, int], height: int, width: int) -> torch.Tensor:
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
+        return logits[..., :height, :width]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        self._check_input(x)
+        height, width = x.shape[-2], x.shape[-1]
+        d = self.input_divisor
+        pad_h, pad_w = (-height) % d, (-width) % d
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        size = (height + pad_h, width + pad_w)
+        features = self.encoder(x)
+        logits = self._resize(self.head(self.decoder(features)), size, height, width)
+        if self.aux_head is None and self.classification_head is None:
+            return logits
+        out = {"out": logits}
+        if self.aux_head is not None:
+            out["aux"] = self._resize(self.aux_head(features[self.aux_index]), size, height, width)
+        if self.classification_head is not None:
+            out["cls"] = self.classification_head(features[-1])
+        return out
