@@ -39,7 +39,8 @@ class EncoderConfig:
 
     ``name`` is a registered encoder (``plain``, a plugin's) or any timm model name.
     ``depth`` keeps the first ``depth`` feature stages (None: all). ``output_stride``
-    None means the encoder's natural stride; 8 or 16 dilate the last stages.
+    8 or 16 dilate the last stages (an error where the family cannot); None means
+    the decoder's design stride where the encoder can dilate, else its natural one.
     ``weights`` is None, ``"imagenet"`` (timm's pretrained weights, needs the network)
     or a path to a local ``.safetensors`` / ``.pth`` state dict.
     ``params`` are extra keyword arguments of the encoder's builder.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from segzoo.config import EncoderConfig
 from segzoo.encoders import plain as _plain  # noqa: F401  (registers "plain")
-from segzoo.encoders.base import Encoder
+from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.timm_encoder import TimmEncoder
 from segzoo.registry import ENCODERS
 
-__all__ = ["Encoder", "TimmEncoder", "build_encoder"]
+__all__ = ["Encoder", "OutputStrideError", "TimmEncoder", "build_encoder"]
 
 
 def build_encoder(config: EncoderConfig) -> Encoder:

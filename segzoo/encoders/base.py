@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Encoder"]
+__all__ = ["Encoder", "OutputStrideError"]
+
+
+class OutputStrideError(ValueError):
+    """The encoder cannot produce the requested output stride (it has no dilated form)."""
 
 
 class Encoder(nn.Module):

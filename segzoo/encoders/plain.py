@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segzoo.config import EncoderConfig
-from segzoo.encoders.base import Encoder
+from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_state, read_state_dict
 from segzoo.layers import DoubleConv
 from segzoo.registry import register_encoder
@@ -50,8 +50,8 @@ def plain(config: EncoderConfig) -> PlainEncoder:
     unknown = sorted(set(config.params) - {"widths"})
     if unknown:
         raise ValueError(f"plain encoder: unknown parameter(s) {unknown}; it accepts 'widths'")
-    if config.output_stride not in (None, 2 ** (len(config.params.get("widths", range(5))) - 1)):
-        raise ValueError(
+    if config.output_stride is not None:
+        raise OutputStrideError(
             f"plain encoder has no dilated stages: output_stride={config.output_stride} is not supported "
             "(use output_stride=None)"
         )

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from segzoo.config import EncoderConfig
-from segzoo.encoders.base import Encoder
+from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_state, read_state_dict
 
 __all__ = ["TimmEncoder"]
@@ -46,7 +46,7 @@ class TimmEncoder(Encoder):
             self.model = _create_features_model(config.name, {**kwargs, "pretrained": pretrained})
         except TypeError as exc:
             if "output_stride" in str(exc):
-                raise ValueError(
+                raise OutputStrideError(
                     f"encoder {config.name!r} cannot change its output stride (requested "
                     f"output_stride={config.output_stride}); use output_stride=None (its natural stride)"
                 ) from exc
@@ -61,7 +61,7 @@ class TimmEncoder(Encoder):
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
 
         if config.output_stride is not None and max(self.reductions) != config.output_stride:
-            raise ValueError(
+            raise OutputStrideError(
                 f"encoder {config.name!r} was asked for output_stride={config.output_stride} but its features "
                 f"have reductions {list(self.reductions)}; this family does not support that stride"
             )

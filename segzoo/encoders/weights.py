@@ -57,7 +57,9 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
     keys, which are also reported in a warning.
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
+    # BatchNorm step counters are bookkeeping, absent from many published files: keep the module's own
+    optional = {k for k in own if k.endswith("num_batches_tracked")}
+    missing = [k for k in own if k not in state and k not in optional]
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs encoder {tuple(own[k].shape)}"
         for k in own
@@ -71,7 +73,7 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
             parts.append(f"{len(mismatched)} shape mismatch(es), first: {mismatched[:5]}")
         raise ValueError(f"weights {source!r} do not fit the encoder: " + "; ".join(parts))
     ignored = sorted(k for k in state if k not in own)
-    module.load_state_dict({k: state[k] for k in own}, strict=True)
+    module.load_state_dict({k: state.get(k, own[k]) for k in own}, strict=True)
     if ignored:
         warnings.warn(
             f"encoder weights {source!r}: ignored {len(ignored)} tensor(s) the encoder does not use "

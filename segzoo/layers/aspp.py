@@ -16,7 +16,10 @@ __all__ = ["ASPP", "ImagePooling"]
 class ImagePooling(nn.Sequential):
     """Image-level branch: global average pool, 1 x 1 ConvBNReLU, broadcast back to the input size.
 
-    Its BatchNorm sees one value per channel and image, so training needs a batch of 2 or more.
+    Its BatchNorm sees one value per channel and image, so a training batch of one
+    image has no batch statistics (torchvision and smp fail there with "Expected
+    more than 1 value per channel"). For that case only, the running statistics
+    normalise and are left unchanged; parameters and keys are the usual ones.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -24,7 +27,13 @@ class ImagePooling(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        return F.interpolate(super().forward(x), size=size, mode="bilinear", align_corners=False)
+        pool, (conv, bn, relu) = self[0], self[1]
+        y = conv(pool(x))
+        if self.training and x.shape[0] == 1:
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            y = bn(y)
+        return F.interpolate(relu(y), size=size, mode="bilinear", align_corners=False)
 
 
 class ASPP(nn.Module):

@@ -34,7 +34,7 @@ def _deeplabv3plus(encoder: str) -> ModelConfig:
 
 @register_model("unet_carvana")
 def unet_carvana() -> ModelConfig:
-    """The classic U-Net as in milesial/Pytorch-UNet (Carvana): plain encoder 64..1024, transposed-conv upsampling, 2 classes."""
+    """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes."""
     return ModelConfig(
         EncoderConfig("plain", params={"widths": (64, 128, 256, 512, 1024)}),
         "unet",
@@ -117,7 +117,7 @@ def deeplabv3plus_mnv2() -> ModelConfig:
 
 @register_model("swin_unet_t")
 def swin_unet_t() -> ModelConfig:
-    """Swin-Unet (Cao et al. 2021) on a timm Swin-T encoder (patch 4, window 7), decoder depths 2/2/2; 9 classes as the paper's Synapse setting."""
+    """Swin-Unet (Cao et al. 2021) on timm's Swin-T (patch 4, window 7), decoder depths 2/2/2, 9 classes (Synapse)."""
     return ModelConfig(
         EncoderConfig("swin_tiny_patch4_window7_224"),
         "swin_unet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from segzoo.config import ModelConfig
 from segzoo.decoders import build_decoder
-from segzoo.encoders import build_encoder
+from segzoo.encoders import Encoder, OutputStrideError, build_encoder
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
 from segzoo.registry import DECODERS
 
@@ -31,12 +32,7 @@ class SegmentationModel(nn.Module):
         super().__init__()
         config.validate()
         self.config = config.copy()
-        encoder_config = config.encoder
-        if encoder_config.output_stride is None:
-            default = getattr(DECODERS.get(config.decoder), "default_output_stride", None)
-            if default is not None:
-                encoder_config = type(encoder_config)(**{**encoder_config.to_dict(), "output_stride": default})
-        self.encoder = build_encoder(encoder_config)
+        self.encoder = self._build_encoder(config)
         self.decoder = build_decoder(
             config.decoder, self.encoder.out_channels, self.encoder.reductions, config.decoder_params
         )
@@ -59,6 +55,17 @@ class SegmentationModel(nn.Module):
                 self.encoder.out_channels[-1], c.num_classes, c.pooling, c.dropout
             )
         self.input_divisor = math.lcm(self.encoder.input_divisor, self.decoder.input_divisor)
+
+    @staticmethod
+    def _build_encoder(config: ModelConfig) -> Encoder:
+        """An unset output stride means the decoder's design stride where the encoder can dilate, else its own."""
+        default = getattr(DECODERS.get(config.decoder), "default_output_stride", None)
+        if config.encoder.output_stride is not None or default is None:
+            return build_encoder(config.encoder)
+        try:
+            return build_encoder(dataclasses.replace(config.encoder, output_stride=default))
+        except OutputStrideError:  # transformers and other families without a dilated form
+            return build_encoder(config.encoder)
 
     @property
     def num_classes(self) -> int:

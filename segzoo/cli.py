@@ -1,0 +1,105 @@
+"""The ``segzoo`` command line: ``segzoo list``, ``segzoo info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+__all__ = ["main", "count_flops"]
+
+
+def count_flops(model: "torch.nn.Module", height: int = 512, width: int = 512) -> int:  # noqa: F821
+    """FLOPs of one forward pass on a 1 x C x height x width input (``torch.utils.flop_counter``)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, model.in_channels, height, width)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(x)
+    return int(counter.get_total_flops())
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import segzoo
+    from segzoo.registry import plugin_status
+
+    if args.plugins:
+        rows = plugin_status(probe=True)
+        if not rows:
+            print("no plugins installed (entry-point groups segzoo.encoders, segzoo.decoders, segzoo.models)")
+        for r in rows:
+            line = f"{r.kind:8} {r.name:24} {r.distribution:28} {r.state}"
+            print(line + (f"  -- {r.error}" if r.error else ""))
+        return 1 if any(r.state in ("failed", "conflict") for r in rows) else 0
+    if args.encoders:
+        names = segzoo.list_encoders(args.pattern)
+    elif args.decoders:
+        names = segzoo.list_decoders(args.pattern)
+    else:
+        names = segzoo.list_models(args.pattern)
+    print("\n".join(names))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import segzoo
+
+    info = segzoo.model_info(args.name)
+    model = segzoo.create(args.name)
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    info[f"gflops_{args.size}x{args.size}"] = round(count_flops(model, args.size, args.size) / 1e9, 2)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    config = info.pop("config")
+    for key, value in info.items():
+        print(f"{key:20} {value}")
+    print("config:")
+    print(json.dumps(config, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segzoo", description="Semantic-segmentation model zoo for PyTorch.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("list", help="list named models (or encoders, decoders, plugins)")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'unet_*'")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--encoders", action="store_true", help="list encoders (segzoo's and every timm model)")
+    group.add_argument("--decoders", action="store_true", help="list decoders")
+    group.add_argument("--plugins", action="store_true", help="show installed plugins and whether they load")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="parameters, FLOPs, config and source of a named model")
+    p.add_argument("name")
+    p.add_argument("--size", type=int, default=512, help="square input size for the FLOP count (default 512)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from segzoo import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except (KeyError, ValueError, TypeError, ImportError) as exc:
+        print(f"segzoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

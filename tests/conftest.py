@@ -1,0 +1,37 @@
+"""Shared fixtures: paths to the read-only real data and weights, small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_weights_dir() -> Path:
+    return Path(os.environ.get("SEGZOO_WEIGHTS", SHARED / "weights"))
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("SEGZOO_DATA", SHARED / "data"))
+
+
+@pytest.fixture(scope="session")
+def mobilenetv2_weights() -> Path:
+    path = shared_weights_dir() / "mobilenetv2_100.coral_in1k.safetensors"
+    if not path.is_file():
+        pytest.skip(f"offline ImageNet weights not found at {path} (set SEGZOO_WEIGHTS)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,135 @@
+"""The encoder contract: timm backbones, the plain U-Net encoder, offline weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from segzoo import EncoderConfig
+from segzoo.encoders import build_encoder
+
+TINY_SWIN = {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1), "window_size": 4}
+
+
+def _shapes(encoder, size=(64, 96), in_channels=3):
+    feats = encoder(torch.randn(2, in_channels, *size))
+    return [tuple(f.shape) for f in feats]
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"])
+def test_contract_matches_features(name):
+    enc = build_encoder(EncoderConfig(name)).eval()
+    shapes = _shapes(enc)
+    assert len(shapes) == len(enc.out_channels) == len(enc.reductions)
+    for (n, c, h, w), ch, r in zip(shapes, enc.out_channels, enc.reductions):
+        assert (n, c, h, w) == (2, ch, 64 // r, 96 // r)
+
+
+def test_channels_last_family_returns_nchw():
+    enc = build_encoder(EncoderConfig("swin_tiny_patch4_window7_224", params=TINY_SWIN)).eval()
+    assert enc.reductions == (4, 8, 16, 32)
+    shapes = _shapes(enc, (64, 96))
+    assert [s[1] for s in shapes] == list(enc.out_channels) == [16, 32, 64, 128]
+    assert [s[2:] for s in shapes] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+@pytest.mark.parametrize("in_channels", [1, 4])
+def test_in_channels(in_channels):
+    enc = build_encoder(EncoderConfig("test_resnet", in_channels=in_channels)).eval()
+    assert len(_shapes(enc, in_channels=in_channels)) == 5
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "test_convnext"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_is_real(name, output_stride):
+    enc = build_encoder(EncoderConfig(name, output_stride=output_stride)).eval()
+    assert max(enc.reductions) == output_stride
+    shapes = _shapes(enc, (64, 64))
+    assert min(s[2] for s in shapes) == 64 // output_stride  # the built model really dilates
+
+
+def test_output_stride_unsupported_family_raises():
+    with pytest.raises(ValueError, match="output_stride"):
+        build_encoder(EncoderConfig("swin_tiny_patch4_window7_224", output_stride=16, params=TINY_SWIN))
+    with pytest.raises(ValueError, match="output_stride"):
+        build_encoder(EncoderConfig("test_vit", output_stride=8))
+
+
+def test_depth_keeps_first_stages():
+    enc = build_encoder(EncoderConfig("test_resnet", depth=3))
+    assert enc.reductions == (2, 4, 8)
+    with pytest.raises(ValueError, match="test_resnet"):
+        build_encoder(EncoderConfig("test_resnet", depth=9))
+
+
+def test_plain_encoder_is_classic_unet_path():
+    enc = build_encoder(EncoderConfig("plain", params={"widths": (8, 16, 32)})).eval()
+    assert enc.reductions == (1, 2, 4) and enc.out_channels == (8, 16, 32)
+    assert _shapes(enc, (16, 24)) == [(2, 8, 16, 24), (2, 16, 8, 12), (2, 32, 4, 6)]
+    with pytest.raises(ValueError, match="output_stride"):
+        build_encoder(EncoderConfig("plain", output_stride=8))
+    with pytest.raises(ValueError, match="widths"):
+        build_encoder(EncoderConfig("plain", params={"width": (8,)}))
+
+
+def test_local_weights_match_timm(mobilenetv2_weights):
+    """The reference check of the issue: segzoo's encoder == timm features_only loaded with the same file."""
+    import timm
+    from safetensors.torch import load_file
+
+    with pytest.warns(UserWarning, match="classifier"):
+        enc = build_encoder(EncoderConfig("mobilenetv2_100", weights=str(mobilenetv2_weights))).eval()
+    ref = timm.create_model("mobilenetv2_100", features_only=True).eval()
+    state = load_file(str(mobilenetv2_weights))
+    result = ref.load_state_dict(state, strict=False)
+    assert not result.missing_keys
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        ours, theirs = enc(x), ref(x)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # and the weights were not random: a fresh encoder differs
+    fresh = build_encoder(EncoderConfig("mobilenetv2_100")).eval()
+    assert not torch.allclose(fresh(x)[-1], ours[-1])
+
+
+def test_local_weights_pth_and_errors(tmp_path):
+    src = build_encoder(EncoderConfig("test_resnet"))
+    state = {k: v.clone() for k, v in src.model.state_dict().items()}
+    pth = tmp_path / "enc.pth"
+    torch.save(state, pth)
+    enc = build_encoder(EncoderConfig("test_resnet", weights=str(pth)))
+    for k, v in enc.model.state_dict().items():
+        assert torch.equal(v, state[k])
+
+    # another architecture's weights: names the offending keys
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in build_encoder(EncoderConfig("test_efficientnet")).model.state_dict().items()}, str(other))
+    with pytest.raises(ValueError, match="missing key"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(other)))
+    # shape mismatch: names key and both shapes
+    bad = dict(state)
+    key = next(k for k in bad if k.endswith("conv1.weight"))
+    bad[key] = torch.zeros(1, 1, 1, 1)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="shape mismatch"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "bad.pth")))
+    # missing, truncated and non-state-dict files
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "nope.safetensors")))
+    (tmp_path / "trunc.safetensors").write_bytes(b"\x10\x00\x00")
+    with pytest.raises(ValueError, match="trunc.safetensors"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "trunc.safetensors")))
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="state dict"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "list.pth")))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    import argparse  # any class outside torch's weights_only allow-list stands for arbitrary code
+
+    torch.save({"w": torch.zeros(1), "obj": argparse.Namespace(a=1)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights_only"):
+        build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "evil.pth")))

@@ -1,0 +1,50 @@
+"""The real plugin in plugins/segzoo-extra-decoders, installed by the test environment."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+import torch
+
+import segzoo
+from segzoo.registry import plugin_status
+
+PLUGIN = "segzoo-extra-decoders"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed():
+    try:
+        metadata.distribution(PLUGIN)
+    except metadata.PackageNotFoundError:
+        pytest.fail(f"{PLUGIN} is not installed: the test environment must `pip install ./plugins/{PLUGIN}`")
+
+
+def test_listed_with_its_source():
+    assert {"fpn", "upernet"} <= set(segzoo.list_decoders())
+    assert {"fpn_r50", "upernet_convnext_t"} <= set(segzoo.list_models())
+    assert segzoo.model_info("fpn_r50")["source"] == PLUGIN
+    rows = {(r.kind, r.name): r for r in plugin_status(probe=True) if r.distribution == PLUGIN}
+    assert {k: r.state for k, r in rows.items()} == {
+        ("decoder", "fpn"): "loaded",
+        ("decoder", "upernet"): "loaded",
+        ("model", "fpn_r50"): "loaded",
+        ("model", "upernet_convnext_t"): "loaded",
+    }
+
+
+@pytest.mark.parametrize("decoder", ["fpn", "upernet"])
+@pytest.mark.parametrize("encoder", ["test_resnet", "test_convnext"])
+def test_plugin_decoders_build_and_train(decoder, encoder):
+    model = segzoo.create_model(decoder, encoder, num_classes=3).train()
+    y = model(torch.randn(2, 3, 67, 45))
+    assert y.shape == (2, 3, 67, 45)
+    y.mean().backward()
+
+
+def test_plugin_named_model():
+    model = segzoo.create("fpn_r50", num_classes=4, encoder="test_resnet").eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
+    assert model.config.decoder == "fpn"

@@ -1,0 +1,197 @@
+"""The registry: strict registration, suggestions, lazy and isolated plugins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import segzoo
+from segzoo.registry import (
+    MODELS,
+    PluginLoadError,
+    Registry,
+    RegistryConflictError,
+    UnknownNameError,
+    plugin_status,
+    reload_plugins,
+)
+
+
+def test_register_twice_names_both_sources():
+    reg = Registry("decoder", "segzoo.test.none")
+
+    @reg.register("thing")
+    def first():
+        return 1
+
+    def second():
+        return 2
+
+    with pytest.raises(RegistryConflictError) as err:
+        reg.add("thing", second)
+    message = str(err.value)
+    assert "first" in message and "second" in message and "'thing'" in message
+    assert reg.get("thing") is first  # nothing was overwritten
+
+
+def test_unknown_model_suggests_close_matches():
+    with pytest.raises(KeyError) as err:
+        segzoo.create("unet_r43")
+    assert isinstance(err.value, UnknownNameError)
+    assert "unet_r34" in str(err.value)
+    assert "list_models" in str(err.value)
+
+
+def test_unknown_decoder_and_encoder():
+    with pytest.raises(UnknownNameError, match="deeplabv3plus"):
+        segzoo.create_model("deeplabv3plu", "test_resnet", num_classes=2)
+    with pytest.raises(UnknownNameError, match="resnet18"):
+        segzoo.create_model("unet", "resnet81", num_classes=2)
+
+
+def test_list_models_pattern_sorted_and_pretrained_filter():
+    names = segzoo.list_models("unet_*")
+    assert names == sorted(names)
+    assert {"unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2"} <= set(names)
+    assert all(n.startswith("unet_") for n in names)
+    # no weights are published by the core issue: the filter must not invent any
+    assert segzoo.list_models(pretrained=True) == []
+
+
+def test_list_decoders_and_encoders():
+    assert {"unet", "fcn", "deeplabv3", "deeplabv3plus", "swin_unet"} <= set(segzoo.list_decoders())
+    encoders = segzoo.list_encoders("resnet*")
+    assert "resnet50" in encoders
+    assert "plain" in segzoo.list_encoders()
+
+
+def test_model_info_fields():
+    info = segzoo.model_info("deeplabv3plus_r50")
+    assert info["source"] == "segzoo"
+    assert info["decoder"] == "deeplabv3plus" and info["encoder"] == "resnet50"
+    assert info["config"]["encoder"]["output_stride"] == 16
+    assert "DeepLabV3+" in info["description"]
+
+
+def _run(code: str, env_extra: dict[str, str] | None = None, path: Path | None = None) -> str:
+    import os
+
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(path), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_import_is_lazy_and_listing_imports_no_plugin():
+    out = _run(
+        """
+        import sys, segzoo
+        print('timm' in sys.modules, 'albumentations' in sys.modules, 'huggingface_hub' in sys.modules)
+        names = segzoo.list_models()
+        print('fpn_r50' in names, any(m.startswith('segzoo_extra_decoders') for m in sys.modules))
+        """
+    )
+    first, second = out.split("\n")[:2]
+    assert first == "False False False"
+    # the plugin's names are listed, its modules are not imported
+    assert second == "True False"
+
+
+def test_disable_plugins_env():
+    out = _run("import segzoo; print('fpn_r50' in segzoo.list_models())", {"SEGZOO_DISABLE_PLUGINS": "1"})
+    assert out.strip() == "False"
+
+
+def _fake_distribution(root: Path, dist: str, entry_points: str, modules: dict[str, str]) -> Path:
+    """A distribution importlib.metadata finds on sys.path: a dist-info folder plus its modules."""
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    return root
+
+
+@pytest.fixture
+def broken_plugin(tmp_path, monkeypatch):
+    root = _fake_distribution(
+        tmp_path,
+        "broken-segzoo-plugin",
+        """
+        [segzoo.models]
+        broken_model = broken_plugin_mod:broken_model
+        [segzoo.decoders]
+        unet = broken_plugin_mod:Shadow
+        """,
+        {"broken_plugin_mod": "raise RuntimeError('plugin exploded on import')\n"},
+    )
+    monkeypatch.syspath_prepend(str(root))
+    reload_plugins()
+    yield root
+    monkeypatch.undo()
+    reload_plugins()
+
+
+def test_broken_plugin_is_isolated(broken_plugin):
+    with pytest.warns(RuntimeWarning, match="registered twice"):
+        names = segzoo.list_models()  # reading entry points imports nothing
+        segzoo.list_decoders()
+    assert "broken_model" in names
+    # segzoo and other plugins still work
+    model = segzoo.create("unet_carvana", encoder_params={"widths": (4, 8)}, decoder_channels=(4,))
+    assert model is not None
+    assert segzoo.create("fpn_r50", encoder="test_resnet") is not None
+    # asking for the broken name names the distribution and the original exception
+    with pytest.raises(PluginLoadError) as err:
+        segzoo.create("broken_model")
+    assert "broken-segzoo-plugin" in str(err.value) and "plugin exploded on import" in str(err.value)
+    assert isinstance(err.value.__cause__, RuntimeError)
+    # the core 'unet' is not shadowed by the plugin's conflicting entry
+    assert segzoo.registry.DECODERS.get("unet").__module__ == "segzoo.decoders.unet"
+    rows = {(r.kind, r.name): r for r in plugin_status(probe=True)}
+    assert rows[("model", "broken_model")].state == "failed"
+    assert "plugin exploded" in rows[("model", "broken_model")].error
+    assert rows[("decoder", "unet")].state == "conflict"
+    assert rows[("model", "fpn_r50")].state == "loaded"
+
+
+def test_two_plugins_same_name_conflict(tmp_path, monkeypatch):
+    for dist in ("plugin-a", "plugin-b"):
+        _fake_distribution(
+            tmp_path / dist,
+            dist,
+            f"[segzoo.models]\nsame_name = mod_{dist[-1]}:cfg\n",
+            {f"mod_{dist[-1]}": "def cfg():\n    raise AssertionError('must not be called')\n"},
+        )
+        monkeypatch.syspath_prepend(str(tmp_path / dist))
+    reload_plugins()
+    try:
+        with pytest.raises(RegistryConflictError) as err:
+            MODELS.get("same_name")
+        assert "plugin-a" in str(err.value) and "plugin-b" in str(err.value)
+    finally:
+        monkeypatch.undo()
+        reload_plugins()
+
+
+def test_cli_list_plugins_shows_failure(broken_plugin):
+    from segzoo.cli import main
+
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with pytest.warns(RuntimeWarning), redirect_stdout(buf):
+        code = main(["list", "--plugins"])
+    out = buf.getvalue()
+    assert code == 1
+    assert "broken_model" in out and "failed" in out and "plugin exploded" in out
+    assert "fpn_r50" in out and "loaded" in out
