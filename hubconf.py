@@ -1,11 +1,12 @@
 """torch.hub entry points: one per named segzoo model.
 
-    model = torch.hub.load("org/segzoo", "unet_carvana", pretrained=False)
+    model = torch.hub.load("org/segzoo", "unet_carvana", pretrained=True, scale=0.5)
 
 Keyword arguments are those of ``segzoo.create`` (``num_classes``, ``in_channels``,
-``encoder_weights``, decoder parameters, ...). Only the ``segzoo`` package is imported,
-and only inside the entry points. ``tests/test_hubconf.py`` checks this file lists
-exactly ``segzoo.list_models()``.
+``encoder_weights``, decoder parameters, ...); ``pretrained=True`` loads the default
+published weights, ``pretrained="tag"`` another tag. Only the ``segzoo`` package is
+imported, and only inside the entry points. ``tests/test_hubconf.py`` checks this file
+lists exactly ``segzoo.list_models()``.
 """
 
 dependencies = ["torch", "torchvision", "timm", "safetensors", "huggingface_hub"]
@@ -62,8 +63,17 @@ def swin_unet_t(pretrained=False, **kwargs):
     return _create("swin_unet_t", pretrained, kwargs)
 
 
-def unet_carvana(pretrained=False, **kwargs):
-    """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes."""
+def unet_carvana(pretrained=False, scale=0.5, **kwargs):
+    """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes.
+
+    As milesial/Pytorch-UNet's own hub entry: ``pretrained=True`` loads the authors' Carvana
+    checkpoint for ``scale`` 0.5 or 1.0 (downloaded once, converted, cached as segzoo weights).
+    """
+    if pretrained is True:
+        tags = {0.5: "scale0.5", 1.0: "scale1.0"}
+        if scale not in tags:
+            raise ValueError(f"unet_carvana weights exist for scale 0.5 and 1.0, got scale={scale!r}")
+        pretrained = tags[scale]
     return _create("unet_carvana", pretrained, kwargs)
 
 

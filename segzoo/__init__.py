@@ -3,16 +3,25 @@
 >>> import segzoo
 >>> model = segzoo.create("deeplabv3plus_r50", num_classes=19)
 >>> model = segzoo.create_model("unet", "convnext_tiny", num_classes=5)
+>>> model.save_pretrained("my-model"); model = segzoo.from_pretrained("my-model")
 
 Importing segzoo is cheap: timm and plugins are imported only when needed.
 """
 
 from segzoo._version import __version__
 from segzoo.api import list_decoders, list_encoders, list_models, model_info
-from segzoo.config import AuxHeadConfig, ClassificationHeadConfig, EncoderConfig, ModelConfig
+from segzoo.config import (
+    AuxHeadConfig,
+    ClassificationHeadConfig,
+    EncoderConfig,
+    ModelConfig,
+    ModelMeta,
+    Preprocessing,
+)
 from segzoo.decoders import Decoder, decoder_params
 from segzoo.encoders import Encoder
 from segzoo.models import SegmentationModel, build_model, create, create_model
+from segzoo.pretrained import from_pretrained, save_pretrained
 from segzoo.registry import (
     PluginLoadError,
     RegistryConflictError,
@@ -30,6 +39,8 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "ModelConfig",
+    "ModelMeta",
+    "Preprocessing",
     "PluginLoadError",
     "RegistryConflictError",
     "SegmentationModel",
@@ -38,6 +49,7 @@ __all__ = [
     "create",
     "create_model",
     "decoder_params",
+    "from_pretrained",
     "list_decoders",
     "list_encoders",
     "list_models",
@@ -45,4 +57,5 @@ __all__ = [
     "register_decoder",
     "register_encoder",
     "register_model",
+    "save_pretrained",
 ]

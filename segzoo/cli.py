@@ -1,4 +1,4 @@
-"""The ``segzoo`` command line: ``segzoo list``, ``segzoo info``."""
+"""The ``segzoo`` command line: ``segzoo list``, ``segzoo info``, ``segzoo convert``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from segzoo import convert
+    from segzoo.pretrained.format import write_weights
+
+    importer = {"torchvision": convert.from_torchvision, "smp": convert.from_smp, "milesial": convert.from_milesial}
+    kwargs = {}
+    if args.arch:
+        kwargs["arch"] = json.loads(args.arch) if args.arch.lstrip().startswith("{") else args.arch
+    model = importer[args.source](args.src, **kwargs)
+    dst = Path(args.dst)
+    if dst.suffix == ".safetensors":
+        write_weights(model, dst)
+    else:
+        model.save_pretrained(str(dst))
+    print(f"wrote {dst} ({model.config.decoder} / {model.config.encoder.name}, {model.num_classes} classes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segzoo", description="Semantic-segmentation model zoo for PyTorch.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -80,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="square input size for the FLOP count (default 512)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="import a torchvision / smp / milesial checkpoint as segzoo weights")
+    p.add_argument("src", help="checkpoint file (.pth read with weights_only=True, or .safetensors)")
+    p.add_argument("dst", help="a .safetensors file, or a folder for the save_pretrained layout")
+    p.add_argument("--from", dest="source", required=True, choices=["torchvision", "smp", "milesial"])
+    p.add_argument("--arch", help="architecture when the weights do not say: torchvision name, or smp config JSON")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 
@@ -96,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (KeyError, ValueError, TypeError, ImportError) as exc:
+    except (KeyError, ValueError, TypeError, ImportError, OSError) as exc:
         print(f"segzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

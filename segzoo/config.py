@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig"]
+__all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig", "Preprocessing", "ModelMeta"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -44,6 +44,9 @@ class EncoderConfig:
     ``weights`` is None, ``"imagenet"`` (timm's pretrained weights, needs the network)
     or a path to a local ``.safetensors`` / ``.pth`` state dict.
     ``params`` are extra keyword arguments of the encoder's builder.
+    ``uniform_dilation`` gives every convolution of a dilated stage the stage's
+    full rate (smp's convention for its ResNets) instead of timm's and
+    torchvision's, where the first block keeps the previous rate.
     """
 
     name: str
@@ -52,6 +55,7 @@ class EncoderConfig:
     output_stride: int | None = None
     weights: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    uniform_dilation: bool = False
 
     def __post_init__(self) -> None:
         self.params = _jsonable(dict(self.params))
@@ -163,3 +167,65 @@ class ModelConfig:
 
     def copy(self) -> ModelConfig:
         return ModelConfig.from_dict(self.to_dict())
+
+
+@dataclass
+class Preprocessing:
+    """How to turn an image into the model's input: ``(image / scale - mean) / std``.
+
+    ``input_range`` is the range the image is scaled to before normalising:
+    ``(0, 1)`` means uint8 pixels divided by 255.
+    """
+
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    input_range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        self.input_range = tuple(float(v) for v in self.input_range)  # type: ignore[assignment]
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"preprocessing mean {self.mean} and std {self.std} differ in length")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"preprocessing std must be positive, got {self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        _check_keys(cls, data, "preprocessing")
+        return cls(**data)
+
+
+@dataclass
+class ModelMeta:
+    """What a user needs besides the architecture: classes, preprocessing, provenance."""
+
+    class_names: list[str] | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    dataset: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    license: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preprocessing, Mapping):
+            self.preprocessing = Preprocessing.from_dict(self.preprocessing)
+        if self.class_names is not None:
+            self.class_names = [str(c) for c in self.class_names]
+
+    def check(self, num_classes: int) -> None:
+        if self.class_names is not None and len(self.class_names) != num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
+        _check_keys(cls, data, "model meta")
+        return cls(**data)

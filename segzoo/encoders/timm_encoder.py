@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from segzoo.config import EncoderConfig
 from segzoo.encoders.base import Encoder, OutputStrideError
@@ -65,9 +66,23 @@ class TimmEncoder(Encoder):
                 f"encoder {config.name!r} was asked for output_stride={config.output_stride} but its features "
                 f"have reductions {list(self.reductions)}; this family does not support that stride"
             )
+        if config.uniform_dilation:
+            self._make_dilation_uniform()
         if config.weights not in (None, "imagenet"):
             inner = read_state_dict(config.weights)
             load_encoder_state(self.model, inner, config.weights)
+
+    def _make_dilation_uniform(self) -> None:
+        """Within each stage, raise every k x k convolution to the stage's largest dilation."""
+        for name in self.model.feature_info.module_name():
+            # timm's feature wrappers keep stage "a.b" as attribute "a_b"
+            stage = getattr(self.model, name.replace(".", "_"), None) or self.model.get_submodule(name)
+            convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+            rate = max((m.dilation[0] for m in convs), default=1)
+            for conv in convs:
+                if conv.dilation[0] != rate and conv.stride == (1, 1):
+                    conv.dilation = (rate, rate)
+                    conv.padding = ((conv.kernel_size[0] // 2) * rate, (conv.kernel_size[1] // 2) * rate)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.model(x)

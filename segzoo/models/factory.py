@@ -111,13 +111,16 @@ def create(
     """Create the named model ``name`` (see ``segzoo.list_models()``), with optional overrides.
 
     ``segzoo.create('deeplabv3plus_r50', num_classes=19, output_stride=8)``.
+    ``pretrained=True`` loads the default published weights, ``pretrained="tag"``
+    another tag (``segzoo.model_info(name)["pretrained_tags"]``); overrides then
+    re-initialise the layers they change, with a warning.
     """
-    config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
     if pretrained:
-        raise ValueError(
-            f"no pretrained weights are published for {name!r} (pretrained={pretrained!r}); "
-            "use pretrained=False, or encoder_weights=<local file> for a pretrained backbone"
-        )
+        from segzoo.pretrained.load import from_pretrained
+
+        source = name if pretrained is True else f"{name}.{pretrained}"
+        return from_pretrained(source, num_classes=num_classes, in_channels=in_channels, **overrides)
+    config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
     return build_model(config)
 
 

@@ -8,7 +8,10 @@ ResNet / MobileNet U-Nets, 2 for Carvana); pass ``num_classes=`` to change them.
 from __future__ import annotations
 
 from segzoo.config import EncoderConfig, ModelConfig
+from segzoo.pretrained.specs import WeightSpec, published
 from segzoo.registry import register_model
+
+MILESIAL_RELEASE = "https://github.com/milesial/Pytorch-UNet/releases/download/v3.0"
 
 SMP_UNET = {"decoder_channels": (256, 128, 64, 32, 16), "upsampling": "nearest"}
 
@@ -32,7 +35,22 @@ def _deeplabv3plus(encoder: str) -> ModelConfig:
     return ModelConfig(EncoderConfig(encoder, output_stride=16), "deeplabv3plus", 21, params)
 
 
-@register_model("unet_carvana")
+@register_model(
+    "unet_carvana",
+    weights=published(
+        *(
+            WeightSpec(
+                f"scale{scale}",
+                url=f"{MILESIAL_RELEASE}/unet_carvana_scale{scale}_epoch2.pth",
+                convert="milesial",
+                dataset="Carvana Image Masking Challenge (Kaggle), images at scale " + scale,
+                license="GPL-3.0 (milesial/Pytorch-UNet)",
+                description=f"the original authors' checkpoint, trained on images scaled by {scale}",
+            )
+            for scale in ("0.5", "1.0")
+        )
+    ),
+)
 def unet_carvana() -> ModelConfig:
     """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes."""
     return ModelConfig(

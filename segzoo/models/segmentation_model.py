@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segzoo.config import ModelConfig
+from segzoo.config import ModelConfig, ModelMeta
 from segzoo.decoders import build_decoder
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
@@ -28,10 +30,12 @@ class SegmentationModel(nn.Module):
     dict with ``"out"`` (the logits) and ``"aux"`` / ``"cls"``.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, meta: ModelMeta | None = None) -> None:
         super().__init__()
         config.validate()
         self.config = config.copy()
+        self.meta = meta if meta is not None else ModelMeta()
+        self.meta.check(config.num_classes)
         self.encoder = self._build_encoder(config)
         self.decoder = build_decoder(
             config.decoder, self.encoder.out_channels, self.encoder.reductions, config.decoder_params
@@ -66,6 +70,18 @@ class SegmentationModel(nn.Module):
             return build_encoder(dataclasses.replace(config.encoder, output_stride=default))
         except OutputStrideError:  # transformers and other families without a dilated form
             return build_encoder(config.encoder)
+
+    def save_pretrained(self, directory: str, **meta: Any) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card (see ``segzoo.save_pretrained``)."""
+        from segzoo.pretrained.save import save_pretrained
+
+        return save_pretrained(self, directory, **meta)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload the ``save_pretrained`` layout to the Hugging Face Hub (see ``segzoo.pretrained.hub``)."""
+        from segzoo.pretrained.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,81 @@
+"""Renaming a peer's state dict into segzoo's, rule by rule, with clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from segzoo.encoders.weights import read_state_dict
+
+Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)
+
+__all__ = ["Rule", "rename", "load_converted", "read_checkpoint"]
+
+
+def read_checkpoint(source: Any) -> dict[str, Any]:
+    """A state dict from a module, a dict or a checkpoint file (``torch.load(weights_only=True)`` only)."""
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, dict):
+        return dict(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix == ".safetensors":
+            return read_state_dict(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{str(path)!r} could not be read with torch.load(weights_only=True); checkpoints that need "
+                f"arbitrary code to unpickle are refused: {exc}"
+            ) from exc
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict):
+            raise ValueError(f"{str(path)!r} holds {type(obj).__name__}, expected a state dict")
+        return dict(obj)
+    raise TypeError(f"expected a model, a state dict or a checkpoint path, got {type(source).__name__}")
+
+
+def rename(state: dict[str, torch.Tensor], rules: Sequence[Rule], source: str) -> dict[str, torch.Tensor]:
+    compiled = [(re.compile(p), r) for p, r in rules]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for pattern, repl in compiled:
+            if pattern.match(key):
+                out[pattern.sub(repl, key, count=1)] = value
+                break
+        else:
+            raise ValueError(f"{source}: no segzoo counterpart for the tensor {key!r} {tuple(value.shape)}")
+    return out
+
+
+def load_converted(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    fixups: Sequence[Callable[[dict[str, torch.Tensor]], None]] = (),
+) -> nn.Module:
+    """Load a renamed state dict strictly; missing / extra / mis-shaped keys are named in the error."""
+    for fix in fixups:
+        fix(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(
+            f"{source}: the converted weights do not fit the inferred segzoo model "
+            f"(missing {missing[:5]}, unexpected {extra[:5]}, shape mismatches {shapes[:5]}); "
+            "pass arch= if the architecture was inferred wrongly"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -1,0 +1,96 @@
+"""The segzoo weights file: a safetensors file whose header describes the model completely.
+
+Header metadata (all strings):
+
+``segzoo.config``   the ModelConfig as JSON: enough to rebuild the architecture
+``segzoo.meta``     class names, preprocessing (mean / std / input range), dataset, metrics, licence
+``segzoo.version``  the segzoo version that wrote the file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segzoo._version import __version__
+from segzoo.config import ModelConfig, ModelMeta
+from segzoo.io import atomic_path
+
+__all__ = ["WeightsFile", "write_weights", "read_weights", "sha256_of", "CONFIG_KEY", "META_KEY", "VERSION_KEY"]
+
+CONFIG_KEY = "segzoo.config"
+META_KEY = "segzoo.meta"
+VERSION_KEY = "segzoo.version"
+
+
+@dataclass
+class WeightsFile:
+    """What a segzoo weights file holds."""
+
+    config: ModelConfig
+    meta: ModelMeta
+    state_dict: dict[str, torch.Tensor]
+    version: str
+    path: Path
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta | None = None) -> Path:
+    """Write ``model`` (a SegmentationModel) to a self-describing safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    meta = meta if meta is not None else model.meta
+    meta.check(model.config.num_classes)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    header = {
+        "format": "pt",
+        CONFIG_KEY: model.config.to_json(),
+        META_KEY: json.dumps(meta.to_dict()),
+        VERSION_KEY: __version__,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=header)
+    return path
+
+
+def read_header(path: Path) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}")
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    """Read a segzoo weights file; a file without a segzoo config in its header is an error that says so."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    header = read_header(path)
+    if CONFIG_KEY not in header:
+        raise ValueError(
+            f"{str(path)!r} is a safetensors file without a segzoo config in its header (key {CONFIG_KEY!r}): "
+            "a plain state dict. Load it as encoder_weights=..., or convert it with segzoo.convert"
+        )
+    try:
+        config = ModelConfig.from_json(header[CONFIG_KEY])
+        meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
+    return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path)

@@ -1,0 +1,85 @@
+"""The Hugging Face Hub: download (honouring offline settings read at call time) and upload."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from segzoo.pretrained.save import WEIGHTS_NAME, save_pretrained
+
+__all__ = ["download_weights", "push_to_hub", "offline_from_env"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def offline_from_env() -> bool:
+    """``HF_HUB_OFFLINE`` as it is now (huggingface_hub itself reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def download_weights(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """``model.safetensors`` of Hub repo ``repo_id`` through huggingface_hub's cache.
+
+    ``local_files_only`` None follows ``HF_HUB_OFFLINE``; ``HF_ENDPOINT`` is also read
+    at call time, so both can be changed after import.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if local_files_only is None:
+        local_files_only = offline_from_env()
+    try:
+        path = hf_hub_download(
+            repo_id,
+            WEIGHTS_NAME,
+            revision=revision,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            local_files_only=local_files_only,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            library_name="segzoo",
+        )
+    except LocalEntryNotFoundError as exc:
+        mode = "offline (local_files_only / HF_HUB_OFFLINE)" if local_files_only else "and the Hub was unreachable"
+        raise FileNotFoundError(
+            f"hf-hub:{repo_id} (revision {revision or 'main'}): {WEIGHTS_NAME} is not in the cache "
+            f"{str(cache_dir) if cache_dir else '(default)'} {mode}: {exc}"
+        ) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise FileNotFoundError(f"hf-hub:{repo_id} (revision {revision or 'main'}) has no {WEIGHTS_NAME}: {exc}") from exc
+    return Path(path)
+
+
+def push_to_hub(
+    model: Any,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload segzoo model",
+    **meta: Any,
+) -> str:
+    """Save ``model`` in the ``save_pretrained`` layout and upload it; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, repo_id=repo_id, **meta)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message
+        )
+    return str(getattr(info, "commit_url", info))

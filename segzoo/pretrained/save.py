@@ -1,0 +1,125 @@
+"""``save_pretrained``: the Hugging Face folder layout, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from segzoo._version import __version__
+from segzoo.config import ModelMeta, Preprocessing
+from segzoo.io import atomic_path
+from segzoo.pretrained.format import write_weights
+
+__all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+
+def _merge_meta(model: Any, overrides: Mapping[str, Any]) -> ModelMeta:
+    data = model.meta.to_dict()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in data:
+            raise TypeError(f"save_pretrained got unknown argument {key!r}; accepted: {sorted(data)}")
+        data[key] = value.to_dict() if isinstance(value, Preprocessing) else value
+    meta = ModelMeta.from_dict(data)
+    meta.check(model.config.num_classes)
+    return meta
+
+
+def model_card(model: Any, meta: ModelMeta, repo_id: str | None = None) -> str:
+    """A README.md model card: architecture, classes, preprocessing, metrics, data, licence, how to load."""
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    classes = meta.class_names or [str(i) for i in range(cfg.num_classes)]
+    pre = meta.preprocessing
+    load = f'segzoo.from_pretrained("hf-hub:{repo_id}")' if repo_id else 'segzoo.from_pretrained("path/to/this/folder")'
+    lines = [
+        "---",
+        "library_name: segzoo",
+        "tags: [segzoo, semantic-segmentation, pytorch]",
+        f"license: {(meta.license or 'other').lower()}",
+        "---",
+        "",
+        f"# {cfg.decoder} / {cfg.encoder.name}",
+        "",
+        meta.description or "A semantic-segmentation model saved by segzoo.",
+        "",
+        "## Architecture",
+        f"- decoder `{cfg.decoder}`, encoder `{cfg.encoder.name}` (in_channels {cfg.encoder.in_channels},"
+        f" output stride {cfg.encoder.output_stride or 'natural'}), {params:,} parameters",
+        f"- written by segzoo {__version__}; the full config is in `config.json` and in the weights' header",
+        "",
+        f"## Classes ({cfg.num_classes})",
+        ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
+        "",
+        "## Preprocessing",
+        f"RGB scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], then normalised with mean {list(pre.mean)}"
+        f" and std {list(pre.std)}.",
+        "",
+        "## Training data and metrics",
+        f"- dataset: {meta.dataset or 'not given'}",
+    ]
+    lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]
+    lines += [
+        "",
+        "## Licence",
+        meta.license or "not given",
+        "",
+        "## How to load",
+        "```python",
+        "import segzoo",
+        f"model = {load}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_pretrained(
+    model: Any,
+    directory: str | Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Preprocessing | Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    license: str | None = None,
+    description: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``directory``.
+
+    Given metadata is stored in the model's ``meta`` too. All three files are
+    written to temporary names first and renamed into place only when all three
+    are complete: a failure leaves the previous files untouched.
+    """
+    overrides = {
+        "class_names": list(class_names) if class_names is not None else None,
+        "preprocessing": preprocessing,
+        "dataset": dataset,
+        "metrics": dict(metrics) if metrics is not None else None,
+        "license": license,
+        "description": description,
+    }
+    meta = _merge_meta(model, overrides)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"save_pretrained needs a folder, {str(directory)!r} is a file")
+    config_json = json.dumps(
+        {"segzoo_version": __version__, "model": model.config.to_dict(), **meta.to_dict()}, indent=2
+    )
+    with (
+        atomic_path(directory / WEIGHTS_NAME) as weights_tmp,
+        atomic_path(directory / CONFIG_NAME) as config_tmp,
+        atomic_path(directory / CARD_NAME) as card_tmp,
+    ):
+        write_weights(model, weights_tmp, meta)
+        config_tmp.write_text(config_json + "\n")
+        card_tmp.write_text(model_card(model, meta, repo_id))
+    model.meta = meta
+    return directory

@@ -1,0 +1,166 @@
+"""Published weights of named models and how they are fetched, cached and verified.
+
+A :class:`WeightSpec` names one tag of a named model and where its file lives:
+``file`` (in the repository's ``weights/`` folder, so torch.hub's repository
+archive carries it), ``url`` (downloaded into torch.hub's cache) or ``hub``
+(a Hugging Face Hub repo). Every file is checked against its sha256 on download
+and on every load from the cache; a mismatch is reported with both hashes, the
+cached file is removed and nothing is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from segzoo.io import atomic_path
+from segzoo.pretrained.format import sha256_of
+
+__all__ = [
+    "WeightSpec", "ChecksumError", "published", "weights_dir", "cache_dir", "specs_of", "spec_for", "resolve_spec",
+]
+
+
+class ChecksumError(ValueError):
+    """A weights file whose sha256 is not the published one."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One published tag of a named model.
+
+    Exactly one of ``file``, ``url``, ``hub`` is set. ``sha256`` pins the file
+    (for ``convert`` specs: the original checkpoint); ``convert`` names the
+    importer that turns a foreign checkpoint into segzoo weights.
+    """
+
+    tag: str
+    file: str | None = None
+    url: str | None = None
+    hub: str | None = None
+    sha256: str | None = None
+    convert: str | None = None
+    dataset: str | None = None
+    license: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.file, self.url, self.hub) if s]
+        if len(sources) != 1:
+            raise ValueError(f"weight spec {self.tag!r} needs exactly one of file, url, hub; got {sources}")
+        if (self.file or (self.url and not self.convert)) and not self.sha256:
+            raise ValueError(f"weight spec {self.tag!r}: files and URLs of segzoo weights must pin a sha256")
+
+
+def published(*specs: WeightSpec) -> dict[str, WeightSpec]:
+    """The ``weights=`` metadata of ``register_model``: tags in order, the first is the default."""
+    tags = [s.tag for s in specs]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"duplicate weight tags {tags}")
+    return {s.tag: s for s in specs}
+
+
+def weights_dir() -> Path:
+    """The repository's ``weights/`` folder (``$SEGZOO_WEIGHTS_DIR`` overrides)."""
+    env = os.environ.get("SEGZOO_WEIGHTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
+
+
+def cache_dir() -> Path:
+    """Where downloaded and converted weights are kept: torch.hub's cache (``$TORCH_HOME``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / "segzoo"
+
+
+def specs_of(name: str) -> dict[str, WeightSpec]:
+    from segzoo.registry import MODELS
+
+    return dict(MODELS.entry(name).metadata.get("weights") or {})
+
+
+def spec_for(name: str, tag: str | None) -> WeightSpec:
+    """The spec of ``name.tag``; ``tag`` None is the default (first) tag."""
+    specs = specs_of(name)
+    if not specs:
+        raise ValueError(
+            f"no pretrained weights are published for {name!r}; use pretrained=False, or "
+            "encoder_weights=<local file> for a pretrained backbone"
+        )
+    if tag is None:
+        return next(iter(specs.values()))
+    if tag not in specs:
+        raise KeyError(f"unknown weights tag {tag!r} for {name!r}; available tags: {sorted(specs)}")
+    return specs[tag]
+
+
+def _verify(path: Path, expected: str, what: str, remove: bool) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        if remove:
+            path.unlink(missing_ok=True)
+            Path(str(path) + ".json").unlink(missing_ok=True)
+        raise ChecksumError(
+            f"{what} {str(path)!r} has sha256 {actual}, expected {expected}"
+            + ("; the file was removed from the cache, load again to re-download" if remove else "")
+        )
+
+
+def _download(url: str, dst: Path) -> None:
+    import torch.hub
+
+    torch.hub.download_url_to_file(url, str(dst), progress=False)
+
+
+def resolve_spec(
+    name: str, spec: WeightSpec, *, converter: Callable[[Path, Path], None] | None = None, **hub_kwargs: Any
+) -> Path:
+    """A verified local segzoo weights file for ``spec``, downloading and converting on first use."""
+    if spec.file:
+        path = weights_dir() / spec.file
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights {name}.{spec.tag} ship as {spec.file!r} in the repository's weights/ folder, "
+                f"not found at {str(path)!r} (install from a git checkout or torch.hub, or set SEGZOO_WEIGHTS_DIR)"
+            )
+        _verify(path, spec.sha256, f"weights {name}.{spec.tag}", remove=False)
+        return path
+    if spec.hub:
+        from segzoo.pretrained.hub import download_weights
+
+        return download_weights(spec.hub, **hub_kwargs)
+
+    cached = cache_dir() / f"{name}.{spec.tag}.safetensors"
+    record = Path(str(cached) + ".json")  # what was downloaded, and the sha256 of the cached file
+    if cached.is_file():
+        if spec.convert is None:
+            _verify(cached, spec.sha256, f"cached weights {name}.{spec.tag}", remove=True)
+            return cached
+        if record.is_file():
+            expected = json.loads(record.read_text()).get("sha256", "")
+            _verify(cached, expected, f"cached weights {name}.{spec.tag}", remove=True)
+            return cached
+        cached.unlink()  # a converted file without its record cannot be verified: fetch again
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+        download = Path(tmp) / Path(spec.url).name
+        _download(spec.url, download)
+        if spec.sha256:
+            _verify(download, spec.sha256, f"download {spec.url}", remove=True)
+        if spec.convert is None:
+            with atomic_path(cached) as tmp_cached:
+                shutil.copyfile(download, tmp_cached)
+            return cached
+        if converter is None:
+            raise ValueError(f"weights {name}.{spec.tag} need the {spec.convert!r} importer")
+        converter(download, cached)
+        info = {"sha256": sha256_of(cached), "source": spec.url, "source_sha256": sha256_of(download)}
+    with atomic_path(record) as tmp_record:
+        tmp_record.write_text(json.dumps(info, indent=2) + "\n")
+    return cached
