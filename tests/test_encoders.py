@@ -133,3 +133,22 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"w": torch.zeros(1), "obj": argparse.Namespace(a=1)}, tmp_path / "evil.pth")
     with pytest.raises(ValueError, match="weights_only"):
         build_encoder(EncoderConfig("test_resnet", weights=str(tmp_path / "evil.pth")))
+
+
+def test_encoder_weights_from_a_segzoo_file(tmp_path):
+    """A trained segzoo model's file seeds the encoder of another model; decoder and head are reported."""
+    import segzoo
+    from segzoo.pretrained.format import write_weights
+
+    trained = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3)
+    path = write_weights(trained, tmp_path / "trained.safetensors")
+    with pytest.warns(UserWarning, match=r"ignored 62 tensor\(s\).*decoder\.blocks"):
+        other = segzoo.create("deeplabv3plus_r50", encoder="test_resnet", output_stride=32,
+                              encoder_weights=str(path), num_classes=7)
+    for key, value in trained.encoder.state_dict().items():
+        assert torch.equal(other.encoder.state_dict()[key], value)
+    carvana = segzoo.create("unet_carvana", encoder_params={"widths": (8, 16)}, decoder_channels=(8,))
+    path = write_weights(carvana, tmp_path / "plain.safetensors")
+    with pytest.warns(UserWarning):
+        enc = build_encoder(EncoderConfig("plain", params={"widths": (8, 16)}, weights=str(path)))
+    assert torch.equal(enc.state_dict()["stages.0.0.0.weight"], carvana.encoder.state_dict()["stages.0.0.0.weight"])

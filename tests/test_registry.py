@@ -59,7 +59,7 @@ def test_list_models_pattern_sorted_and_pretrained_filter():
     assert {"unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2"} <= set(names)
     assert all(n.startswith("unet_") for n in names)
     # no weights are published by the core issue: the filter must not invent any
-    assert segzoo.list_models(pretrained=True) == []
+    assert segzoo.list_models(pretrained=True) == ["unet_carvana"]  # the original milesial checkpoints
 
 
 def test_list_decoders_and_encoders():

@@ -9,7 +9,7 @@ from torch import nn
 
 from segzoo.config import EncoderConfig
 from segzoo.encoders.base import Encoder, OutputStrideError
-from segzoo.encoders.weights import load_encoder_state, read_state_dict
+from segzoo.encoders.weights import load_encoder_file
 from segzoo.layers import DoubleConv
 from segzoo.registry import register_encoder
 
@@ -64,5 +64,5 @@ def plain(config: EncoderConfig) -> PlainEncoder:
         widths = widths[: config.depth]
     encoder = PlainEncoder(config.in_channels, widths)
     if config.weights is not None:
-        load_encoder_state(encoder, read_state_dict(config.weights), config.weights)
+        load_encoder_file(encoder, encoder, config.weights)
     return encoder

@@ -9,7 +9,7 @@ from torch import nn
 
 from segzoo.config import EncoderConfig
 from segzoo.encoders.base import Encoder, OutputStrideError
-from segzoo.encoders.weights import load_encoder_state, read_state_dict
+from segzoo.encoders.weights import load_encoder_file
 
 __all__ = ["TimmEncoder"]
 
@@ -69,8 +69,7 @@ class TimmEncoder(Encoder):
         if config.uniform_dilation:
             self._make_dilation_uniform()
         if config.weights not in (None, "imagenet"):
-            inner = read_state_dict(config.weights)
-            load_encoder_state(self.model, inner, config.weights)
+            load_encoder_file(self, self.model, config.weights)
 
     def _make_dilation_uniform(self) -> None:
         """Within each stage, raise every k x k convolution to the stage's largest dilation."""

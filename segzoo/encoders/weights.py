@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_encoder_state"]
+__all__ = ["read_state_dict", "load_encoder_state", "load_encoder_file"]
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -82,3 +82,19 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
             stacklevel=3,
         )
     return ignored
+
+
+SEGZOO_ENCODER_PREFIX = "encoder."
+
+
+def load_encoder_file(encoder: nn.Module, backbone: nn.Module, path: str) -> list[str]:
+    """Load encoder weights from ``path``: a segzoo weights file (its ``encoder.*`` tensors, into
+    ``encoder``) or a backbone state dict such as timm's (into ``backbone``). Other tensors are ignored
+    and reported."""
+    state = read_state_dict(path)
+    if any(k.startswith(SEGZOO_ENCODER_PREFIX) for k in state):
+        n = len(SEGZOO_ENCODER_PREFIX)
+        own = {k[n:]: v for k, v in state.items() if k.startswith(SEGZOO_ENCODER_PREFIX)}
+        rest = {k: v for k, v in state.items() if not k.startswith(SEGZOO_ENCODER_PREFIX)}
+        return load_encoder_state(encoder, {**own, **rest}, path)
+    return load_encoder_state(backbone, state, path)

@@ -64,7 +64,7 @@ def _split_zoo_name(source: str) -> tuple[str, str | None] | None:
 
     if source in MODELS:
         return source, None
-    name, dot, tag = source.rpartition(".")
+    name, dot, tag = source.partition(".")  # names have no dots; tags may ("scale0.5")
     if dot and name in MODELS:
         return name, tag
     return None

@@ -1,0 +1,138 @@
+"""Importers: a peer model with random weights, converted, gives the same outputs (fp32, eval)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segzoo.convert import from_milesial, from_smp, from_torchvision
+from helpers.milesial_unet import MilesialUNet
+from conftest import n_params
+
+SIZES = [(64, 64), (96, 128)]
+
+
+def randomize(model):
+    """Random BatchNorm statistics and affine parameters, so that equivalence is not trivially zero."""
+    g = torch.Generator().manual_seed(1)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.data.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+def assert_equivalent(ref, ours, sizes=SIZES):
+    for h, w in sizes:
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            a, b = ref(x), ours(x)
+        if isinstance(a, dict) and not isinstance(b, dict):  # torchvision always returns {"out": ...}
+            a = a["out"]
+        pairs = [(a[k], b[k]) for k in a] if isinstance(a, dict) else [(a, b)]
+        for p, q in pairs:
+            assert p.shape == q.shape
+            assert (p - q).abs().max().item() <= 1e-4, (h, w)
+
+
+@pytest.mark.parametrize("name,aux", [("fcn_resnet50", False), ("fcn_resnet50", True), ("deeplabv3_resnet50", False), ("deeplabv3_resnet50", True)])
+def test_torchvision(name, aux):
+    from torchvision.models import segmentation as tvs
+
+    ref = randomize(getattr(tvs, name)(weights=None, weights_backbone=None, aux_loss=aux, num_classes=5))
+    ours = from_torchvision(ref)
+    assert (ours.aux_head is not None) == aux and ours.num_classes == 5
+    assert n_params(ours) == n_params(ref)
+    assert_equivalent(ref, ours)
+
+
+def test_torchvision_101_from_checkpoint_file_infers_arch(tmp_path):
+    from torchvision.models import segmentation as tvs
+
+    ref = randomize(tvs.deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=False, num_classes=3))
+    torch.save(ref.state_dict(), tmp_path / "tv.pth")
+    ours = from_torchvision(tmp_path / "tv.pth")
+    assert ours.config.encoder.name == "resnet101" and ours.config.decoder == "deeplabv3"
+    assert_equivalent(ref, ours, sizes=[(64, 64)])
+
+
+SMP_CASES = [
+    ("Unet", "resnet34", {}),
+    ("Unet", "tu-resnet18", {"decoder_channels": (64, 32, 16, 16, 8)}),
+    ("Unet", "resnet18", {"aux_params": {"classes": 4}}),
+    ("DeepLabV3", "resnet18", {}),
+    ("DeepLabV3Plus", "resnet18", {}),
+    ("DeepLabV3Plus", "tu-resnet18", {"decoder_atrous_rates": (6, 12, 18)}),
+    ("DeepLabV3Plus", "tu-convnext_atto", {}),
+]
+
+
+@pytest.mark.parametrize("arch,encoder,kw", SMP_CASES)
+def test_smp(arch, encoder, kw):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    ref = randomize(getattr(smp, arch)(encoder, encoder_weights=None, classes=3, **kw))
+    ours = from_smp(ref)
+    assert n_params(ours) == n_params(ref)
+    if "aux_params" in kw:
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            (mask, labels), out = ref(x), ours(x)
+        assert (mask - out["out"]).abs().max() <= 1e-4 and (labels - out["cls"]).abs().max() <= 1e-4
+    else:
+        assert_equivalent(ref, ours)
+
+
+def test_smp_state_dict_needs_arch(tmp_path):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    ref = randomize(smp.Unet("resnet18", encoder_weights=None, classes=2))
+    torch.save(ref.state_dict(), tmp_path / "smp.pth")
+    with pytest.raises(ValueError, match="arch="):
+        from_smp(tmp_path / "smp.pth")
+    ours = from_smp(tmp_path / "smp.pth", arch={"arch": "Unet", "encoder_name": "resnet18", "classes": 2})
+    assert_equivalent(ref, ours, sizes=[(64, 64)])
+    with pytest.raises(ValueError, match="Linknet"):
+        from_smp(ref.state_dict(), arch={"arch": "Linknet", "encoder_name": "resnet18"})
+
+
+def test_milesial_checkpoint_with_mask_values(tmp_path):
+    ref = randomize(MilesialUNet(3, 2))
+    checkpoint = dict(ref.state_dict())
+    checkpoint["mask_values"] = [0, 1]  # what their train.py stores beside the weights
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    ours = from_milesial(tmp_path / "checkpoint.pth")
+    assert n_params(ours) == n_params(ref) == 31_037_698
+    assert ours.meta.class_names == ["mask value 0", "mask value 1"]
+    assert_equivalent(ref, ours, sizes=[(64, 64), (48, 80)])  # sizes divisible by 16: no padding on either side
+    ours_model = from_milesial(ref)  # the model object works too
+    assert_equivalent(ref, ours_model, sizes=[(32, 32)])
+
+
+def test_refuses_pickled_code(tmp_path):
+    import argparse
+
+    torch.save({"outc.conv.weight": torch.zeros(1), "x": argparse.Namespace()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights_only"):
+        from_milesial(tmp_path / "evil.pth")
+
+
+def test_wrong_checkpoint_kinds(tmp_path):
+    with pytest.raises(ValueError, match="outc.conv.weight"):
+        from_milesial({"conv.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="classifier.4.weight"):
+        from_torchvision({"backbone.conv1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unknown torchvision architecture"):
+        from_torchvision({}, arch="lraspp_mobilenet_v3_large")
+
+
+def test_cli_convert(tmp_path, capsys):
+    import segzoo
+    from segzoo.cli import main
+
+    ref = randomize(MilesialUNet(3, 2))
+    torch.save(ref.state_dict(), tmp_path / "m.pth")
+    assert main(["convert", str(tmp_path / "m.pth"), str(tmp_path / "out"), "--from", "milesial"]) == 0
+    loaded = segzoo.from_pretrained(tmp_path / "out")
+    assert_equivalent(ref, loaded, sizes=[(32, 48)])
+    assert main(["convert", str(tmp_path / "nope.pth"), str(tmp_path / "o2"), "--from", "milesial"]) == 2
+    assert "nope.pth" in capsys.readouterr().err
