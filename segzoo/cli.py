@@ -1,4 +1,4 @@
-"""The ``segzoo`` command line: ``segzoo list``, ``segzoo info``, ``segzoo convert``."""
+"""The ``segzoo`` command line: list, info, convert, train, eval, predict, demo."""
 
 from __future__ import annotations
 
@@ -82,6 +82,74 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from segzoo.training.recipe import Recipe
+    from segzoo.training.trainer import Trainer
+
+    recipe = Recipe.load(args.recipe, args.set)
+    trainer = Trainer(recipe, args.output, resume=args.resume)
+    summary = trainer.fit()
+    if trainer.ctx.is_main:
+        print(json.dumps(summary, indent=2))
+    interrupted = getattr(trainer, "_interrupted", None)
+    return 128 + int(interrupted.signum) if interrupted else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import functools
+
+    import torch
+
+    from segzoo.data.dataset import SegmentationDataset, build_pairs, pad_collate
+    from segzoo.inference import load_for_inference
+    from segzoo.training.distributed import setup_distributed, shard
+    from segzoo.training.evaluate import evaluate
+    from segzoo.training.recipe import Recipe
+    from segzoo.training.trainer import pick_device
+
+    recipe = Recipe.load(args.recipe, args.set)
+    model, transform = load_for_inference(args.weights)
+    names = model.meta.class_names
+    if names is not None and list(names) != list(recipe.data.classes):
+        raise ValueError(f"weights {args.weights!r} predict classes {names}, the recipe has {recipe.data.classes}")
+    device = pick_device(recipe.train.device)
+    ctx = setup_distributed(device)
+    data = recipe.data
+    dataset = SegmentationDataset(build_pairs(data, args.split), data.decoder(), transform)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=recipe.train.val_batch_size, num_workers=recipe.train.num_workers,
+        sampler=shard(list(range(len(dataset))), ctx, pad=False),
+        collate_fn=functools.partial(pad_collate, ignore_index=data.ignore_index),
+    )
+    metrics = evaluate(model.to(device), loader, data.num_classes, data.ignore_index, device)
+    metrics["classes"] = list(data.classes)
+    metrics["images"] = len(dataset)
+    if ctx.is_main:
+        print(json.dumps(metrics, indent=2))
+        if args.output:
+            from pathlib import Path
+
+            Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from segzoo.inference import expand_inputs, load_for_inference, predict_files
+
+    model, transform = load_for_inference(args.weights)
+    files = expand_inputs(args.inputs)
+    written = predict_files(model, transform, files, args.output, device=args.device)
+    print(f"wrote {len(written)} class-id PNGs and overlays to {args.output}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from segzoo.demo import run_demo
+
+    run_demo(args.output, seconds=args.seconds, n_images=args.images)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segzoo", description="Semantic-segmentation model zoo for PyTorch.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -107,6 +175,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, choices=["torchvision", "smp", "milesial"])
     p.add_argument("--arch", help="architecture when the weights do not say: torchvision name, or smp config JSON")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("train", help="train from a YAML recipe (torchrun --nproc_per_node=N -m segzoo train ... for DDP)")
+    p.add_argument("recipe", help="a recipe file, or a bundled recipe name (camvid, nuclei, aerial)")
+    p.add_argument("--output", "-o", default="runs/train", help="output folder (checkpoints, logs, plots)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe value")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate weights on a recipe's dataset (mIoU, Dice, accuracies)")
+    p.add_argument("recipe")
+    p.add_argument("--weights", "-w", required=True, help="a weights file or save_pretrained folder")
+    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--output", help="write the metrics as JSON here too")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="class-id PNGs and coloured overlays for images or folders")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--weights", "-w", required=True)
+    p.add_argument("--output", "-o", default="predictions")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")
+    p.add_argument("--output", "-o", help="folder for everything (default: a new temporary folder)")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    p.add_argument("--images", type=int, default=240, help="synthetic images to generate")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

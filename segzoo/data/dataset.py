@@ -1,0 +1,142 @@
+"""The segmentation dataset, its config, and a collate function for images of different sizes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from segzoo.data.masks import MaskDecoder, read_image
+from segzoo.data.pairs import folder_pairs, list_file_pairs
+
+__all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs"]
+
+
+@dataclass
+class DataConfig:
+    """Where a dataset lives and how its masks encode classes.
+
+    ``layout`` ``folder``: ``images/`` + ``masks/`` folders (any depth under ``root``),
+    matched by stem; ``list``: ``list_file`` of ``image mask`` lines per split.
+    ``colours`` maps class names to RGB for colour-coded masks; ``ignore_colours``
+    lists colours to ignore. ``values`` maps raw mask values to class ids.
+    """
+
+    root: str
+    classes: list[str]
+    layout: str = "folder"
+    images: str = "images"
+    masks: str = "masks"
+    train_list: str | None = None
+    val_list: str | None = None
+    val_fraction: float = 0.15
+    ignore_index: int = 255
+    colours: dict[str, list[int]] | None = None
+    ignore_colours: list[list[int]] = field(default_factory=list)
+    values: dict[int, int] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def decoder(self) -> MaskDecoder:
+        colours = None
+        if self.colours:
+            unknown = sorted(set(self.colours) - set(self.classes))
+            if unknown:
+                raise ValueError(f"colour table names classes {unknown} that are not in classes {self.classes}")
+            colours = {tuple(rgb): self.classes.index(name) for name, rgb in self.colours.items()}
+            colours.update({tuple(rgb): self.ignore_index for rgb in self.ignore_colours})
+        return MaskDecoder(self.num_classes, self.ignore_index, colours=colours, values=self.values)
+
+
+def _split(pairs: list[tuple[Path, Path]], fraction: float) -> tuple[list, list]:
+    """A split that depends only on file names (stable across machines and runs)."""
+    def key(pair):
+        return hashlib.sha1(str(pair[0].name + pair[0].parent.parent.name).encode()).hexdigest()
+
+    ordered = sorted(pairs, key=key)
+    n_val = max(1, round(len(ordered) * fraction)) if len(ordered) > 1 else 0
+    return sorted(ordered[n_val:]), sorted(ordered[:n_val])
+
+
+def build_pairs(config: DataConfig, split: str) -> list[tuple[Path, Path]]:
+    """The (image, mask) pairs of ``split`` ("train" or "val")."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if config.layout == "list":
+        list_file = config.train_list if split == "train" else config.val_list
+        if not list_file:
+            raise ValueError(f"layout 'list' needs {split}_list")
+        return list_file_pairs(config.root, list_file)
+    if config.layout != "folder":
+        raise ValueError(f"layout must be 'folder' or 'list', got {config.layout!r}")
+    pairs = folder_pairs(config.root, config.images, config.masks)
+    train, val = _split(pairs, config.val_fraction)
+    return train if split == "train" else val
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Image / mask pairs through an albumentations pipeline.
+
+    Augmentation is seeded per sample from ``(seed, epoch, index)``: the same
+    sample gets the same augmentation whatever the worker count, process count
+    or resume point, which is what makes resumed and distributed runs exact.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        decoder: MaskDecoder,
+        transform: Any,
+        seed: int = 0,
+    ) -> None:
+        if not pairs:
+            raise ValueError("the dataset is empty: no image/mask pairs")
+        self.pairs = list(pairs)
+        self.decoder = decoder
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path)
+        mask = self.decoder(mask_path)
+        if image.shape[:2] != mask.shape[:2]:
+            raise ValueError(
+                f"image {str(image_path)!r} is {image.shape[1]}x{image.shape[0]} but its mask "
+                f"{str(mask_path)!r} is {mask.shape[1]}x{mask.shape[0]}"
+            )
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(
+                int.from_bytes(hashlib.blake2b(f"{self.seed}/{self.epoch}/{index}".encode(), digest_size=4).digest(), "little")
+            )
+        out = self.transform(image=image, mask=mask)
+        return out["image"], torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long)
+
+
+def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255):
+    """Stack samples of different sizes: images padded with 0, masks with ``ignore_index`` (bottom/right)."""
+    h = max(img.shape[-2] for img, _ in batch)
+    w = max(img.shape[-1] for img, _ in batch)
+    images = torch.zeros(len(batch), batch[0][0].shape[0], h, w, dtype=batch[0][0].dtype)
+    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
+    for i, (img, mask) in enumerate(batch):
+        images[i, :, : img.shape[-2], : img.shape[-1]] = img
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks

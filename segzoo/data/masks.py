@@ -1,0 +1,102 @@
+"""Reading images and masks: class-id masks (with an optional value map) or RGB colour-coded masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["read_image", "MaskDecoder"]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB uint8 array (H, W, 3); a corrupt or unreadable file is an error naming it."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None:
+        raise ValueError(f"cannot read image {str(path)!r}: missing, empty or corrupt")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _open_mask(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"cannot read mask {str(path)!r}: {exc}") from exc
+
+
+class MaskDecoder:
+    """Turns a mask file into class ids (uint8, ``ignore_index`` for ignored pixels).
+
+    ``colours``: RGB colour -> class id (or ``ignore_index``) for colour-coded masks;
+    palette PNGs are converted to RGB first, since their index order may differ per file.
+    ``values``: raw id -> class id for class-id masks (e.g. nuclei's 255 -> 1).
+    Any value outside the classes that is not the ignore index is an error naming
+    the file and the values.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        colours: Mapping[Sequence[int], int] | None = None,
+        values: Mapping[int, int] | None = None,
+    ) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.colours = {tuple(int(c) for c in k): int(v) for k, v in (colours or {}).items()}
+        self.values = {int(k): int(v) for k, v in (values or {}).items()}
+        if colours and values:
+            raise ValueError("a mask decoder takes colours or values, not both")
+
+    def __call__(self, path: Path) -> np.ndarray:
+        image = _open_mask(path)
+        if self.colours:
+            return self._from_colours(np.asarray(image.convert("RGB")), path)
+        if image.mode not in ("L", "P", "I", "I;16", "1"):
+            raise ValueError(
+                f"mask {str(path)!r} is {image.mode}, expected single-channel class ids; "
+                "for colour-coded masks give the colour table"
+            )
+        ids = np.asarray(image).astype(np.int64)
+        if self.values:
+            size = max(int(ids.max(initial=0)), max(self.values)) + 1
+            lut = np.full(size, -1, dtype=np.int64)
+            lut[list(self.values)] = list(self.values.values())
+            mapped = lut[ids]
+            if (mapped < 0).any():
+                raise ValueError(
+                    f"mask {str(path)!r} has values {sorted(np.unique(ids[mapped < 0]).tolist())[:10]} "
+                    f"not in the value map {self.values}"
+                )
+            ids = mapped
+        bad = ((ids >= self.num_classes) & (ids != self.ignore_index)) | (ids < 0)
+        if bad.any():
+            raise ValueError(
+                f"mask {str(path)!r} has values {sorted(np.unique(ids[bad]).tolist())[:10]} outside the "
+                f"{self.num_classes} classes (0..{self.num_classes - 1}) and not the ignore index {self.ignore_index}"
+            )
+        return ids.astype(np.uint8)
+
+    def _from_colours(self, rgb: np.ndarray, path: Path) -> np.ndarray:
+        code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        keys = np.array([(r << 16) | (g << 8) | b for r, g, b in self.colours], dtype=np.int64)
+        ids = np.array(list(self.colours.values()), dtype=np.int64)
+        order = np.argsort(keys)
+        keys, ids = keys[order], ids[order]
+        pos = np.clip(np.searchsorted(keys, code), 0, len(keys) - 1)
+        found = keys[pos] == code
+        if not found.all():
+            unknown = np.unique(code[~found])[:5]
+            colours = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in unknown]
+            raise ValueError(
+                f"mask {str(path)!r} has colours {colours} ({int((~found).sum())} pixels) not in the colour table"
+            )
+        return ids[pos].astype(np.uint8)

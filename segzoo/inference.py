@@ -1,0 +1,80 @@
+"""Prediction on image files: class-id PNGs and coloured overlays, with the model's own preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from segzoo.data.masks import read_image
+from segzoo.data.pairs import IMAGE_SUFFIXES
+
+__all__ = ["load_for_inference", "predict_files", "expand_inputs"]
+
+
+def load_for_inference(weights: str | Path):
+    """``(model, eval transform)``: the transform saved beside the weights, else one built from the model's
+    preprocessing metadata (the same normalisation the model was trained with)."""
+    import segzoo
+    from segzoo.data.transforms import eval_preset, from_dict
+
+    model = segzoo.from_pretrained(weights).eval()
+    path = Path(weights)
+    folder = path if path.is_dir() else path.parent
+    saved = folder / "transforms.json"
+    if saved.is_file():
+        transform = from_dict(json.loads(saved.read_text())["eval"])
+    else:
+        transform = eval_preset(preprocessing=model.meta.preprocessing)
+    return model, transform
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files from files and folders (sorted); anything else is an error naming it."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"folder {str(path)!r} holds no images ({sorted(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {str(path)!r} does not exist")
+    return files
+
+
+@torch.inference_mode()
+def predict_files(
+    model: torch.nn.Module, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
+    alpha: float = 0.5,
+) -> list[Path]:
+    """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image)."""
+    from PIL import Image
+
+    from segzoo.training.plots import palette
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model = model.to(device).eval()
+    colours = palette(model.num_classes)[:-1]
+    written = []
+    for path in files:
+        image = read_image(path)
+        x = transform(image=image)["image"].unsqueeze(0).to(device)
+        out = model(x)
+        logits = out["out"] if isinstance(out, dict) else out
+        if logits.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
+            logits = torch.nn.functional.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+        pred = (logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long())[0].cpu().numpy()
+        ids = output / f"{path.stem}.png"
+        Image.fromarray(pred.astype(np.uint8)).save(ids)
+        overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)
+        Image.fromarray(overlay).save(output / f"{path.stem}_overlay.png")
+        written.append(ids)
+    return written

@@ -1,0 +1,63 @@
+"""Metrics from a confusion matrix accumulated over the whole dataset (never averaged per batch)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ConfusionMatrix"]
+
+
+class ConfusionMatrix:
+    """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``; ignored pixels are skipped.
+
+    Classes absent from both ground truth and predictions have an undefined IoU
+    (NaN) and are left out of the means.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu") -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """``pred`` class ids (or logits ``(N, C, H, W)``) and ``target`` class ids of the same size."""
+        if pred.ndim == target.ndim + 1:
+            pred = pred.argmax(1) if pred.shape[1] > 1 else (pred[:, 0] > 0).long()
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+        valid = target != self.ignore_index
+        t, p = target[valid].long(), pred[valid].long()
+        if t.numel() and (t.max() >= self.num_classes or t.min() < 0):
+            raise ValueError(f"target holds class ids outside 0..{self.num_classes - 1}: {t.unique().tolist()[:10]}")
+        n = self.num_classes
+        self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n).to(self.matrix.device)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+    def all_reduce(self) -> None:
+        """Sum the matrices of every DDP rank (a no-op outside distributed runs)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> dict[str, float | list[float]]:
+        m = self.matrix.double()
+        tp = m.diag()
+        gt = m.sum(1)
+        pred = m.sum(0)
+        union = gt + pred - tp
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        iou = torch.where(union > 0, tp / union, nan)
+        dice = torch.where(gt + pred > 0, 2 * tp / (gt + pred), nan)
+        acc = torch.where(gt > 0, tp / gt, nan)
+        total = m.sum()
+        return {
+            "miou": float(iou.nanmean()) if (union > 0).any() else float("nan"),
+            "mdice": float(dice.nanmean()) if (gt + pred > 0).any() else float("nan"),
+            "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
+            "mean_acc": float(acc.nanmean()) if (gt > 0).any() else float("nan"),
+            "iou": iou.tolist(),
+            "dice": dice.tolist(),
+        }

@@ -1,0 +1,76 @@
+"""PNG plots: loss and metric curves, and an image / ground truth / prediction grid (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["plot_curves", "plot_predictions", "palette"]
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """A fixed colour per class (class 0 dark); ``(num_classes + 1, 3)`` uint8, the last for ignored pixels."""
+    cmap = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
+    colours = [(np.array(cmap(i % cmap.N)[:3]) * 255).astype(np.uint8) for i in range(num_classes)]
+    colours[0] = np.array([30, 30, 30], np.uint8)
+    return np.stack(colours + [np.array([255, 255, 255], np.uint8)])
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, monitor: str = "miou") -> Path:
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
+    val = [(h["epoch"], h["val_loss"]) for h in history if "val_loss" in h]
+    if val:
+        ax1.plot(*zip(*val), label="val")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(), ax1.set_title("loss")
+    metric = [(h["epoch"], h[f"val_{monitor}"]) for h in history if f"val_{monitor}" in h]
+    if metric:
+        ax2.plot(*zip(*metric), marker="o")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel(monitor), ax2.set_title(f"validation {monitor}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _colour(mask: np.ndarray, colours: np.ndarray, ignore_index: int) -> np.ndarray:
+    m = mask.astype(np.int64).copy()
+    m[(m == ignore_index) | (m >= len(colours) - 1)] = len(colours) - 1
+    return colours[m]
+
+
+@torch.inference_mode()
+def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.device, n: int = 4) -> Path:
+    """Rows of image / ground truth / prediction for the first ``n`` samples of ``dataset``."""
+    model.eval()
+    n = min(n, len(dataset))
+    colours = palette(model.num_classes)
+    ignore = dataset.decoder.ignore_index
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    for row in range(n):
+        raw, _ = dataset.load(row)
+        image, mask = dataset[row]
+        out = model(image.unsqueeze(0).to(device))
+        logits = out["out"] if isinstance(out, dict) else out
+        pred = logits.argmax(1)[0].cpu().numpy() if logits.shape[1] > 1 else (logits[0, 0] > 0).long().cpu().numpy()
+        shown = raw if raw.shape[:2] == pred.shape else None
+        for col, (title, img) in enumerate(
+            [("image", shown if shown is not None else np.zeros((*pred.shape, 3), np.uint8)),
+             ("ground truth", _colour(mask.numpy(), colours, ignore)),
+             ("prediction", _colour(pred, colours, ignore))]
+        ):
+            axes[row][col].imshow(img)
+            axes[row][col].set_title(title)
+            axes[row][col].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,179 @@
+"""Training recipes: a YAML file of model, data, augmentation and training settings, with overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from segzoo.config import Preprocessing
+from segzoo.data.dataset import DataConfig
+
+__all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "data_dir", "RECIPES_DIR"]
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def data_dir() -> Path:
+    """Real datasets: ``$SEGZOO_DATA``, else ``../shared/data`` from the working folder."""
+    return Path(os.environ.get("SEGZOO_DATA", Path("..") / "shared" / "data"))
+
+
+def _build(cls: type, data: Mapping[str, Any] | None, where: str):
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"recipe section {where!r}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelSpec:
+    """A named model (``name``) or a free composition (``decoder`` + ``encoder``), plus overrides."""
+
+    name: str | None = None
+    decoder: str | None = None
+    encoder: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, num_classes: int):
+        import segzoo
+
+        if self.name:
+            return segzoo.create(self.name, num_classes=num_classes, **self.overrides)
+        if not (self.decoder and self.encoder):
+            raise ValueError("recipe 'model' needs 'name', or 'decoder' and 'encoder'")
+        return segzoo.create_model(self.decoder, self.encoder, num_classes, **self.overrides)
+
+
+@dataclass
+class AugmentConfig:
+    crop_size: int = 512
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    vflip: bool = False
+    colour_jitter: float = 0.2
+    eval_max_size: int | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def preprocessing_config(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.preprocessing) if self.preprocessing else Preprocessing()
+
+    def train_transform(self, ignore_index: int):
+        from segzoo.data.transforms import train_preset
+
+        return train_preset(self.crop_size, tuple(self.scale), self.hflip, self.vflip, self.colour_jitter,
+                            ignore_index, self.preprocessing_config())
+
+    def eval_transform(self):
+        from segzoo.data.transforms import eval_preset
+
+        return eval_preset(self.eval_max_size, self.preprocessing_config())
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    val_batch_size: int = 1
+    num_workers: int = 0
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    encoder_lr_mult: float = 1.0  # < 1: a lower learning rate for the (pretrained) encoder
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "poly"  # poly | cosine | onecycle | plateau | none
+    warmup_steps: int = 0
+    poly_power: float = 0.9
+    loss: str = "ce"
+    class_weights: list[float] | None = None
+    amp: str = "none"  # none | bf16 | fp16
+    grad_accum: int = 1
+    clip_grad_norm: float | None = None
+    channels_last: bool = False
+    compile: bool = False
+    ema_decay: float | None = None
+    freeze_encoder_epochs: int = 0  # -1: frozen for the whole run
+    seed: int = 0
+    deterministic: bool = False
+    val_every: int = 1
+    monitor: str = "miou"
+    early_stopping: int | None = None  # validations without improvement
+    max_seconds: float | None = None  # stop after the epoch that passes this wall time
+    max_steps_per_epoch: int | None = None
+    sync_bn: bool = False
+    tensorboard: bool = False
+    plots: bool = True
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        choices = {"optimizer": ("adamw", "sgd"), "scheduler": ("poly", "cosine", "onecycle", "plateau", "none"),
+                   "amp": ("none", "bf16", "fp16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "grad_accum", "val_every", "val_batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)!r}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr!r}")
+
+
+@dataclass
+class Recipe:
+    model: ModelSpec
+    data: DataConfig
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        unknown = sorted(set(data) - {"model", "data", "augment", "train"})
+        if unknown:
+            raise ValueError(f"recipe: unknown section(s) {unknown}; sections: model, data, augment, train")
+        if "data" not in data or "model" not in data:
+            raise ValueError("recipe needs 'model' and 'data' sections")
+        recipe = cls(
+            _build(ModelSpec, data["model"], "model"),
+            _build(DataConfig, data["data"], "data"),
+            _build(AugmentConfig, data.get("augment"), "augment"),
+            _build(TrainConfig, data.get("train"), "train"),
+        )
+        root = Path(os.path.expandvars(recipe.data.root))
+        recipe.data.root = str(root if root.is_absolute() or root.exists() else data_dir() / root)
+        return recipe
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+        """A recipe file (or a bundled recipe's name) with ``section.key=value`` overrides (YAML values)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file() and (RECIPES_DIR / f"{path}.yaml").is_file():
+            path = RECIPES_DIR / f"{path}.yaml"
+        if not path.is_file():
+            bundled = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"recipe {str(path)!r} not found (bundled recipes: {bundled})")
+        data = yaml.safe_load(path.read_text()) or {}
+        for item in overrides:
+            key, eq, value = item.partition("=")
+            if not eq or "." not in key:
+                raise ValueError(f"override {item!r}: expected section.key=value, e.g. train.lr=0.01")
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "augment": dataclasses.asdict(self.augment),
+            "train": dataclasses.asdict(self.train),
+        }

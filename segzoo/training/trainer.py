@@ -1,0 +1,431 @@
+"""The Trainer: AMP, gradient accumulation and clipping, channels_last, torch.compile, EMA, encoder freezing,
+schedules, validation with best checkpoint and early stopping, exact resume, DDP through torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segzoo.config import ModelMeta
+from segzoo.data.dataset import SegmentationDataset, build_pairs, pad_collate
+from segzoo.data.transforms import to_dict as transform_to_dict
+from segzoo.losses import build_loss
+from segzoo.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segzoo.training.distributed import DistContext, setup_distributed, shard
+from segzoo.training.evaluate import evaluate
+from segzoo.training.recipe import Recipe
+from segzoo.training.schedule import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
+
+AUX_LOSS_WEIGHT = 0.4  # torchvision's reference scripts weight the auxiliary loss so
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT / SIGTERM arrived; a checkpoint of the current step was saved."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved to {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _ListSampler(torch.utils.data.Sampler):
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class Trainer:
+    """Train a model described by a :class:`Recipe`, writing checkpoints and logs into ``output_dir``.
+
+    ``output_dir/last`` is the resumable checkpoint (written after every epoch and on
+    SIGINT / SIGTERM), ``output_dir/best`` the best model by ``train.monitor`` in the
+    ``save_pretrained`` layout, ``output_dir/metrics.jsonl`` every logged figure.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        output_dir: str | Path,
+        *,
+        resume: bool | str | Path = False,
+        loss: nn.Module | None = None,
+    ) -> None:
+        self.recipe = recipe
+        cfg = self.cfg = recipe.train
+        self.output_dir = Path(output_dir)
+        self.device = pick_device(cfg.device)
+        self.ctx: DistContext = setup_distributed(self.device)
+        if self.device.type == "cuda" and self.ctx.enabled:
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
+        seed_everything(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        data = recipe.data
+        self.train_set = SegmentationDataset(
+            build_pairs(data, "train"), data.decoder(), recipe.augment.train_transform(data.ignore_index), cfg.seed
+        )
+        self.val_set = SegmentationDataset(build_pairs(data, "val"), data.decoder(), recipe.augment.eval_transform())
+
+        model = recipe.model.build(data.num_classes)
+        model.meta = ModelMeta(
+            class_names=list(data.classes),
+            preprocessing=recipe.augment.preprocessing_config(),
+            dataset=Path(data.root).name,
+        )
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.to(self.device)
+        if cfg.sync_bn and self.ctx.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.train_model: nn.Module = model
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.optimizer = build_optimizer(model, cfg)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.scheduler = build_scheduler(self.optimizer, cfg, cfg.epochs * self.steps_per_epoch)
+        self.ema = None
+        if cfg.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.loss_fn = (loss or build_loss(cfg.loss, data.ignore_index, cfg.class_weights)).to(self.device)
+
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # micro-batches done in the current epoch (at an optimiser-step boundary)
+        self.global_step = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_validations = 0
+        self.history: list[dict[str, Any]] = []
+        self._stop_signal: int | None = None
+        if resume:
+            self._resume(self.output_dir / "last" if resume is True else Path(resume))
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _steps_per_epoch(self) -> int:
+        per_rank = math.ceil(len(self.train_set) / self.ctx.world_size)
+        batches = max(1, per_rank // self.cfg.batch_size)
+        if self.cfg.max_steps_per_epoch:
+            batches = min(batches, self.cfg.max_steps_per_epoch * self.cfg.grad_accum)
+        return max(1, batches // self.cfg.grad_accum)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_validations": self.bad_validations,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+            "history": json.dumps(self.history),
+        }
+
+    def save_last(self) -> Path:
+        path = self.output_dir / "last"
+        if self.ctx.is_main:
+            extras = {"recipe.json": self.recipe.to_dict(), "transforms.json": self._transforms()}
+            save_checkpoint(path, self.model, self._state(), extras)
+        return path
+
+    def _transforms(self) -> dict[str, Any]:
+        return {"train": transform_to_dict(self.train_set.transform), "eval": transform_to_dict(self.val_set.transform)}
+
+    def _resume(self, directory: Path) -> None:
+        weights, state = load_checkpoint(directory)
+        names = weights.meta.class_names
+        if names is not None and list(names) != list(self.recipe.data.classes):
+            raise ValueError(
+                f"checkpoint {str(directory)!r} was trained on classes {names}, the recipe has {self.recipe.data.classes}"
+            )
+        self.model.load_state_dict(weights.state_dict, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for key in ("epoch", "batch", "global_step", "best", "best_epoch", "bad_validations"):
+            setattr(self, key, state[key])
+        self.history = json.loads(state["history"])
+        set_rng_state(state["rng"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    self._tb.add_scalar(f"{record['split']}/{key}", value, record.get("step", 0))
+
+    # -- signals ------------------------------------------------------------------------
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop at the next optimiser step, saving a checkpoint (what SIGINT / SIGTERM do)."""
+        self._stop_signal = signum
+
+    def _should_stop(self) -> int | None:
+        if not self.ctx.enabled:
+            return self._stop_signal
+        import torch.distributed as dist
+
+        flag = torch.tensor([self._stop_signal or 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return int(flag.item()) or None
+
+    @contextlib.contextmanager
+    def _signals(self):
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, lambda signum, frame: self.request_stop(signum))
+            except ValueError:  # not the main thread: signals stay with the caller
+                pass
+        try:
+            yield
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    # -- loops --------------------------------------------------------------------------
+    def _epoch_indices(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return shard(torch.randperm(len(self.train_set), generator=g).tolist(), self.ctx, pad=True)
+
+    def _loader(self, dataset, indices: list[int], batch_size: int, drop_last: bool):
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=_ListSampler(indices),
+            num_workers=self.cfg.num_workers,
+            collate_fn=functools.partial(pad_collate, ignore_index=self.recipe.data.ignore_index),
+            drop_last=drop_last,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _set_encoder_frozen(self, epoch: int) -> None:
+        n = self.cfg.freeze_encoder_epochs
+        frozen = n == -1 or epoch < n
+        self.model.encoder.requires_grad_(not frozen)
+        if frozen:
+            self.model.encoder.eval()  # frozen BatchNorm statistics too
+
+    def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self.train_model(images)
+        if isinstance(out, dict):
+            loss = self.loss_fn(out["out"], masks)
+            if "aux" in out:
+                loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(out["aux"], masks)
+            return loss
+        return self.loss_fn(out, masks)
+
+    def _train_epoch(self, epoch: int, progress) -> float:
+        cfg = self.cfg
+        self.train_set.set_epoch(epoch)
+        self.train_model.train()
+        self._set_encoder_frozen(epoch)
+        indices = self._epoch_indices(epoch)[self.batch * cfg.batch_size :]
+        loader = self._loader(self.train_set, indices, cfg.batch_size, drop_last=len(indices) >= cfg.batch_size)
+        total_micro = self.steps_per_epoch * cfg.grad_accum
+        loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
+        micro = self.batch
+        for images, masks in loader:
+            if micro >= total_micro:
+                break
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            last_micro = (micro + 1) % cfg.grad_accum == 0
+            sync = self.train_model.no_sync() if self.ctx.enabled and not last_micro else contextlib.nullcontext()
+            with sync:
+                loss = self._forward_loss(images, masks)
+                if not torch.isfinite(loss.detach()):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; stopping. "
+                        f"The last good checkpoint is kept in {self.output_dir / 'last'}"
+                    )
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            micro += 1
+            loss_sum += float(loss.detach()) * images.shape[0]
+            seen += images.shape[0]
+            if not last_micro:
+                continue
+            if cfg.clip_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if cfg.scheduler != "plateau":
+                self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.global_step += 1
+            self.batch = micro
+            rate = seen * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+            lr = self.optimizer.param_groups[-1]["lr"]
+            if progress is not None:
+                progress.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                progress.update(1)
+            signum = self._should_stop()
+            if signum:
+                path = self.save_last()
+                raise TrainingInterrupted(signum, path)
+        mean = loss_sum / max(seen, 1)
+        rate = seen * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+        self._log({"split": "train", "epoch": epoch + 1, "step": self.global_step, "loss": mean,
+                   "lr": self.optimizer.param_groups[-1]["lr"], "images_per_s": rate})
+        return mean
+
+    def validate(self) -> dict[str, Any]:
+        model = self.ema.module if self.ema is not None else self.model
+        indices = shard(list(range(len(self.val_set))), self.ctx, pad=False)
+        loader = self._loader(self.val_set, indices, self.cfg.val_batch_size, drop_last=False)
+        return evaluate(model, loader, self.recipe.data.num_classes, self.recipe.data.ignore_index,
+                        self.device, self.amp_dtype, self.loss_fn)
+
+    def fit(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason)."""
+        cfg = self.cfg
+        self._tb = None
+        if cfg.tensorboard and self.ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+        start = time.perf_counter()
+        reason = "completed"
+        progress = None
+        try:
+            with self._signals():
+                if cfg.progress and self.ctx.is_main and sys.stderr.isatty():
+                    from tqdm.auto import tqdm
+
+                    progress = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.global_step,
+                                    desc="train", unit="step", dynamic_ncols=True)
+                while self.epoch < cfg.epochs:
+                    epoch = self.epoch
+                    if progress is not None:
+                        progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+                    train_loss = self._train_epoch(epoch, progress)
+                    self.epoch, self.batch = epoch + 1, 0
+                    record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
+                    if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+                        metrics = self.validate()
+                        record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)})
+                        self._log({"split": "val", "epoch": epoch + 1, "step": self.global_step, **metrics})
+                        reason = self._after_validation(epoch, metrics) or reason
+                    self.history.append(record)
+                    self.save_last()
+                    if cfg.progress and progress is None and self.ctx.is_main:  # no terminal: a line per epoch
+                        shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
+                        print(f"epoch {epoch + 1}/{cfg.epochs} {json.dumps(shown)}", flush=True)
+                    if reason == "early_stopping":
+                        break
+                    if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
+                        reason = "time_limit"
+                        break
+        except TrainingInterrupted as exc:
+            reason = f"interrupted ({signal.Signals(exc.signum).name})"
+            if self.ctx.is_main:
+                print(f"segzoo: {exc}; resume with --resume", flush=True)
+            self._interrupted = exc
+        finally:
+            if progress is not None:
+                progress.close()
+            if self._tb is not None:
+                self._tb.close()
+        if self.ctx.is_main and cfg.plots and not reason.startswith("interrupted"):
+            self._plots()
+        summary = {"reason": reason, "epochs": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
+                   "monitor": cfg.monitor, "seconds": time.perf_counter() - start, "output_dir": str(self.output_dir)}
+        if self.ctx.is_main:
+            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _after_validation(self, epoch: int, metrics: dict[str, Any]) -> str | None:
+        cfg = self.cfg
+        if cfg.monitor not in metrics:
+            raise ValueError(f"train.monitor {cfg.monitor!r} is not a metric; metrics: {sorted(metrics)}")
+        value = float(metrics[cfg.monitor])
+        higher_is_better = cfg.monitor != "loss"
+        if cfg.scheduler == "plateau":
+            self.scheduler.step(value if higher_is_better else -value)
+        improved = math.isfinite(value) and (
+            self.best is None or (value > self.best if higher_is_better else value < self.best)
+        )
+        if improved:
+            self.best, self.best_epoch, self.bad_validations = value, epoch + 1, 0
+            if self.ctx.is_main:
+                model = self.ema.module if self.ema is not None else self.model
+                model.meta = self.model.meta
+                model.save_pretrained(
+                    str(self.output_dir / "best"),
+                    metrics={k: round(float(v), 5) for k, v in metrics.items() if not isinstance(v, list)},
+                    description=f"Best checkpoint (epoch {epoch + 1}, {cfg.monitor} {value:.4f}) of a segzoo run.",
+                )
+                (self.output_dir / "best" / "transforms.json").write_text(json.dumps(self._transforms(), indent=2))
+            return None
+        self.bad_validations += 1
+        if cfg.early_stopping and self.bad_validations >= cfg.early_stopping:
+            return "early_stopping"
+        return None
+
+    def _plots(self) -> None:
+        try:
+            from segzoo.training.plots import plot_curves, plot_predictions
+        except ImportError as exc:  # matplotlib is an optional extra
+            print(f"segzoo: plots skipped ({exc}); pip install 'segzoo[plots]'", flush=True)
+            return
+        plot_curves(self.history, self.output_dir / "curves.png", self.cfg.monitor)
+        model = self.ema.module if self.ema is not None else self.model
+        plot_predictions(model, self.val_set, self.output_dir / "predictions.png", self.device)
