@@ -38,6 +38,7 @@ class DataConfig:
     colours: dict[str, list[int]] | None = None
     ignore_colours: list[list[int]] = field(default_factory=list)
     values: dict[int, int] | None = None
+    limit: int | None = None  # keep the first N pairs of each split (smoke runs)
 
     @property
     def num_classes(self) -> int:
@@ -72,12 +73,13 @@ def build_pairs(config: DataConfig, split: str) -> list[tuple[Path, Path]]:
         list_file = config.train_list if split == "train" else config.val_list
         if not list_file:
             raise ValueError(f"layout 'list' needs {split}_list")
-        return list_file_pairs(config.root, list_file)
-    if config.layout != "folder":
+        pairs = list_file_pairs(config.root, list_file)
+    elif config.layout == "folder":
+        train, val = _split(folder_pairs(config.root, config.images, config.masks), config.val_fraction)
+        pairs = train if split == "train" else val
+    else:
         raise ValueError(f"layout must be 'folder' or 'list', got {config.layout!r}")
-    pairs = folder_pairs(config.root, config.images, config.masks)
-    train, val = _split(pairs, config.val_fraction)
-    return train if split == "train" else val
+    return pairs[: config.limit] if config.limit else pairs
 
 
 class SegmentationDataset(torch.utils.data.Dataset):

@@ -21,6 +21,20 @@ def data_dir() -> Path:
     return Path(os.environ.get("SEGZOO_DATA", Path("..") / "shared" / "data"))
 
 
+def _find_weights(entry: str) -> Path:
+    """A local weights file as written in a recipe: as given, else by name in ``$SEGZOO_WEIGHTS`` or
+    ``../shared/weights`` (beside the data folder)."""
+    path = Path(os.path.expandvars(entry)).expanduser()
+    if path.is_file():
+        return path
+    folders = [Path(os.environ["SEGZOO_WEIGHTS"])] if "SEGZOO_WEIGHTS" in os.environ else []
+    folders.append(data_dir().parent / "weights")
+    for folder in folders:
+        if (folder / path.name).is_file():
+            return folder / path.name
+    raise FileNotFoundError(f"encoder weights {entry!r} not found (also looked in {[str(f) for f in folders]})")
+
+
 def _build(cls: type, data: Mapping[str, Any] | None, where: str):
     data = dict(data or {})
     known = {f.name for f in dataclasses.fields(cls)}
@@ -145,6 +159,9 @@ class Recipe:
         )
         root = Path(os.path.expandvars(recipe.data.root))
         recipe.data.root = str(root if root.is_absolute() or root.exists() else data_dir() / root)
+        weights = recipe.model.overrides.get("encoder_weights")
+        if weights and weights != "imagenet":
+            recipe.model.overrides["encoder_weights"] = str(_find_weights(weights))
         return recipe
 
     @classmethod

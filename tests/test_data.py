@@ -1,0 +1,175 @@
+"""Data: pair discovery, mask decoding, joint transforms, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segzoo.data import (
+    DataConfig,
+    MaskDecoder,
+    SegmentationDataset,
+    build_pairs,
+    eval_preset,
+    folder_pairs,
+    list_file_pairs,
+    pad_collate,
+    train_preset,
+)
+from segzoo.data.transforms import from_dict, to_dict
+from conftest import shared_data_dir
+
+
+def _write(root: Path, name: str, image: np.ndarray, mask: np.ndarray, img_ext=".jpg") -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "images" / f"{name}{img_ext}")
+    Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+
+
+def test_folder_pairs_match_by_stem_and_list_unmatched(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    for name in ("a", "b"):
+        _write(tmp_path, name, img, mask)
+    pairs = folder_pairs(tmp_path)
+    assert [(p.name, m.name) for p, m in pairs] == [("a.jpg", "a.png"), ("b.jpg", "b.png")]
+    Image.fromarray(img).save(tmp_path / "images" / "lonely.jpg")
+    Image.fromarray(mask).save(tmp_path / "masks" / "orphan.png")
+    with pytest.raises(ValueError, match=r"lonely\.jpg.*orphan\.png"):
+        folder_pairs(tmp_path)
+
+
+def test_nested_tiles_with_same_names(tmp_path):
+    img, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    for tile in ("Tile 1", "Tile 2"):
+        _write(tmp_path / tile, "part_001", img, mask)
+    pairs = folder_pairs(tmp_path)
+    assert len(pairs) == 2 and {p.parent.parent.name for p, _ in pairs} == {"Tile 1", "Tile 2"}
+
+
+def test_list_file_with_stale_absolute_prefix(tmp_path):
+    img, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "trainannot").mkdir()
+    Image.fromarray(img).save(tmp_path / "train" / "x.png")
+    Image.fromarray(mask).save(tmp_path / "trainannot" / "x.png")
+    (tmp_path / "train.txt").write_text("/SegNet/CamVid/train/x.png /SegNet/CamVid/trainannot/x.png\n")
+    assert list_file_pairs(tmp_path, "train.txt") == [(tmp_path / "train" / "x.png", tmp_path / "trainannot" / "x.png")]
+    (tmp_path / "bad.txt").write_text("/SegNet/CamVid/train/missing.png /SegNet/CamVid/trainannot/x.png\n")
+    with pytest.raises(FileNotFoundError, match=r"bad.txt:1: '/SegNet/CamVid/train/missing.png'"):
+        list_file_pairs(tmp_path, "bad.txt")
+
+
+def test_palette_masks_with_different_index_orders_decode_the_same(tmp_path):
+    ids = np.array([[0, 1], [2, 1]], np.uint8)
+    colours = {(60, 16, 152): 0, (132, 41, 246): 1, (110, 193, 228): 2}
+    rgb_of = {v: k for k, v in colours.items()}
+    for name, order in (("p1", [0, 1, 2]), ("p2", [2, 0, 1])):
+        palette_img = Image.fromarray(np.vectorize(order.index)(ids).astype(np.uint8), mode="P")
+        flat = [c for idx in range(3) for c in rgb_of[order[idx]]]
+        palette_img.putpalette(flat + [0] * (768 - len(flat)))
+        palette_img.save(tmp_path / f"{name}.png")
+    decoder = MaskDecoder(3, colours=colours)
+    assert np.array_equal(decoder(tmp_path / "p1.png"), ids)
+    assert np.array_equal(decoder(tmp_path / "p2.png"), ids)
+
+
+def test_unknown_colour_names_file_and_colour(tmp_path):
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(tmp_path / "m.png")
+    with pytest.raises(ValueError, match=r"m\.png.*\(1, 2, 3\).*colour table"):
+        MaskDecoder(2, colours={(0, 0, 0): 0})(tmp_path / "m.png")
+
+
+def test_mask_values_outside_classes(tmp_path):
+    Image.fromarray(np.array([[0, 7], [255, 1]], np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(ValueError, match=r"m\.png.*\[7\].*ignore index 255"):
+        MaskDecoder(3)(tmp_path / "m.png")
+    assert MaskDecoder(8)(tmp_path / "m.png").tolist() == [[0, 7], [255, 1]]
+    Image.fromarray(np.array([[0, 255]], np.uint8)).save(tmp_path / "b.png")
+    assert MaskDecoder(2, values={0: 0, 255: 1})(tmp_path / "b.png").tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match=r"\[255\].*value map"):
+        MaskDecoder(2, values={0: 0})(tmp_path / "b.png")
+
+
+def test_bad_files_are_named(tmp_path):
+    _write(tmp_path, "a", np.zeros((8, 8, 3), np.uint8), np.zeros((6, 8), np.uint8))
+    ds = SegmentationDataset(folder_pairs(tmp_path), MaskDecoder(2), eval_preset())
+    with pytest.raises(ValueError, match=r"a\.jpg' is 8x8 but its mask .*a\.png' is 8x6"):
+        ds[0]
+    (tmp_path / "images" / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot read image .*a\.jpg"):
+        ds[0]
+    with pytest.raises(ValueError, match="empty"):
+        SegmentationDataset([], MaskDecoder(2), eval_preset())
+
+
+def test_masks_resampled_nearest_and_aligned_with_image():
+    """The image encodes the mask, so any misalignment or interpolation of the mask shows."""
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 4, (8, 10)).repeat(12, 0).repeat(12, 1).astype(np.uint8)  # 96 x 120, 12-pixel blocks
+    image = np.stack([mask * 60] * 3, -1).astype(np.uint8)
+    t = train_preset(96, scale=(0.5, 2.0), colour_jitter=0.0, ignore_index=255)
+    t.set_random_seed(3)
+    out = t(image=image, mask=mask)
+    m = out["mask"].numpy() if hasattr(out["mask"], "numpy") else np.asarray(out["mask"])
+    assert set(np.unique(m)) <= {0, 1, 2, 3, 255}  # nearest: no invented values
+    img = out["image"][0].numpy() * 0.229 + 0.485  # undo normalisation of channel 0
+    decoded = np.rint(img * 255 / 60)
+    # region interiors (5x5 neighbourhood of one class): the image there must carry the same class
+    pad = np.pad(m.astype(np.int64), 2, constant_values=-1)
+    windows = np.lib.stride_tricks.sliding_window_view(pad, (5, 5))
+    interior = (windows == m[..., None, None]).all(axis=(-1, -2)) & (m != 255)
+    assert interior.sum() > 500
+    assert (decoded[interior] == m[interior]).all()
+
+
+def test_transforms_serialise_and_reproduce():
+    t = train_preset(32, colour_jitter=0.3)
+    again = from_dict(to_dict(t))
+    image = np.random.default_rng(1).integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    mask = np.zeros((50, 60), np.uint8)
+    t.set_random_seed(7)
+    again.set_random_seed(7)
+    a, b = t(image=image, mask=mask), again(image=image, mask=mask)
+    assert torch.equal(a["image"], b["image"])
+
+
+def test_pad_collate_pads_masks_with_ignore():
+    batch = [(torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)), (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long))]
+    images, masks = pad_collate(batch, ignore_index=9)
+    assert images.shape == (2, 3, 6, 5) and masks.shape == (2, 6, 5)
+    assert masks[0, 5, 0] == 9 and masks[1, 0, 4] == 9 and images[0, :, 5, 0].eq(0).all()
+
+
+def test_split_is_stable_and_disjoint(tmp_path):
+    img, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    for i in range(20):
+        _write(tmp_path, f"s{i:02d}", img, mask)
+    cfg = DataConfig(root=str(tmp_path), classes=["a", "b"], val_fraction=0.2)
+    train, val = build_pairs(cfg, "train"), build_pairs(cfg, "val")
+    assert len(val) == 4 and len(train) == 16 and not set(train) & set(val)
+    assert build_pairs(cfg, "val") == val
+
+
+@pytest.mark.parametrize("name", ["camvid", "aerial", "nuclei"])
+def test_real_datasets_decode(name):
+    root = shared_data_dir() / name
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set SEGZOO_DATA)")
+    from segzoo.training.recipe import Recipe
+
+    recipe = Recipe.load(name, ["data.limit=3"])
+    recipe.data.root = str(root)
+    ds = SegmentationDataset(build_pairs(recipe.data, "train"), recipe.data.decoder(), eval_preset())
+    for i in range(len(ds)):
+        image, mask = ds[i]
+        assert image.shape[-2:] == mask.shape
+        values = set(mask.unique().tolist())
+        assert values <= set(range(recipe.data.num_classes)) | {recipe.data.ignore_index}
