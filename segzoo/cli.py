@@ -86,9 +86,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from segzoo.training.recipe import Recipe
     from segzoo.training.trainer import Trainer
 
+    from segzoo.training.distributed import teardown_distributed
+
     recipe = Recipe.load(args.recipe, args.set)
-    trainer = Trainer(recipe, args.output, resume=args.resume)
-    summary = trainer.fit()
+    try:
+        trainer = Trainer(recipe, args.output, resume=args.resume)
+        summary = trainer.fit()
+    finally:
+        teardown_distributed()
     if trainer.ctx.is_main:
         print(json.dumps(summary, indent=2))
     interrupted = getattr(trainer, "_interrupted", None)
@@ -121,7 +126,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         sampler=shard(list(range(len(dataset))), ctx, pad=False),
         collate_fn=functools.partial(pad_collate, ignore_index=data.ignore_index),
     )
-    metrics = evaluate(model.to(device), loader, data.num_classes, data.ignore_index, device)
+    from segzoo.training.distributed import teardown_distributed
+
+    try:
+        metrics = evaluate(model.to(device), loader, data.num_classes, data.ignore_index, device)
+    finally:
+        teardown_distributed()
     metrics["classes"] = list(data.classes)
     metrics["images"] = len(dataset)
     if ctx.is_main:

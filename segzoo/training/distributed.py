@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "setup_distributed", "shard"]
+__all__ = ["DistContext", "setup_distributed", "teardown_distributed", "shard"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ def setup_distributed(device: torch.device) -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def teardown_distributed() -> None:
+    """Wait for every rank, then destroy the process group (gloo aborts at exit if it is left alive)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def shard(indices: list[int], ctx: DistContext, pad: bool) -> list[int]:
