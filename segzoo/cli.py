@@ -101,11 +101,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import functools
-
-    import torch
-
-    from segzoo.data.dataset import SegmentationDataset, build_pairs, pad_collate
+    from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
     from segzoo.inference import load_for_inference
     from segzoo.training.distributed import setup_distributed, shard
     from segzoo.training.evaluate import evaluate
@@ -121,15 +117,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ctx = setup_distributed(device)
     data = recipe.data
     dataset = SegmentationDataset(build_pairs(data, args.split), data.decoder(), transform)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=recipe.train.val_batch_size, num_workers=recipe.train.num_workers,
-        sampler=shard(list(range(len(dataset))), ctx, pad=False),
-        collate_fn=functools.partial(pad_collate, ignore_index=data.ignore_index),
-    )
+    loader = make_loader(dataset, recipe.train.val_batch_size, shard(list(range(len(dataset))), ctx, pad=False),
+                         recipe.train.num_workers, ignore_index=data.ignore_index)
     from segzoo.training.distributed import teardown_distributed
 
     try:
-        metrics = evaluate(model.to(device), loader, data.num_classes, data.ignore_index, device)
+        metrics = evaluate(model.to(device), loader, data.num_classes, data.ignore_index, device,
+                           model.meta.preprocessing)
     finally:
         teardown_distributed()
     metrics["classes"] = list(data.classes)

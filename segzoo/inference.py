@@ -10,14 +10,15 @@ import numpy as np
 import torch
 
 from segzoo.data.masks import read_image
+from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
 
 __all__ = ["load_for_inference", "predict_files", "expand_inputs"]
 
 
 def load_for_inference(weights: str | Path):
-    """``(model, eval transform)``: the transform saved beside the weights, else one built from the model's
-    preprocessing metadata (the same normalisation the model was trained with)."""
+    """``(model, eval transform)``: the evaluation transform saved beside the weights, else the default one.
+    Normalisation comes from the model's preprocessing metadata, as in training."""
     import segzoo
     from segzoo.data.transforms import eval_preset, from_dict
 
@@ -28,7 +29,7 @@ def load_for_inference(weights: str | Path):
     if saved.is_file():
         transform = from_dict(json.loads(saved.read_text())["eval"])
     else:
-        transform = eval_preset(preprocessing=model.meta.preprocessing)
+        transform = eval_preset()
     return model, transform
 
 
@@ -67,7 +68,7 @@ def predict_files(
     for path in files:
         image = read_image(path)
         x = transform(image=image)["image"].unsqueeze(0).to(device)
-        out = model(x)
+        out = model(normalize(x, model.meta.preprocessing))
         logits = out["out"] if isinstance(out, dict) else out
         if logits.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
             logits = torch.nn.functional.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)

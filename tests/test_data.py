@@ -120,8 +120,8 @@ def test_masks_resampled_nearest_and_aligned_with_image():
     out = t(image=image, mask=mask)
     m = out["mask"].numpy() if hasattr(out["mask"], "numpy") else np.asarray(out["mask"])
     assert set(np.unique(m)) <= {0, 1, 2, 3, 255}  # nearest: no invented values
-    img = out["image"][0].numpy() * 0.229 + 0.485  # undo normalisation of channel 0
-    decoded = np.rint(img * 255 / 60)
+    assert out["image"].dtype == torch.uint8  # normalisation happens batched, on the device
+    decoded = np.rint(out["image"][0].numpy() / 60)
     # region interiors (5x5 neighbourhood of one class): the image there must carry the same class
     pad = np.pad(m.astype(np.int64), 2, constant_values=-1)
     windows = np.lib.stride_tricks.sliding_window_view(pad, (5, 5))
@@ -173,3 +173,42 @@ def test_real_datasets_decode(name):
         assert image.shape[-2:] == mask.shape
         values = set(mask.unique().tolist())
         assert values <= set(range(recipe.data.num_classes)) | {recipe.data.ignore_index}
+
+
+def test_random_scale_crop_geometry():
+    from segzoo.data.transforms import RandomScaleCrop, _random_scale_crop_class
+
+    cls = _random_scale_crop_class()
+    small = np.full((20, 30, 3), 200, np.uint8)
+    mask = np.ones((20, 30), np.uint8)
+    t = cls(64, 64, scale=(1.0, 1.0), fill_mask=255)  # no scaling: the image sits top-left, the rest is padding
+    out = t(image=small, mask=mask)
+    assert out["image"].shape == (64, 64, 3) and out["mask"].shape == (64, 64)
+    assert (out["mask"][:20, :30] == 1).all() and (out["mask"][20:] == 255).all() and (out["mask"][:, 30:] == 255).all()
+    assert (out["image"][20:] == 0).all()
+    big = np.zeros((100, 100), np.uint8)
+    big[:, 50:] = 3
+    t = cls(40, 40, scale=(2.0, 2.0))
+    t.set_random_seed(0)
+    out = t(image=np.stack([big] * 3, -1), mask=big)
+    assert set(np.unique(out["mask"])) <= {0, 3}  # nearest: no blended labels
+    assert RandomScaleCrop is cls
+
+
+def test_normalize_matches_formula():
+    from segzoo.config import Preprocessing
+    from segzoo.data import normalize
+
+    pre = Preprocessing(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), input_range=(-1.0, 1.0))
+    x = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    expected = (x.double() / 255 * 2 - 1 - torch.tensor(pre.mean).view(1, 3, 1, 1).double()) / torch.tensor(pre.std).view(1, 3, 1, 1).double()
+    torch.testing.assert_close(normalize(x, pre).double(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(x.float(), pre)
+    with pytest.raises(ValueError, match="channel"):
+        normalize(x[:, :2], pre)
+
+
+def test_too_many_classes_for_uint8_masks():
+    with pytest.raises(ValueError, match="1..255 classes"):
+        MaskDecoder(300)

@@ -2,6 +2,7 @@
 
 from segzoo.data.dataset import DataConfig, SegmentationDataset, build_pairs, pad_collate
 from segzoo.data.masks import MaskDecoder, read_image
+from segzoo.data.normalize import normalize
 from segzoo.data.pairs import folder_pairs, list_file_pairs
 from segzoo.data.transforms import eval_preset, train_preset
 
@@ -13,6 +14,7 @@ __all__ = [
     "eval_preset",
     "folder_pairs",
     "list_file_pairs",
+    "normalize",
     "pad_collate",
     "read_image",
     "train_preset",

@@ -13,7 +13,7 @@ import torch
 from segzoo.data.masks import MaskDecoder, read_image
 from segzoo.data.pairs import folder_pairs, list_file_pairs
 
-__all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs"]
+__all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs", "make_loader"]
 
 
 @dataclass
@@ -123,21 +123,39 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image, mask)``: uint8 ``(C, H, W)`` and uint8 ``(H, W)`` class ids."""
         image, mask = self.load(index)
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(
                 int.from_bytes(hashlib.blake2b(f"{self.seed}/{self.epoch}/{index}".encode(), digest_size=4).digest(), "little")
             )
         out = self.transform(image=image, mask=mask)
-        return out["image"], torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long)
+        # both stay uint8 (a byte per pixel through workers and copies); consumers widen on the device
+        return out["image"].contiguous(), torch.as_tensor(np.asarray(out["mask"]))
+
+
+def make_loader(dataset, batch_size: int, indices=None, num_workers: int = 0, shuffle: bool = False,
+                drop_last: bool = False, ignore_index: int = 255, pin_memory: bool = False):
+    """A DataLoader with segzoo's collate function (images of different sizes, masks padded with ignore)."""
+    import functools
+
+    sampler = None if indices is None else indices
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle if sampler is None else False,
+        num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+    )
 
 
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255):
-    """Stack samples of different sizes: images padded with 0, masks with ``ignore_index`` (bottom/right)."""
+    """Stack samples (uint8 images) of different sizes: images padded with 0, masks with ``ignore_index``
+    (bottom / right)."""
+    if len({img.shape for img, _ in batch}) == 1:  # equal sizes: default_collate stacks into shared memory
+        return torch.utils.data.default_collate(list(batch))
     h = max(img.shape[-2] for img, _ in batch)
     w = max(img.shape[-1] for img, _ in batch)
     images = torch.zeros(len(batch), batch[0][0].shape[0], h, w, dtype=batch[0][0].dtype)
-    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
+    masks = torch.full((len(batch), h, w), ignore_index, dtype=batch[0][1].dtype)
     for i, (img, mask) in enumerate(batch):
         images[i, :, : img.shape[-2], : img.shape[-1]] = img
         masks[i, : mask.shape[-2], : mask.shape[-1]] = mask

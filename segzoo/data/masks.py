@@ -10,9 +10,19 @@ import numpy as np
 __all__ = ["read_image", "MaskDecoder"]
 
 
+def _cv2():
+    """OpenCV, single-threaded: its thread pool does not survive the fork that starts DataLoader workers
+    (a worker hangs on first use), and parallelism comes from the workers anyway."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return cv2
+
+
 def read_image(path: Path) -> np.ndarray:
     """An RGB uint8 array (H, W, 3); a corrupt or unreadable file is an error naming it."""
-    import cv2
+    cv2 = _cv2()
 
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
@@ -49,6 +59,11 @@ class MaskDecoder:
         colours: Mapping[Sequence[int], int] | None = None,
         values: Mapping[int, int] | None = None,
     ) -> None:
+        if not 1 <= num_classes <= 255 or not 0 <= ignore_index <= 255:
+            raise ValueError(
+                f"masks are uint8: need 1..255 classes and an ignore index in 0..255, "
+                f"got {num_classes} classes and ignore index {ignore_index}"
+            )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.colours = {tuple(int(c) for c in k): int(v) for k, v in (colours or {}).items()}
@@ -65,7 +80,10 @@ class MaskDecoder:
                 f"mask {str(path)!r} is {image.mode}, expected single-channel class ids; "
                 "for colour-coded masks give the colour table"
             )
-        ids = np.asarray(image).astype(np.int64)
+        ids = np.asarray(image)
+        if not self.values and ids.dtype == np.uint8 and (ids.max(initial=0) < self.num_classes or self._only_ignore(ids)):
+            return ids  # the common case: every value is a class id or the ignore index
+        ids = ids.astype(np.int64)
         if self.values:
             size = max(int(ids.max(initial=0)), max(self.values)) + 1
             lut = np.full(size, -1, dtype=np.int64)
@@ -84,6 +102,14 @@ class MaskDecoder:
                 f"{self.num_classes} classes (0..{self.num_classes - 1}) and not the ignore index {self.ignore_index}"
             )
         return ids.astype(np.uint8)
+
+    def _only_ignore(self, ids: np.ndarray) -> bool:
+        """True if every value is a class id or the ignore index (a cheap check for uint8 masks)."""
+        counts = np.bincount(ids.ravel(), minlength=256)
+        counts[: self.num_classes] = 0
+        if 0 <= self.ignore_index < 256:
+            counts[self.ignore_index] = 0
+        return not counts.any()
 
     def _from_colours(self, rgb: np.ndarray, path: Path) -> np.ndarray:
         code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]

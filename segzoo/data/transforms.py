@@ -2,7 +2,9 @@
 
 Masks are only ever resampled with nearest neighbour (albumentations' mask
 interpolation default, set explicitly here), and every geometric transform
-applies to image and mask together.
+applies to image and mask together. Presets end in uint8 CHW tensors:
+normalisation happens batched on the device (``segzoo.data.normalize``) with the
+model's ``Preprocessing``, which is saved with its weights.
 """
 
 from __future__ import annotations
@@ -11,19 +13,68 @@ from typing import Any
 
 import numpy as np
 
-from segzoo.config import Preprocessing
-
-__all__ = ["train_preset", "eval_preset", "to_dict", "from_dict"]
+__all__ = ["train_preset", "eval_preset", "to_dict", "from_dict", "RandomScaleCrop"]
 
 
-def _normalize(pre: Preprocessing):
+def _random_scale_crop_class():
+    """Defined lazily so that importing segzoo does not import albumentations."""
+    global RandomScaleCrop
+    if "RandomScaleCrop" in globals():
+        return RandomScaleCrop
     import albumentations as A
 
-    span = pre.input_range[1] - pre.input_range[0]
-    # Normalize computes (img / max_pixel_value - mean) / std; an input range [lo, hi] maps 255 -> hi
-    mean = tuple(m / span - pre.input_range[0] / span for m in pre.mean)
-    std = tuple(s / span for s in pre.std)
-    return A.Normalize(mean=mean, std=std, max_pixel_value=255.0)
+    from segzoo.data.masks import _cv2
+
+    class RandomScaleCrop(A.DualTransform):
+        """Random scale in ``scale``, then a random ``height`` x ``width`` crop, padding where the scaled
+        image is smaller (image with 0, mask with ``fill_mask``).
+
+        The result of RandomScale + PadIfNeeded + RandomCrop (up to sub-pixel rounding of the window),
+        computed by resampling only the source window that lands in the crop: the cost is that of the
+        output, not of the whole image scaled up to 2x.
+        """
+
+        def __init__(self, height: int, width: int, scale: tuple[float, float] = (0.5, 2.0),
+                     fill_mask: int = 255, p: float = 1.0) -> None:
+            super().__init__(p=p)
+            self.height, self.width = int(height), int(width)
+            self.scale = (float(scale[0]), float(scale[1]))
+            self.fill_mask = int(fill_mask)
+
+        def get_params_dependent_on_data(self, params, data):
+            h, w = params["shape"][:2]
+            s = self.py_random.uniform(*self.scale)
+            sh, sw = max(1, round(h * s)), max(1, round(w * s))  # the scaled image's size
+            top = self.py_random.randint(0, max(0, sh - self.height))
+            left = self.py_random.randint(0, max(0, sw - self.width))
+            out_h, out_w = min(self.height, sh - top), min(self.width, sw - left)
+            # the source window that maps onto the output region; only it is resampled
+            y0, x0 = int(top / s), int(left / s)
+            y1, x1 = min(h, max(y0 + 1, round((top + out_h) / s))), min(w, max(x0 + 1, round((left + out_w) / s)))
+            return {"window": (y0, y1, x0, x1), "out": (out_h, out_w)}
+
+        def _scale_crop(self, img, window, out, interpolation, fill):
+            cv2 = _cv2()
+            y0, y1, x0, x1 = window
+            out_h, out_w = out
+            region = cv2.resize(img[y0:y1, x0:x1], (out_w, out_h), interpolation=interpolation)
+            if (out_h, out_w) == (self.height, self.width):
+                return region
+            return cv2.copyMakeBorder(region, 0, self.height - out_h, 0, self.width - out_w,
+                                      cv2.BORDER_CONSTANT, value=fill)
+
+        def apply(self, img, window=None, out=None, **params):
+            return self._scale_crop(img, window, out, _cv2().INTER_LINEAR, 0)
+
+        def apply_to_mask(self, mask, window=None, out=None, **params):
+            return self._scale_crop(mask, window, out, _cv2().INTER_NEAREST, self.fill_mask)
+
+        def get_transform_init_args_names(self):
+            return ("height", "width", "scale", "fill_mask")
+
+    RandomScaleCrop.__module__ = __name__
+    globals()["RandomScaleCrop"] = RandomScaleCrop
+    return RandomScaleCrop
 
 
 def train_preset(
@@ -33,20 +84,14 @@ def train_preset(
     vflip: bool = False,
     colour_jitter: float = 0.2,
     ignore_index: int = 255,
-    preprocessing: Preprocessing | None = None,
 ):
-    """Random scale, pad (image 0, mask ``ignore_index``) and crop, flips, colour jitter, normalise, to tensor."""
+    """Random scale + crop (padding image with 0, mask with ``ignore_index``), flips, colour jitter,
+    to uint8 tensors."""
     import albumentations as A
-    import cv2
     from albumentations.pytorch import ToTensorV2
 
     h, w = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
-    ops: list[Any] = [
-        A.RandomScale(scale_limit=(scale[0] - 1.0, scale[1] - 1.0), interpolation=cv2.INTER_LINEAR,
-                      mask_interpolation=cv2.INTER_NEAREST, p=1.0),
-        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
-        A.RandomCrop(h, w),
-    ]
+    ops: list[Any] = [_random_scale_crop_class()(h, w, scale, fill_mask=ignore_index)]
     if hflip:
         ops.append(A.HorizontalFlip(p=0.5))
     if vflip:
@@ -54,33 +99,37 @@ def train_preset(
     if colour_jitter:
         c = colour_jitter
         ops.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(c / 4, 0.5), p=0.8))
-    ops += [_normalize(preprocessing or Preprocessing()), ToTensorV2()]
+    ops.append(ToTensorV2())
     return A.Compose(ops)
 
 
-def eval_preset(max_size: int | None = None, preprocessing: Preprocessing | None = None):
-    """Normalise and convert; ``max_size`` resizes the longest side (the mask with nearest neighbour)."""
+def eval_preset(max_size: int | None = None):
+    """To uint8 tensors; ``max_size`` resizes the longest side (the mask with nearest neighbour)."""
     import albumentations as A
-    import cv2
     from albumentations.pytorch import ToTensorV2
 
+    from segzoo.data.masks import _cv2
+
+    cv2 = _cv2()
     ops: list[Any] = []
     if max_size:
         ops.append(A.LongestMaxSize(max_size=max_size, interpolation=cv2.INTER_LINEAR,
                                     mask_interpolation=cv2.INTER_NEAREST))
-    ops += [_normalize(preprocessing or Preprocessing()), ToTensorV2()]
+    ops.append(ToTensorV2())
     return A.Compose(ops)
 
 
 def to_dict(transform) -> dict[str, Any]:
     import albumentations as A
 
+    _random_scale_crop_class()  # registered for (de)serialisation
     return A.to_dict(transform)
 
 
 def from_dict(data: dict[str, Any]):
     import albumentations as A
 
+    _random_scale_crop_class()
     return A.from_dict(data)
 
 

@@ -6,6 +6,8 @@ from typing import Iterable
 
 import torch
 
+from segzoo.config import Preprocessing
+from segzoo.data.normalize import normalize
 from segzoo.metrics import ConfusionMatrix
 
 __all__ = ["evaluate"]
@@ -18,6 +20,7 @@ def evaluate(
     num_classes: int,
     ignore_index: int,
     device: torch.device,
+    preprocessing: Preprocessing,
     amp_dtype: torch.dtype | None = None,
     loss_fn: torch.nn.Module | None = None,
 ) -> dict[str, float | list[float]]:
@@ -26,7 +29,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     for images, masks in batches:
-        images, masks = images.to(device), masks.to(device)
+        images, masks = normalize(images.to(device), preprocessing), masks.to(device).long()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(images)
         logits = out["out"] if isinstance(out, dict) else out

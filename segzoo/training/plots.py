@@ -58,13 +58,15 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
     for row in range(n):
         raw, _ = dataset.load(row)
         image, mask = dataset[row]
-        out = model(image.unsqueeze(0).to(device))
+        from segzoo.data.normalize import normalize
+
+        out = model(normalize(image.unsqueeze(0).to(device), model.meta.preprocessing))
         logits = out["out"] if isinstance(out, dict) else out
         pred = logits.argmax(1)[0].cpu().numpy() if logits.shape[1] > 1 else (logits[0, 0] > 0).long().cpu().numpy()
         shown = raw if raw.shape[:2] == pred.shape else None
         for col, (title, img) in enumerate(
             [("image", shown if shown is not None else np.zeros((*pred.shape, 3), np.uint8)),
-             ("ground truth", _colour(mask.numpy(), colours, ignore)),
+             ("ground truth", _colour(mask.numpy().astype(np.int64), colours, ignore)),
              ("prediction", _colour(pred, colours, ignore))]
         ):
             axes[row][col].imshow(img)

@@ -80,12 +80,12 @@ class AugmentConfig:
         from segzoo.data.transforms import train_preset
 
         return train_preset(self.crop_size, tuple(self.scale), self.hflip, self.vflip, self.colour_jitter,
-                            ignore_index, self.preprocessing_config())
+                            ignore_index)
 
     def eval_transform(self):
         from segzoo.data.transforms import eval_preset
 
-        return eval_preset(self.eval_max_size, self.preprocessing_config())
+        return eval_preset(self.eval_max_size)
 
 
 @dataclass

@@ -4,7 +4,6 @@ schedules, validation with best checkpoint and early stopping, exact resume, DDP
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import random
@@ -19,7 +18,8 @@ import torch
 from torch import nn
 
 from segzoo.config import ModelMeta
-from segzoo.data.dataset import SegmentationDataset, build_pairs, pad_collate
+from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
+from segzoo.data.normalize import normalize
 from segzoo.data.transforms import to_dict as transform_to_dict
 from segzoo.losses import build_loss
 from segzoo.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -241,15 +241,8 @@ class Trainer:
         return shard(torch.randperm(len(self.train_set), generator=g).tolist(), self.ctx, pad=True)
 
     def _loader(self, dataset, indices: list[int], batch_size: int, drop_last: bool):
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=_ListSampler(indices),
-            num_workers=self.cfg.num_workers,
-            collate_fn=functools.partial(pad_collate, ignore_index=self.recipe.data.ignore_index),
-            drop_last=drop_last,
-            pin_memory=self.device.type == "cuda",
-        )
+        return make_loader(dataset, batch_size, _ListSampler(indices), self.cfg.num_workers, drop_last=drop_last,
+                           ignore_index=self.recipe.data.ignore_index, pin_memory=self.device.type == "cuda")
 
     def _set_encoder_frozen(self, epoch: int) -> None:
         n = self.cfg.freeze_encoder_epochs
@@ -281,8 +274,8 @@ class Trainer:
         for images, masks in loader:
             if micro >= total_micro:
                 break
-            images = images.to(self.device, non_blocking=True)
-            masks = masks.to(self.device, non_blocking=True)
+            images = normalize(images.to(self.device, non_blocking=True), self.model.meta.preprocessing)
+            masks = masks.to(self.device, non_blocking=True).long()
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             last_micro = (micro + 1) % cfg.grad_accum == 0
@@ -332,7 +325,7 @@ class Trainer:
         indices = shard(list(range(len(self.val_set))), self.ctx, pad=False)
         loader = self._loader(self.val_set, indices, self.cfg.val_batch_size, drop_last=False)
         return evaluate(model, loader, self.recipe.data.num_classes, self.recipe.data.ignore_index,
-                        self.device, self.amp_dtype, self.loss_fn)
+                        self.device, self.model.meta.preprocessing, self.amp_dtype, self.loss_fn)
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason)."""

@@ -1,0 +1,1 @@
+"""segzoo's benchmarks: honest side-by-side measurements, run as ``python -m benchmarks ...``."""
