@@ -20,6 +20,7 @@ from segzoo.config import (
 )
 from segzoo.decoders import Decoder, decoder_params
 from segzoo.encoders import Encoder
+from segzoo.fast import optimize
 from segzoo.models import SegmentationModel, build_model, create, create_model
 from segzoo.pretrained import from_pretrained, save_pretrained
 from segzoo.registry import (
@@ -54,6 +55,7 @@ __all__ = [
     "list_encoders",
     "list_models",
     "model_info",
+    "optimize",
     "register_decoder",
     "register_encoder",
     "register_model",

@@ -207,10 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0, help="training time budget")
     p.add_argument("--images", type=int, default=240, help="synthetic images to generate")
     p.set_defaults(func=_cmd_demo)
+
+    sub.add_parser("bench", help="benchmark segzoo against smp / torchvision (segzoo bench --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the suite has its own options
+        from segzoo.bench.suite import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

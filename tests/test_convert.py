@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segzoo.convert import from_milesial, from_smp, from_torchvision
-from helpers.milesial_unet import MilesialUNet
+from segzoo.bench.classic_unet import MilesialUNet
 from conftest import n_params
 
 SIZES = [(64, 64), (96, 128)]

@@ -13,7 +13,7 @@ import torch
 import segzoo
 from conftest import REPO
 from helpers.hub_server import HubServer
-from helpers.milesial_unet import MilesialUNet
+from segzoo.bench.classic_unet import MilesialUNet
 from segzoo.pretrained.format import write_weights
 from segzoo.pretrained.manifest import check_manifest, manifest_entry
 from segzoo.pretrained.specs import ChecksumError, WeightSpec, published

@@ -83,6 +83,24 @@ class SegmentationModel(nn.Module):
 
         return push_to_hub(self, repo_id, **kwargs)
 
+    def predict(self, images: Any) -> torch.Tensor:
+        """Class ids ``(N, H, W)`` through the fast path (``segzoo.optimize``).
+
+        ``images``: uint8 ``(N, C, H, W)`` / ``(C, H, W)`` tensors or ``(N, H, W, C)`` / ``(H, W, C)``
+        numpy arrays, normalised with ``self.meta.preprocessing``; float tensors are taken as normalised.
+        The optimised copy is cached and rebuilt when the weights change.
+        """
+        from segzoo.fast import optimize, predict_classes
+
+        versions = tuple(t._version for t in self.state_dict().values())
+        device = next(self.parameters()).device
+        cache = self.__dict__.get("_fast_cache")
+        if cache is None or cache[0] != versions or cache[1] != device:
+            self.__dict__.pop("_fast_cache", None)  # not copied into the new optimised copy
+            cache = (versions, device, optimize(self))
+            self.__dict__["_fast_cache"] = cache
+        return predict_classes(cache[2], images, self.meta.preprocessing)
+
     @property
     def num_classes(self) -> int:
         return self.config.num_classes

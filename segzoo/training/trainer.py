@@ -141,6 +141,7 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict[str, Any]] = []
         self._stop_signal: int | None = None
+        self._tb = None  # a TensorBoard writer while fit() runs with train.tensorboard
         if resume:
             self._resume(self.output_dir / "last" if resume is True else Path(resume))
 
@@ -330,7 +331,6 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason)."""
         cfg = self.cfg
-        self._tb = None
         if cfg.tensorboard and self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 

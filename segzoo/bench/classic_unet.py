@@ -1,4 +1,4 @@
-"""A milesial/Pytorch-UNet-layout U-Net (bilinear=False), written for the tests from the published structure.
+"""The classic U-Net in milesial/Pytorch-UNet's layout (bilinear=False), written here from its published structure.
 
 Module names and the forward (concatenation order [skip, upsampled], centre padding)
 follow that repository, so its state dict is what their checkpoints hold.

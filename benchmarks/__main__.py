@@ -1,0 +1,11 @@
+"""``python -m benchmarks``: the model suite (segzoo vs smp / torchvision); see segzoo/bench/suite.py.
+
+The data-pipeline and trainer-overhead benchmarks are ``python -m benchmarks.data_pipeline`` and
+``python -m benchmarks.train_step``.
+"""
+
+import sys
+
+from segzoo.bench.suite import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""Trainer overhead: a training step through segzoo's Trainer vs the bare loop, same model and batch.
+
+The bare loop is forward, cross-entropy, backward and AdamW step on a float batch. The
+Trainer runs its own loop (uint8 batch normalised on the device, loss finiteness check,
+scheduler, bookkeeping, logging) on in-memory uint8 batches, so that data decoding is
+excluded from both. Rounds alternate bare / Trainer; the first step of each is warm-up and
+the median step time is reported.
+
+    python -m benchmarks.train_step --model unet_r34 --size 512 --batch 8 --steps 3 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import segzoo
+
+
+class InMemory(torch.utils.data.Dataset):
+    """Fixed uint8 samples, as a decoded and augmented dataset would deliver them."""
+
+    def __init__(self, n: int, size: int, classes: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        self.masks = torch.randint(0, classes, (n, size, size), dtype=torch.uint8, generator=g)
+        self.pairs = [(Path("mem"), Path("mem"))] * n
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i]
+
+
+def bare_steps(model, batch: int, size: int, classes: int, steps: int) -> list[float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, classes, (batch, size, size))
+    times = []
+    model.train()
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times[1:]
+
+
+def trainer_steps(recipe, batch: int, size: int, classes: int, steps: int, out: Path) -> list[float]:
+    from segzoo.training.trainer import Trainer
+
+    trainer = Trainer(recipe, out)
+    trainer.train_set = InMemory(batch * (steps + 1), size, classes)
+    trainer.steps_per_epoch = steps + 1
+    times, last = [], [time.perf_counter()]
+
+    class Clock:  # the progress hook: called once per optimiser step
+        def set_postfix(self, **kw):
+            pass
+
+        def update(self, n):
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+
+    last[0] = time.perf_counter()
+    trainer._train_epoch(0, Clock())
+    return times[1:]
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="unet_r34")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--output", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    args = p.parse_args(argv)
+    classes = 4
+    from segzoo.data.synthetic import write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+
+    runs = {"bare": [], "trainer": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_shapes_dataset(Path(tmp) / "data", n_images=4, size=32)  # only for the recipe's val split
+        recipe = Recipe.from_dict({
+            "model": {"name": args.model},
+            "data": {"root": str(root), "classes": ["a", "b", "c", "d"], "val_fraction": 0.25},
+            "augment": {"crop_size": args.size},
+            "train": {"batch_size": args.batch, "lr": 1e-3, "loss": "ce", "progress": False, "plots": False,
+                      "scheduler": "poly", "epochs": 1},
+        })
+        bare_model = segzoo.create(args.model, num_classes=classes)
+        for r in range(args.rounds):
+            runs["bare"] += bare_steps(bare_model, args.batch, args.size, classes, args.steps)
+            runs["trainer"] += trainer_steps(recipe, args.batch, args.size, classes, args.steps, Path(tmp) / f"run{r}")
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    result = {
+        "benchmark": "train_step", "model": args.model, "size": args.size, "batch": args.batch,
+        "steps_per_round": args.steps, "rounds": args.rounds, "median_step_s": med, "runs_s": runs,
+        "trainer_overhead": med["trainer"] / med["bare"] - 1.0,
+        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("median_step_s", "trainer_overhead")}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

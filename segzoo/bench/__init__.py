@@ -1,0 +1,1 @@
+"""Benchmarks of segzoo against its peers (``segzoo bench``, ``python -m benchmarks``)."""

@@ -1,0 +1,123 @@
+"""The inference fast path: same logits as the model (within the documented tolerance), faster structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import segzoo
+from segzoo.fast import fold_batchnorm
+
+
+def _randomize_bn(model):
+    g = torch.Generator().manual_seed(0)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.data.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,encoder", [
+    ("unet_r34", "test_resnet"), ("deeplabv3plus_r50", "test_resnet"), ("deeplabv3_r50", "test_efficientnet"),
+    ("fcn_r50", "test_convnext"), ("unet_carvana", None), ("swin_unet_t", None),
+])
+def test_optimize_same_logits_and_argmax(name, encoder):
+    kw = {"encoder": encoder} if encoder else {}
+    if name == "unet_carvana":
+        kw = {"encoder_params": {"widths": (8, 16, 32)}, "decoder_channels": (16, 8)}
+    if name == "swin_unet_t":
+        kw = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+              "depths": (1, 1, 1), "head_dim": 8}
+    model = _randomize_bn(segzoo.create(name, num_classes=5, **kw))
+    fast = segzoo.optimize(model)
+    x = torch.randn(2, 3, 61, 83)
+    with torch.no_grad():
+        ref = model(x)
+    out = fast(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max() <= 1e-3  # fp32: folding only reorders arithmetic
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.999
+    assert not any(p.requires_grad for p in fast.parameters())
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert (fast.folded_batchnorms > 0) == has_bn
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == has_bn  # the original is untouched
+
+
+def test_folding_removes_conv_batchnorm_pairs_only():
+    model = _randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=3))
+    before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    n = fold_batchnorm(model, x)
+    after = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert n == before - after and n >= before - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_bf16_within_tolerance():
+    model = _randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=4))
+    fast = segzoo.optimize(model, dtype=torch.bfloat16)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    out = fast(x)
+    assert torch.allclose(out, ref, rtol=5e-2, atol=5e-2 * ref.abs().max().item())
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.95
+
+
+def test_predict_uint8_numpy_and_cache():
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
+    images = torch.randint(0, 256, (2, 3, 40, 50), dtype=torch.uint8)
+    from segzoo.data import normalize
+
+    with torch.no_grad():
+        expected = model(normalize(images, model.meta.preprocessing)).argmax(1)
+    pred = model.predict(images)
+    assert pred.shape == (2, 40, 50) and (pred == expected).float().mean() > 0.999
+    hwc = images[0].permute(1, 2, 0).numpy()
+    assert torch.equal(model.predict(np.ascontiguousarray(hwc))[0], pred[0])
+    cached = model.__dict__["_fast_cache"][2]
+    model.predict(images)
+    assert model.__dict__["_fast_cache"][2] is cached
+    with torch.no_grad():
+        model.head.bias.add_(5.0)  # new weights: the optimised copy is rebuilt
+    model.predict(images)
+    assert model.__dict__["_fast_cache"][2] is not cached
+    with pytest.raises(TypeError, match="list"):
+        model.predict([1, 2])
+
+
+def test_optimize_compile_backend_runs():
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
+    fast = segzoo.optimize(model)
+    fast.model = torch.compile(fast.model, backend="eager")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model.eval()(x), rtol=1e-3, atol=1e-3)
+
+
+def test_folding_that_would_change_outputs_falls_back():
+    """A convolution whose raw output is also used outside its BatchNorm (functionally) must not be folded."""
+    class Reuse(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.num_classes, self.in_channels = 4, 3
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # raw conv output reused: folding would change it
+
+    model = _randomize_bn(Reuse())
+    with pytest.warns(RuntimeWarning, match="changed this model's outputs"):
+        fast = segzoo.optimize(model)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x))
+    assert fast.folded_batchnorms == 0
