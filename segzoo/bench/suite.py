@@ -58,6 +58,37 @@ def _flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def _measure_mode(name, pair, sides, info, mode, dev, x, batch, repeats, iters, warmup, peak, log) -> list[dict]:
+    import copy
+
+    rows = []
+    runners = {}
+    for side, model in sides.items():
+        if side == "peer" and mode in SEGZOO_ONLY:
+            continue
+        runners[side] = _prepare(copy.deepcopy(model), mode, dev, x)
+        for _ in range(warmup):
+            runners[side](x)
+    times: dict[str, list[float]] = {side: [] for side in runners}
+    for _ in range(repeats):  # interleaved: segzoo, peer, segzoo, peer, ...
+        for side, fn in runners.items():
+            times[side] += latencies(lambda fn=fn: fn(x), iters, dev)
+    for side, fn in runners.items():
+        med = statistics.median(times[side])
+        row = {
+            "pair": name, "side": side, "model": name if side == "segzoo" else pair.peer_name, "mode": mode,
+            "params": info[side]["params"], "flops": info[side]["flops"],
+            "latency_ms_p50": med * 1000, "latency_ms_p95": percentile(times[side], 0.95) * 1000,
+            "images_per_s": batch / med, "peak_memory_mb": peak_memory(lambda fn=fn: fn(x), dev),
+        }
+        if peak:
+            row["achieved_tflops"] = info[side]["flops"] / med / 1e12
+            row["mfu"] = info[side]["flops"] / med / peak
+        rows.append(row)
+        log(f"{name:18} {side:6} {mode:13} {row['images_per_s']:8.2f} img/s  p50 {row['latency_ms_p50']:9.1f} ms")
+    return rows
+
+
 def run(
     pairs: list[str], modes: list[str], device: str, size: tuple[int, int], batch: int,
     repeats: int = 3, iters: int = 3, warmup: int = 1, train: bool = True, log=print,
@@ -84,33 +115,11 @@ def run(
         info = {side: {"params": sum(p.numel() for p in m.parameters()), "flops": _flops(m, x[:1]) * batch}
                 for side, m in sides.items()}
         for mode in modes:
-            runners = {}
-            for side, model in sides.items():
-                if side == "peer" and mode in SEGZOO_ONLY:
-                    continue
-                import copy
-
-                runners[side] = _prepare(copy.deepcopy(model), mode, dev, x)
-                for _ in range(warmup):
-                    runners[side](x)
-            times: dict[str, list[float]] = {side: [] for side in runners}
-            for _ in range(repeats):  # interleaved: segzoo, peer, segzoo, peer, ...
-                for side, fn in runners.items():
-                    times[side] += latencies(lambda fn=fn: fn(x), iters, dev)
-            for side, fn in runners.items():
-                med = statistics.median(times[side])
-                row = {
-                    "pair": name, "side": side, "model": name if side == "segzoo" else pair.peer_name, "mode": mode,
-                    "params": info[side]["params"], "flops": info[side]["flops"],
-                    "latency_ms_p50": med * 1000, "latency_ms_p95": percentile(times[side], 0.95) * 1000,
-                    "images_per_s": batch / med, "peak_memory_mb": peak_memory(lambda fn=fn: fn(x), dev),
-                }
-                if peak:
-                    row["achieved_tflops"] = info[side]["flops"] / med / 1e12
-                    row["mfu"] = info[side]["flops"] / med / peak
-                rows.append(row)
-                log(f"{name:18} {side:6} {mode:13} {row['images_per_s']:8.2f} img/s  p50 {row['latency_ms_p50']:9.1f} ms")
-            del runners
+            try:
+                rows += _measure_mode(name, pair, sides, info, mode, dev, x, batch, repeats, iters, warmup, peak, log)
+            except Exception as exc:  # one failing mode (a compile error, say) must not lose the whole run
+                log(f"{name:18} {mode:13} failed: {type(exc).__name__}: {exc}")
+                rows.append({"pair": name, "side": "segzoo", "mode": mode, "error": f"{type(exc).__name__}: {exc}"})
         if train:
             for side, model in sides.items():
                 import copy
@@ -166,6 +175,8 @@ def markdown(result: dict[str, Any]) -> str:
     header = ("| pair | mode | segzoo img/s | peer img/s | ratio | vs peer eager | segzoo p50 / p95 ms | "
               "peer p50 / p95 ms | peak MiB segzoo / peer | GFLOPs | params |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    errors = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     for pair in dict.fromkeys(r["pair"] for r in rows):
         for mode in dict.fromkeys(r["mode"] for r in rows if r["pair"] == pair):
             ours = next((r for r in rows if r["pair"] == pair and r["mode"] == mode and r["side"] == "segzoo"), None)
@@ -184,6 +195,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {pair} | {mode} | {ours['images_per_s']:.2f}{mfu} | - |"
             )
             lines[-1] += f" {ratio} | {vs_eager} | {lat} | {plat} | {mem} | {ours['flops'] / 1e9:.0f} | {ours['params'] / 1e6:.1f}M |"
+    lines += [f"Failed: {r['pair']} {r['mode']}: {r['error']}" for r in errors]
     lines += ["", "ratio: segzoo / peer in the same mode; vs peer eager: segzoo in this mode / the peer's eager fp32.",
               "Peak memory: CUDA max allocated on GPU, the process's peak RSS during the timed calls on CPU.", ""]
     return "\n".join(lines)
@@ -195,7 +207,7 @@ def bar_chart(result: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["rows"] if not r["mode"].startswith("train")]
+    rows = [r for r in result["rows"] if not r["mode"].startswith("train") and "error" not in r]
     labels = list(dict.fromkeys(f"{r['pair']}\n{r['mode']}" for r in rows))
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(labels)), 4.5))
     width = 0.4
@@ -230,7 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default=None, help="file name stem (default: device and size)")
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
-    modes = args.modes or (["eager", "channels_last", "bf16", "compile", "fast"] if gpu else ["eager", "channels_last", "fast"])
+    modes = args.modes or (["eager", "channels_last", "bf16", "compile", "fast", "fast_compile"] if gpu
+                           else ["eager", "channels_last", "fast", "fast_compile"])
     size = tuple(args.size or (512, 512))
     batch = args.batch or (8 if gpu else 2)
     result = run(args.pairs, modes, args.device, size, batch, args.repeats, args.iters, args.warmup, not args.no_train)
