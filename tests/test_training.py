@@ -213,3 +213,36 @@ def test_recipe_smoke_on_real_data(name, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["reason"] == "completed" and summary["best"] is not None
+
+
+@pytest.mark.parametrize("train", [
+    {"optimizer": "sgd", "scheduler": "onecycle"},
+    {"scheduler": "cosine", "warmup_steps": 2, "encoder_lr_mult": 0.1, "freeze_encoder_epochs": 1},
+    {"scheduler": "plateau", "loss": "0.5*ce+lovasz", "class_weights": [1.0, 2.0, 2.0, 2.0]},
+    {"scheduler": "none", "loss": "focal+dice", "freeze_encoder_epochs": -1},
+])
+def test_optimisers_schedules_losses_run(shapes, tmp_path, train):
+    trainer = Trainer(tiny_recipe(shapes, epochs=2, **train), tmp_path)
+    frozen_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    summary = trainer.fit()
+    assert summary["reason"] == "completed" and summary["epochs"] == 2
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert set(lrs) >= {"encoder", "head"}
+    if train.get("freeze_encoder_epochs") == -1:  # frozen for the whole run: encoder weights unchanged
+        for k, v in trainer.model.encoder.state_dict().items():
+            assert torch.equal(v, frozen_before[k]), k
+
+
+def test_early_stopping(shapes, tmp_path):
+    # a learning rate of ~0 cannot improve the metric after the first validation
+    summary = Trainer(tiny_recipe(shapes, epochs=10, lr=1e-12, early_stopping=2), tmp_path).fit()
+    assert summary["reason"] == "early_stopping" and summary["epochs"] == 3 and summary["best_epoch"] == 1
+
+
+def test_bad_train_settings_are_named():
+    with pytest.raises(ValueError, match="train.optimizer must be one of"):
+        Recipe.from_dict({"model": {"name": "unet_r18"}, "data": {"root": ".", "classes": ["a"]},
+                          "train": {"optimizer": "adam"}})
+    with pytest.raises(ValueError, match=r"recipe section 'train': unknown key\(s\) \['epoch'\]"):
+        Recipe.from_dict({"model": {"name": "unet_r18"}, "data": {"root": ".", "classes": ["a"]},
+                          "train": {"epoch": 3}})

@@ -186,7 +186,10 @@ def markdown(result: dict[str, Any]) -> str:
             base = eager_peer.get(pair)
             ratio = f"{ours['images_per_s'] / peer['images_per_s']:.2f}x" if peer else "-"
             vs_eager = f"{ours['images_per_s'] / base['images_per_s']:.2f}x" if base and not mode.startswith("train") else "-"
-            mem = f"{ours.get('peak_memory_mb') or 0:.0f} / {(peer or {}).get('peak_memory_mb') or 0:.0f}" if "peak_memory_mb" in ours else "-"
+            def mib(row):
+                return f"{row['peak_memory_mb']:.0f}" if row and row.get("peak_memory_mb") is not None else "-"
+
+            mem = f"{mib(ours)} / {mib(peer)}" if "peak_memory_mb" in ours else "-"
             lat = f"{ours['latency_ms_p50']:.1f} / {ours['latency_ms_p95']:.1f}"
             plat = f"{peer['latency_ms_p50']:.1f} / {peer['latency_ms_p95']:.1f}" if peer else "-"
             mfu = f" (MFU {ours['mfu']:.0%})" if "mfu" in ours else ""
