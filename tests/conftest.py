@@ -35,3 +35,14 @@ def _seed() -> None:
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine parameters (eval mode), so that equivalences are not trivial."""
+    g = torch.Generator().manual_seed(1)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.data.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+    return model.eval()

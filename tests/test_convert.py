@@ -7,20 +7,9 @@ import torch
 
 from segzoo.convert import from_milesial, from_smp, from_torchvision
 from segzoo.bench.classic_unet import MilesialUNet
-from conftest import n_params
+from conftest import n_params, randomize_bn
 
 SIZES = [(64, 64), (96, 128)]
-
-
-def randomize(model):
-    """Random BatchNorm statistics and affine parameters, so that equivalence is not trivially zero."""
-    g = torch.Generator().manual_seed(1)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.bias.data.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
-    return model.eval()
 
 
 def assert_equivalent(ref, ours, sizes=SIZES):
@@ -40,7 +29,7 @@ def assert_equivalent(ref, ours, sizes=SIZES):
 def test_torchvision(name, aux):
     from torchvision.models import segmentation as tvs
 
-    ref = randomize(getattr(tvs, name)(weights=None, weights_backbone=None, aux_loss=aux, num_classes=5))
+    ref = randomize_bn(getattr(tvs, name)(weights=None, weights_backbone=None, aux_loss=aux, num_classes=5))
     ours = from_torchvision(ref)
     assert (ours.aux_head is not None) == aux and ours.num_classes == 5
     assert n_params(ours) == n_params(ref)
@@ -50,7 +39,7 @@ def test_torchvision(name, aux):
 def test_torchvision_101_from_checkpoint_file_infers_arch(tmp_path):
     from torchvision.models import segmentation as tvs
 
-    ref = randomize(tvs.deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=False, num_classes=3))
+    ref = randomize_bn(tvs.deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=False, num_classes=3))
     torch.save(ref.state_dict(), tmp_path / "tv.pth")
     ours = from_torchvision(tmp_path / "tv.pth")
     assert ours.config.encoder.name == "resnet101" and ours.config.decoder == "deeplabv3"
@@ -71,7 +60,7 @@ SMP_CASES = [
 @pytest.mark.parametrize("arch,encoder,kw", SMP_CASES)
 def test_smp(arch, encoder, kw):
     smp = pytest.importorskip("segmentation_models_pytorch")
-    ref = randomize(getattr(smp, arch)(encoder, encoder_weights=None, classes=3, **kw))
+    ref = randomize_bn(getattr(smp, arch)(encoder, encoder_weights=None, classes=3, **kw))
     ours = from_smp(ref)
     assert n_params(ours) == n_params(ref)
     if "aux_params" in kw:
@@ -85,7 +74,7 @@ def test_smp(arch, encoder, kw):
 
 def test_smp_state_dict_needs_arch(tmp_path):
     smp = pytest.importorskip("segmentation_models_pytorch")
-    ref = randomize(smp.Unet("resnet18", encoder_weights=None, classes=2))
+    ref = randomize_bn(smp.Unet("resnet18", encoder_weights=None, classes=2))
     torch.save(ref.state_dict(), tmp_path / "smp.pth")
     with pytest.raises(ValueError, match="arch="):
         from_smp(tmp_path / "smp.pth")
@@ -96,7 +85,7 @@ def test_smp_state_dict_needs_arch(tmp_path):
 
 
 def test_milesial_checkpoint_with_mask_values(tmp_path):
-    ref = randomize(MilesialUNet(3, 2))
+    ref = randomize_bn(MilesialUNet(3, 2))
     checkpoint = dict(ref.state_dict())
     checkpoint["mask_values"] = [0, 1]  # what their train.py stores beside the weights
     torch.save(checkpoint, tmp_path / "checkpoint.pth")
@@ -129,7 +118,7 @@ def test_cli_convert(tmp_path, capsys):
     import segzoo
     from segzoo.cli import main
 
-    ref = randomize(MilesialUNet(3, 2))
+    ref = randomize_bn(MilesialUNet(3, 2))
     torch.save(ref.state_dict(), tmp_path / "m.pth")
     assert main(["convert", str(tmp_path / "m.pth"), str(tmp_path / "out"), "--from", "milesial"]) == 0
     loaded = segzoo.from_pretrained(tmp_path / "out")

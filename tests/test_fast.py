@@ -7,17 +7,8 @@ import pytest
 import torch
 
 import segzoo
+from conftest import randomize_bn
 from segzoo.fast import fold_batchnorm
-
-
-def _randomize_bn(model):
-    g = torch.Generator().manual_seed(0)
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.weight.data.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.bias.data.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name,encoder", [
@@ -31,7 +22,7 @@ def test_optimize_same_logits_and_argmax(name, encoder):
     if name == "swin_unet_t":
         kw = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
               "depths": (1, 1, 1), "head_dim": 8}
-    model = _randomize_bn(segzoo.create(name, num_classes=5, **kw))
+    model = randomize_bn(segzoo.create(name, num_classes=5, **kw))
     fast = segzoo.optimize(model)
     x = torch.randn(2, 3, 61, 83)
     with torch.no_grad():
@@ -47,7 +38,7 @@ def test_optimize_same_logits_and_argmax(name, encoder):
 
 
 def test_folding_removes_conv_batchnorm_pairs_only():
-    model = _randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=3))
+    model = randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=3))
     before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -60,7 +51,7 @@ def test_folding_removes_conv_batchnorm_pairs_only():
 
 
 def test_optimize_bf16_within_tolerance():
-    model = _randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=4))
+    model = randomize_bn(segzoo.create("unet_r18", encoder="test_resnet", num_classes=4))
     fast = segzoo.optimize(model, dtype=torch.bfloat16)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -114,7 +105,7 @@ def test_folding_that_would_change_outputs_falls_back():
             y = self.conv(x)
             return self.bn(y) + y  # raw conv output reused: folding would change it
 
-    model = _randomize_bn(Reuse())
+    model = randomize_bn(Reuse())
     with pytest.warns(RuntimeWarning, match="changed this model's outputs"):
         fast = segzoo.optimize(model)
     x = torch.randn(1, 3, 8, 8)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from segzoo.encoders.weights import read_state_dict
+from segzoo.encoders.weights import load_pickled_state, read_state_dict
 
 Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)
 
@@ -26,19 +26,7 @@ def read_checkpoint(source: Any) -> dict[str, Any]:
         path = Path(source)
         if path.suffix == ".safetensors":
             return read_state_dict(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"{str(path)!r} could not be read with torch.load(weights_only=True); checkpoints that need "
-                f"arbitrary code to unpickle are refused: {exc}"
-            ) from exc
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+        obj = load_pickled_state(path)
         if not isinstance(obj, dict):
             raise ValueError(f"{str(path)!r} holds {type(obj).__name__}, expected a state dict")
         return dict(obj)

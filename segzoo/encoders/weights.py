@@ -8,7 +8,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_encoder_state", "load_encoder_file"]
+__all__ = ["read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file"]
+
+
+def load_pickled_state(path: Path) -> object:
+    """``torch.load(weights_only=True)`` of a checkpoint, unwrapped from a ``state_dict`` / ``model`` entry.
+
+    A file that needs arbitrary code to unpickle is refused with an error naming it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"{str(path)!r} could not be read with torch.load(weights_only=True); checkpoints that need "
+            f"arbitrary code to unpickle are refused: {exc}"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -32,17 +52,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"weights file {str(path)!r}: expected a .safetensors or .pth/.pt/.bin state dict, got {path.suffix!r}"
         )
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{str(path)!r} could not be read as a plain state dict with torch.load(weights_only=True); "
-            f"checkpoints that need arbitrary code to unpickle are refused: {exc}"
-        ) from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
+    obj = load_pickled_state(path)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         bad = type(obj).__name__ if not isinstance(obj, dict) else "a dict with non-tensor values"
         raise ValueError(f"{str(path)!r} holds {bad}, expected a state dict of tensors")
