@@ -80,7 +80,7 @@ class MaskDecoder:
                 f"mask {str(path)!r} is {image.mode}, expected single-channel class ids; "
                 "for colour-coded masks give the colour table"
             )
-        ids = np.asarray(image)
+        ids = np.array(image)  # a writable copy: PIL gives read-only arrays, which torch warns about
         if not self.values and ids.dtype == np.uint8 and (ids.max(initial=0) < self.num_classes or self._only_ignore(ids)):
             return ids  # the common case: every value is a class id or the ignore index
         ids = ids.astype(np.int64)
