@@ -1,6 +1,6 @@
 """Why the CPU fast path cannot reach 1.3x for some pairs: fp32 matmul peak, per-op profile of the fast path,
 and the bf16 (AVX512-BF16) alternative. Run: python -m benchmarks.cpu_profile"""
-import json, statistics, time, torch, segzoo
+import statistics, time, torch, segzoo
 from torch.profiler import profile, ProfilerActivity
 torch.manual_seed(0)
 def peak(dtype):

@@ -13,8 +13,6 @@ in one process, alternating repeats; the median images/s is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
 import statistics
 import tempfile
@@ -23,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks._report import write_result
 
 
 def make_images(root: Path, n: int, size: int) -> list[tuple[Path, Path]]:
@@ -142,13 +142,8 @@ def main(argv=None) -> dict:
         "benchmark": "data_pipeline", "crop": args.size, "images": len(pairs), "workers": args.workers,
         "batch": args.batch, "repeats": args.repeats, "images_per_s": med, "runs": runs,
         "ratio_segzoo_over_seed": med["segzoo"] / med["seed_tutorial"],
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("images_per_s", "ratio_segzoo_over_seed")}, indent=2))
-    return result
+    return write_result(result, args.output, ("images_per_s", "ratio_segzoo_over_seed"))
 
 
 if __name__ == "__main__":

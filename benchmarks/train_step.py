@@ -12,15 +12,14 @@ the median step time is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from benchmarks._report import write_result
 
 import segzoo
 
@@ -115,12 +114,8 @@ def main(argv=None) -> dict:
         "benchmark": "train_step", "model": args.model, "size": args.size, "batch": args.batch,
         "steps_per_round": args.steps, "rounds": args.rounds, "median_step_s": med, "runs_s": runs,
         "trainer_overhead": med["trainer"] / med["bare"] - 1.0,
-        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("median_step_s", "trainer_overhead")}, indent=2))
-    return result
+    return write_result(result, args.output, ("median_step_s", "trainer_overhead"))
 
 
 if __name__ == "__main__":

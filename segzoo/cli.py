@@ -10,16 +10,13 @@ from typing import Sequence
 __all__ = ["main", "count_flops"]
 
 
-def count_flops(model: "torch.nn.Module", height: int = 512, width: int = 512) -> int:  # noqa: F821
-    """FLOPs of one forward pass on a 1 x C x height x width input (``torch.utils.flop_counter``)."""
+def count_flops(model, height: int = 512, width: int = 512) -> int:
+    """FLOPs of one forward pass of a segzoo model on a 1 x C x height x width input."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn(1, model.in_channels, height, width)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model.eval()(x)
-    return int(counter.get_total_flops())
+    from segzoo.bench.measure import count_flops as flops_on
+
+    return flops_on(model, torch.randn(1, model.in_channels, height, width))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -33,8 +33,22 @@ def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
 
 
+class _JsonConfig:
+    """``to_dict`` / ``from_dict`` for the config dataclasses; unknown keys are an error naming ``_where``."""
+
+    _where = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        _check_keys(cls, data, cls._where)
+        return cls(**data)
+
+
 @dataclass
-class EncoderConfig:
+class EncoderConfig(_JsonConfig):
     """Which encoder to build and how.
 
     ``name`` is a registered encoder (``plain``, a plugin's) or any timm model name.
@@ -49,6 +63,8 @@ class EncoderConfig:
     torchvision's, where the first block keeps the previous rate.
     """
 
+    _where = "encoder config"
+
     name: str
     in_channels: int = 3
     depth: int | None = None
@@ -60,57 +76,46 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         self.params = _jsonable(dict(self.params))
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EncoderConfig:
-        _check_keys(cls, data, "encoder config")
+        _check_keys(cls, data, cls._where)
         return cls(**{**data, "params": dict(data.get("params") or {})})
 
 
 @dataclass
-class AuxHeadConfig:
+class AuxHeadConfig(_JsonConfig):
     """torchvision-style auxiliary classifier on an intermediate feature (``feature_index``)."""
+
+    _where = "aux_head config"
 
     feature_index: int = -2
     channels: int | None = None  # None: a quarter of the feature's channels, as torchvision
     dropout: float = 0.1
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AuxHeadConfig:
-        _check_keys(cls, data, "aux_head config")
-        return cls(**data)
 
 
 @dataclass
-class ClassificationHeadConfig:
+class ClassificationHeadConfig(_JsonConfig):
     """Image-level classification head on the deepest feature (global pooling + linear)."""
+
+    _where = "classification_head config"
 
     num_classes: int
     pooling: str = "avg"  # "avg" | "max"
     dropout: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ClassificationHeadConfig:
-        _check_keys(cls, data, "classification_head config")
-        return cls(**data)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_JsonConfig):
     """Everything needed to build a segmentation model.
 
     ``decoder`` names a registered decoder and ``decoder_params`` are its keyword
     arguments. The segmentation head maps the decoder's output to ``num_classes``
     logits with a ``head_kernel_size`` convolution; logits are resized to the input.
     """
+
+    _where = "model config"
 
     encoder: EncoderConfig
     decoder: str
@@ -150,12 +155,9 @@ class ModelConfig:
             )
 
     # -- serialisation ------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        _check_keys(cls, data, "model config")
+        _check_keys(cls, data, cls._where)
         return cls(**{**data, "decoder_params": _jsonable(dict(data.get("decoder_params") or {}))})
 
     def to_json(self, **kwargs: Any) -> str:
@@ -170,12 +172,14 @@ class ModelConfig:
 
 
 @dataclass
-class Preprocessing:
+class Preprocessing(_JsonConfig):
     """How to turn an image into the model's input: ``(image / scale - mean) / std``.
 
     ``input_range`` is the range the image is scaled to before normalising:
     ``(0, 1)`` means uint8 pixels divided by 255.
     """
+
+    _where = "preprocessing"
 
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
@@ -190,18 +194,13 @@ class Preprocessing:
         if any(v <= 0 for v in self.std):
             raise ValueError(f"preprocessing std must be positive, got {self.std}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        _check_keys(cls, data, "preprocessing")
-        return cls(**data)
 
 
 @dataclass
-class ModelMeta:
+class ModelMeta(_JsonConfig):
     """What a user needs besides the architecture: classes, preprocessing, provenance."""
+
+    _where = "model meta"
 
     class_names: list[str] | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
@@ -222,10 +221,3 @@ class ModelMeta:
                 f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelMeta:
-        _check_keys(cls, data, "model meta")
-        return cls(**data)

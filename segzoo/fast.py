@@ -58,7 +58,7 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, s
     pairs = []
     for key, (conv, _) in produced.items():
         users = consumers.get(key, [])
-        if len(users) == 1 and isinstance(users[0], nn.BatchNorm2d) and conv.groups >= 1:
+        if len(users) == 1 and isinstance(users[0], nn.BatchNorm2d):
             bn = users[0]
             if bn.track_running_stats and bn.running_mean is not None and conv.out_channels == bn.num_features:
                 pairs.append((names[conv], names[bn]))

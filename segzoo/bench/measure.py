@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Timer", "latencies", "train_step_times", "peak_memory", "matmul_peak_flops", "percentile"]
+__all__ = ["latencies", "train_step_times", "peak_memory", "matmul_peak_flops", "percentile", "count_flops"]
 
 
 def _sync(device: torch.device) -> None:
@@ -34,6 +34,16 @@ def latencies(fn: Callable[[], object], iters: int, device: torch.device) -> lis
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one eval-mode forward pass on ``x`` (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.eval()(x)
+    return int(counter.get_total_flops())
 
 
 def percentile(values: list[float], q: float) -> float:

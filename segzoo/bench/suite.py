@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -16,7 +17,14 @@ from typing import Any
 
 import torch
 
-from segzoo.bench.measure import latencies, matmul_peak_flops, peak_memory, percentile, train_step_times
+from segzoo.bench.measure import (
+    count_flops,
+    latencies,
+    matmul_peak_flops,
+    peak_memory,
+    percentile,
+    train_step_times,
+)
 from segzoo.bench.pairs import PAIRS
 
 __all__ = ["main", "run", "MODES"]
@@ -49,18 +57,7 @@ def _prepare(model: torch.nn.Module, mode: str, device: torch.device, example: t
     return run
 
 
-def _flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model.eval()(x)
-    return int(counter.get_total_flops())
-
-
 def _measure_mode(name, pair, sides, info, mode, dev, x, batch, repeats, iters, warmup, peak, log) -> list[dict]:
-    import copy
-
     rows = []
     runners = {}
     for side, model in sides.items():
@@ -112,7 +109,7 @@ def run(
         sides = {"segzoo": pair.segzoo().to(dev).eval()}
         if pair.peer is not None:
             sides["peer"] = pair.peer().to(dev).eval()
-        info = {side: {"params": sum(p.numel() for p in m.parameters()), "flops": _flops(m, x[:1]) * batch}
+        info = {side: {"params": sum(p.numel() for p in m.parameters()), "flops": count_flops(m, x[:1]) * batch}
                 for side, m in sides.items()}
         for mode in modes:
             try:
@@ -122,8 +119,6 @@ def run(
                 rows.append({"pair": name, "side": "segzoo", "mode": mode, "error": f"{type(exc).__name__}: {exc}"})
         if train:
             for side, model in sides.items():
-                import copy
-
                 dtype = torch.bfloat16 if dev.type == "cuda" else None
                 t = train_step_times(copy.deepcopy(model), x, getattr(model, "num_classes", 21), iters, dtype)
                 med = statistics.median(t)

@@ -283,14 +283,15 @@ class Trainer:
             sync = self.train_model.no_sync() if self.ctx.enabled and not last_micro else contextlib.nullcontext()
             with sync:
                 loss = self._forward_loss(images, masks)
-                if not torch.isfinite(loss.detach()):
+                value = float(loss.detach())  # the step's one host sync: finiteness check and running mean
+                if not math.isfinite(value):
                     raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; stopping. "
+                        f"loss is {value} at epoch {epoch + 1}, step {self.global_step + 1}; stopping. "
                         f"The last good checkpoint is kept in {self.output_dir / 'last'}"
                     )
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             micro += 1
-            loss_sum += float(loss.detach()) * images.shape[0]
+            loss_sum += value * images.shape[0]
             seen += images.shape[0]
             if not last_micro:
                 continue
