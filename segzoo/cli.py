@@ -1,10 +1,12 @@
-"""The ``segzoo`` command line: list, info, convert, train, eval, predict, demo."""
+"""The ``segzoo`` command line: list, info, convert, train, eval, predict, publish, demo."""
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["main", "count_flops"]
@@ -31,6 +33,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
             line = f"{r.kind:8} {r.name:24} {r.distribution:28} {r.state}"
             print(line + (f"  -- {r.error}" if r.error else ""))
         return 1 if any(r.state in ("failed", "conflict") for r in rows) else 0
+    if args.weights:
+        from segzoo.pretrained.manifest import read_manifest, zoo_table
+
+        rows = [e for e in read_manifest() if fnmatch.fnmatch(f"{e['model']}.{e['tag']}", args.pattern)]
+        print(zoo_table(rows))
+        return 0
     if args.encoders:
         names = segzoo.list_encoders(args.pattern)
     elif args.decoders:
@@ -144,6 +152,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from segzoo.training.publish import PublishInfo, publish
+    from segzoo.training.recipe import Recipe
+
+    recipe = Recipe.load(args.recipe, args.set)
+    summary = Path(args.run) / "summary.json"
+    seconds = args.train_seconds
+    if seconds is None and summary.is_file():
+        seconds = json.loads(summary.read_text()).get("seconds")
+    info = PublishInfo(dataset=args.dataset, license=args.license, command=args.command_line, train_seconds=seconds,
+                       machine=args.machine, image_size=tuple(args.image_size), metric=args.metric,
+                       notes=args.notes)
+    entry = publish(args.run, args.model, args.tag, recipe, info, out_dir=args.out, fp16=not args.fp32)
+    print(json.dumps({k: entry[k] for k in ("file", "sha256", "size", "storage")}, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from segzoo.demo import run_demo
 
@@ -162,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--encoders", action="store_true", help="list encoders (segzoo's and every timm model)")
     group.add_argument("--decoders", action="store_true", help="list decoders")
     group.add_argument("--plugins", action="store_true", help="show installed plugins and whether they load")
+    group.add_argument("--weights", action="store_true",
+                       help="the model zoo: published weights with their metrics (the README's table)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="parameters, FLOPs, config and source of a named model")
@@ -198,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="predictions")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("publish", help="publish a training run as zoo weights (file, card, picture, manifest row)")
+    p.add_argument("run", help="a training output folder (its best/ checkpoint is published)")
+    p.add_argument("--model", required=True, help="the named model the run trained, e.g. deeplabv3plus_mnv2")
+    p.add_argument("--tag", required=True, help="the weights tag, e.g. camvid")
+    p.add_argument("--recipe", required=True, help="the run's recipe (its validation split is evaluated)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--dataset", required=True, help="data and split, for the card and manifest")
+    p.add_argument("--license", required=True, help="licence of the weights, naming the data's and the backbone's")
+    p.add_argument("--command", dest="command_line", required=True, help="the exact training command")
+    p.add_argument("--metric", default="miou", help="headline metric: miou, dice:<class> or iou:<class>")
+    p.add_argument("--image-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
+                   help="input size the CPU latency is measured at")
+    p.add_argument("--train-seconds", type=float, help="training wall time (default: the run's summary.json)")
+    p.add_argument("--machine", default="", help="the machine the run trained on, for the card")
+    p.add_argument("--notes", default="", help="a paragraph for the card's training section")
+    p.add_argument("--out", help="weights folder (default: the repository's weights/)")
+    p.add_argument("--fp32", action="store_true", help="store fp32 even when fp16 keeps the metric")
+    p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")
     p.add_argument("--output", "-o", help="folder for everything (default: a new temporary folder)")

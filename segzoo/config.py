@@ -203,21 +203,29 @@ class ModelMeta(_JsonConfig):
     _where = "model meta"
 
     class_names: list[str] | None = None
+    class_colours: list[list[int]] | None = None  # RGB per class, for overlays and cards
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     dataset: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     license: str | None = None
     description: str | None = None
+    # provenance: what the encoder was initialised from before training (a name, path or "imagenet"); a saved
+    # model never reads it again, its weights file holds every tensor
+    encoder_weights: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):
             self.preprocessing = Preprocessing.from_dict(self.preprocessing)
         if self.class_names is not None:
             self.class_names = [str(c) for c in self.class_names]
+        if self.class_colours is not None:
+            self.class_colours = [[int(v) for v in rgb] for rgb in self.class_colours]
 
     def check(self, num_classes: int) -> None:
         if self.class_names is not None and len(self.class_names) != num_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"
             )
+        if self.class_colours is not None and len(self.class_colours) != num_classes:
+            raise ValueError(f"{len(self.class_colours)} class colours for a model with {num_classes} classes")
 

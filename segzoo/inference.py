@@ -58,12 +58,12 @@ def predict_files(
     """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image)."""
     from PIL import Image
 
-    from segzoo.training.plots import palette
+    from segzoo.data.palette import palette
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
-    colours = palette(model.num_classes)[:-1]
+    colours = palette(model.num_classes, model.meta.class_colours)[:-1]
     written = []
     for path in files:
         image = read_image(path)

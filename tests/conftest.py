@@ -11,6 +11,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# The read-only real data and ImageNet weights beside the checkout, unless the environment names others
+# (segzoo itself knows no machine paths: it reads these two variables).
+for _var, _folder in (("SEGZOO_DATA", SHARED / "data"), ("SEGZOO_WEIGHTS", SHARED / "weights")):
+    if _folder.is_dir():
+        os.environ.setdefault(_var, str(_folder))
+
 
 def shared_weights_dir() -> Path:
     return Path(os.environ.get("SEGZOO_WEIGHTS", SHARED / "weights"))

@@ -246,3 +246,16 @@ def test_bad_train_settings_are_named():
     with pytest.raises(ValueError, match=r"recipe section 'train': unknown key\(s\) \['epoch'\]"):
         Recipe.from_dict({"model": {"name": "unet_r18"}, "data": {"root": ".", "classes": ["a"]},
                           "train": {"epoch": 3}})
+
+
+def test_freeze_encoder_bn_keeps_statistics_and_trains_weights(shapes, tmp_path):
+    trainer = Trainer(tiny_recipe(shapes, epochs=1, freeze_encoder_bn=True), tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.encoder.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    convs = [k for k in before if k.endswith("weight") and before[k].ndim == 4]
+    assert any(not torch.equal(before[k], after[k]) for k in convs)
+    decoder_stats = [v for k, v in trainer.model.state_dict().items() if k.startswith("decoder") and "running_var" in k]
+    assert decoder_stats and any(not torch.equal(v, torch.ones_like(v)) for v in decoder_stats)  # decoder BN trains

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,7 +14,24 @@ import torch
 from segzoo.data.masks import MaskDecoder, read_image
 from segzoo.data.pairs import folder_pairs, list_file_pairs
 
-__all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs", "make_loader"]
+__all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs", "make_loader", "resolve_data_root",
+           "DATA_ENV"]
+
+DATA_ENV = "SEGZOO_DATA"
+
+
+def resolve_data_root(entry: str | os.PathLike) -> Path:
+    """The folder a data root names: an absolute or existing path as given, else ``$SEGZOO_DATA/<entry>``
+    (recipes name datasets, e.g. ``camvid``, not machine paths). Not found: an error listing where it looked."""
+    path = Path(os.path.expandvars(str(entry))).expanduser()
+    if path.is_absolute() or path.is_dir():
+        return path
+    base = os.environ.get(DATA_ENV)
+    if base and (Path(base).expanduser() / path).is_dir():
+        return Path(base).expanduser() / path
+    looked = [str(Path.cwd() / path)] + ([str(Path(base).expanduser() / path)] if base else [])
+    hint = "" if base else f" (${DATA_ENV} is not set: point it at the folder holding the datasets)"
+    raise FileNotFoundError(f"data root {str(entry)!r} not found; looked in {looked}{hint}")
 
 
 @dataclass
@@ -38,11 +56,22 @@ class DataConfig:
     colours: dict[str, list[int]] | None = None
     ignore_colours: list[list[int]] = field(default_factory=list)
     values: dict[int, int] | None = None
+    palette: dict[str, list[int]] | None = None  # display colours of the classes (default: ``colours``)
     limit: int | None = None  # keep the first N pairs of each split (smoke runs)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def class_colours(self) -> list[list[int]] | None:
+        """RGB per class for overlays and model cards: ``palette``, else the mask ``colours``, else None."""
+        table = self.palette or self.colours
+        if not table:
+            return None
+        missing = [name for name in self.classes if name not in table]
+        if missing:
+            raise ValueError(f"data palette/colours lack classes {missing}; classes: {self.classes}")
+        return [list(table[name]) for name in self.classes]
 
     def decoder(self) -> MaskDecoder:
         colours = None
@@ -73,9 +102,10 @@ def build_pairs(config: DataConfig, split: str) -> list[tuple[Path, Path]]:
         list_file = config.train_list if split == "train" else config.val_list
         if not list_file:
             raise ValueError(f"layout 'list' needs {split}_list")
-        pairs = list_file_pairs(config.root, list_file)
+        pairs = list_file_pairs(resolve_data_root(config.root), list_file)
     elif config.layout == "folder":
-        train, val = _split(folder_pairs(config.root, config.images, config.masks), config.val_fraction)
+        root = resolve_data_root(config.root)
+        train, val = _split(folder_pairs(root, config.images, config.masks), config.val_fraction)
         pairs = train if split == "train" else val
     else:
         raise ValueError(f"layout must be 'folder' or 'list', got {config.layout!r}")

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file"]
+__all__ = [
+    "read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file", "resolve_encoder_weights",
+    "encoder_weights_dirs", "WEIGHTS_ENV",
+]
+
+WEIGHTS_ENV = "SEGZOO_WEIGHTS"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def encoder_weights_dirs() -> list[Path]:
+    """Where named encoder weights are looked for: each folder of ``$SEGZOO_WEIGHTS`` (``os.pathsep``-separated),
+    then torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
+    folders = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
+    return folders + [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def resolve_encoder_weights(entry: str | os.PathLike) -> Path:
+    """The local file that encoder weights ``entry`` names: an existing path, or a name such as
+    ``mobilenetv2_100.coral_in1k`` found as ``<name>.safetensors`` (or ``.pth`` ...) in
+    :func:`encoder_weights_dirs`. Not found: ``FileNotFoundError`` listing every place looked at."""
+    path = Path(os.path.expandvars(str(entry))).expanduser()
+    if path.is_file():
+        return path
+    # a name, or a path from another machine: look for its file name in the weights folders
+    names = [path.name] if path.suffix in WEIGHT_SUFFIXES else [path.name + suffix for suffix in WEIGHT_SUFFIXES]
+    folders = encoder_weights_dirs()
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    looked = ([str(path)] if len(path.parts) > 1 else []) + [str(f) for f in folders]
+    raise FileNotFoundError(
+        f"encoder weights {str(entry)!r} not found; looked for {names[0]!r} in {looked}. Give a file path, "
+        f"or put the file in a folder named by ${WEIGHTS_ENV}"
+    )
 
 
 def load_pickled_state(path: Path) -> object:
@@ -97,10 +132,11 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
 SEGZOO_ENCODER_PREFIX = "encoder."
 
 
-def load_encoder_file(encoder: nn.Module, backbone: nn.Module, path: str) -> list[str]:
-    """Load encoder weights from ``path``: a segzoo weights file (its ``encoder.*`` tensors, into
-    ``encoder``) or a backbone state dict such as timm's (into ``backbone``). Other tensors are ignored
-    and reported."""
+def load_encoder_file(encoder: nn.Module, backbone: nn.Module, entry: str) -> list[str]:
+    """Load encoder weights from ``entry`` (a path or a name, see :func:`resolve_encoder_weights`): a segzoo
+    weights file (its ``encoder.*`` tensors, into ``encoder``) or a backbone state dict such as timm's (into
+    ``backbone``). Other tensors are ignored and reported."""
+    path = str(resolve_encoder_weights(entry))
     state = read_state_dict(path)
     if any(k.startswith(SEGZOO_ENCODER_PREFIX) for k in state):
         n = len(SEGZOO_ENCODER_PREFIX)

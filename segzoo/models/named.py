@@ -8,6 +8,7 @@ ResNet / MobileNet U-Nets, 2 for Carvana); pass ``num_classes=`` to change them.
 from __future__ import annotations
 
 from segzoo.config import EncoderConfig, ModelConfig
+from segzoo.pretrained.manifest import manifest_specs
 from segzoo.pretrained.specs import WeightSpec, published
 from segzoo.registry import register_model
 
@@ -79,7 +80,7 @@ def unet_r50() -> ModelConfig:
     return _unet("resnet50")
 
 
-@register_model("unet_mnv2")
+@register_model("unet_mnv2", weights=manifest_specs("unet_mnv2"))
 def unet_mnv2() -> ModelConfig:
     """U-Net on MobileNetV2 1.0 (timm mobilenetv2_100)."""
     return _unet("mobilenetv2_100")
@@ -109,7 +110,7 @@ def deeplabv3_r101() -> ModelConfig:
     return _deeplabv3("resnet101")
 
 
-@register_model("deeplabv3_mnv2")
+@register_model("deeplabv3_mnv2", weights=manifest_specs("deeplabv3_mnv2"))
 def deeplabv3_mnv2() -> ModelConfig:
     """DeepLabV3 on MobileNetV2 1.0 at output stride 16 (ASPP 6/12/18), the mobile setting of the MobileNetV2 paper."""
     return _deeplabv3("mobilenetv2_100", output_stride=16, rates=(6, 12, 18))
@@ -127,7 +128,7 @@ def deeplabv3plus_r101() -> ModelConfig:
     return _deeplabv3plus("resnet101")
 
 
-@register_model("deeplabv3plus_mnv2")
+@register_model("deeplabv3plus_mnv2", weights=manifest_specs("deeplabv3plus_mnv2"))
 def deeplabv3plus_mnv2() -> ModelConfig:
     """DeepLabV3+ on MobileNetV2 1.0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("mobilenetv2_100")

@@ -20,7 +20,9 @@ from segzoo._version import __version__
 from segzoo.config import ModelConfig, ModelMeta
 from segzoo.io import atomic_path
 
-__all__ = ["WeightsFile", "write_weights", "read_weights", "sha256_of", "CONFIG_KEY", "META_KEY", "VERSION_KEY"]
+__all__ = [
+    "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
+]
 
 CONFIG_KEY = "segzoo.config"
 META_KEY = "segzoo.meta"
@@ -46,16 +48,38 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta | None = None) -> Path:
-    """Write ``model`` (a SegmentationModel) to a self-describing safetensors file, atomically."""
+def standalone(config: ModelConfig, meta: ModelMeta) -> tuple[ModelConfig, ModelMeta]:
+    """The config and meta a weights file stores: the encoder's initial weights move from the config (what
+    rebuilding needs) to the meta (provenance), so that loading the file never reads another file, URL or Hub
+    entry. Files written before this rule are read through it too."""
+    if config.encoder.weights is None:
+        return config, meta
+    config, meta = config.copy(), ModelMeta.from_dict(meta.to_dict())
+    meta.encoder_weights = meta.encoder_weights or config.encoder.weights
+    config.encoder.weights = None
+    return config, meta
+
+
+def write_weights(
+    model: torch.nn.Module, path: str | Path, meta: ModelMeta | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write ``model`` (a SegmentationModel) to a self-describing safetensors file, atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors at that precision; loading casts them back
+    to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     meta = meta if meta is not None else model.meta
     meta.check(model.config.num_classes)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config, meta = standalone(model.config, meta)
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().to("cpu").contiguous()
+        for k, v in model.state_dict().items()
+    }
     header = {
         "format": "pt",
-        CONFIG_KEY: model.config.to_json(),
+        CONFIG_KEY: config.to_json(),
         META_KEY: json.dumps(meta.to_dict()),
         VERSION_KEY: __version__,
     }
@@ -93,4 +117,5 @@ def read_weights(path: str | Path) -> WeightsFile:
         meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
+    config, meta = standalone(config, meta)
     return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path)

@@ -6,19 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segzoo.io import atomic_path
 from segzoo.pretrained.format import sha256_of
 from segzoo.pretrained.specs import WeightSpec, weights_dir
 
-__all__ = ["MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry"]
+__all__ = [
+    "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",
+    "zoo_table", "update_readme_table", "README_START", "README_END",
+]
 
 MANIFEST_NAME = "manifest.json"
 ENTRY_KEYS = ("model", "tag", "file", "sha256", "size", "dataset", "metrics", "license", "command")
-NOT_WEIGHTS = {MANIFEST_NAME, "README.md"}
+EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check")
+WEIGHT_SUFFIX = ".safetensors"
+README_START = "<!-- model-zoo table: generated from weights/manifest.json by segzoo publish; do not edit -->"
+README_END = "<!-- end of model-zoo table -->"
 
 
 def read_manifest(directory: Path | None = None) -> list[dict[str, Any]]:
     path = (directory or weights_dir()) / MANIFEST_NAME
-    data = json.loads(path.read_text())
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise ValueError(f"{str(path)!r}: expected {{'files': [...]}}")
     return data["files"]
@@ -26,9 +38,80 @@ def read_manifest(directory: Path | None = None) -> list[dict[str, Any]]:
 
 def manifest_entry(model: str, tag: str, path: Path, **fields: Any) -> dict[str, Any]:
     """The manifest row of a weights file (sha256 and size read from the file)."""
+    unknown = sorted(set(fields) - set(ENTRY_KEYS) - set(EXTRA_KEYS))
+    if unknown:
+        raise TypeError(f"manifest_entry: unknown field(s) {unknown}; fields: {ENTRY_KEYS + EXTRA_KEYS}")
     entry = {"model": model, "tag": tag, "file": path.name, "sha256": sha256_of(path), "size": path.stat().st_size}
-    entry.update({k: fields.get(k) for k in ("dataset", "metrics", "license", "command")})
+    entry.update({k: fields.get(k) for k in ENTRY_KEYS[5:] + EXTRA_KEYS if k in fields or k in ENTRY_KEYS})
     return entry
+
+
+def update_manifest(entry: dict[str, Any], directory: Path | None = None) -> Path:
+    """Add ``entry`` to the manifest in ``directory`` (replacing the row of the same model and tag), atomically."""
+    directory = directory or weights_dir()
+    rows = [e for e in read_manifest(directory) if (e.get("model"), e.get("tag")) != (entry["model"], entry["tag"])]
+    rows.append(entry)
+    rows.sort(key=lambda e: (e["model"], e["tag"]))
+    with atomic_path(directory / MANIFEST_NAME) as tmp:
+        tmp.write_text(json.dumps({"files": rows}, indent=2) + "\n")
+    return directory / MANIFEST_NAME
+
+
+def manifest_specs(model: str, directory: Path | None = None) -> dict[str, WeightSpec]:
+    """The published tags of ``model`` as weight specs, read from the manifest: the manifest is the one place
+    a published file's sha256 is written."""
+    specs = {}
+    for entry in read_manifest(directory):
+        if entry.get("model") == model:
+            metrics = entry.get("metrics") or {}
+            specs[entry["tag"]] = WeightSpec(
+                entry["tag"], file=entry["file"], sha256=entry["sha256"], dataset=entry.get("dataset"),
+                license=entry.get("license"),
+                metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k},
+                description=f"trained by segzoo on {entry.get('dataset')}",
+            )
+    return specs
+
+
+def zoo_table(entries: list[dict[str, Any]] | None = None) -> str:
+    """The README's model-zoo table (markdown), one row per published file."""
+    entries = read_manifest() if entries is None else entries
+    lines = [
+        "| weights | dataset | val metric | params | file | CPU latency | training | licence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        m = e.get("metrics") or {}
+        metric = f"{m['headline']} {m['value'] * 100:.1f}" if "headline" in m else "-"
+        size = e.get("image_size")
+        latency = f"{e['cpu_latency_ms']:.0f} ms @ {size[0]}x{size[1]}" if e.get("cpu_latency_ms") and size else "-"
+        params = f"{e['params'] / 1e6:.1f} M" if e.get("params") else "-"
+        minutes = f"{e['train_minutes']:.0f} min" if e.get("train_minutes") else "-"
+        lines.append(
+            f"| `{e['model']}.{e['tag']}` | {str(e.get('dataset') or '-').split(',')[0]} | {metric} | {params} "
+            f"| {e['size'] / 2**20:.1f} MiB ({e.get('storage') or 'fp32'}) | {latency} | {minutes} "
+            f"| {str(e.get('license') or '-').split(';')[0]} |"
+        )
+    if not entries:
+        lines.append("| (none published yet) | | | | | | | |")
+    return "\n".join(lines)
+
+
+def update_readme_table(directory: Path | None = None, readme: Path | None = None) -> Path | None:
+    """Rewrite the table between the README's markers from the manifest; None when there is no such README."""
+    directory = directory or weights_dir()
+    readme = readme or directory.parent / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{str(readme)!r} lacks the model-zoo markers {README_START!r} ... {README_END!r}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{zoo_table(read_manifest(directory))}\n{README_END}{tail}"
+    with atomic_path(readme) as tmp:
+        tmp.write_text(new)
+    return readme
 
 
 def check_manifest(directory: Path | None = None, models: Any = None) -> list[str]:
@@ -57,7 +140,7 @@ def check_manifest(directory: Path | None = None, models: Any = None) -> list[st
             problems.append(f"{entry['file']}: sha256 {actual}, manifest says {entry['sha256']}")
     files = {e["file"] for e in entries if "file" in e}
     for path in sorted(directory.iterdir()):
-        if path.is_file() and path.name not in NOT_WEIGHTS and not path.name.endswith(".md") and path.name not in files:
+        if path.is_file() and path.suffix == WEIGHT_SUFFIX and path.name not in files:
             problems.append(f"{path.name}: in {str(directory)!r} but not in the manifest")
     specs: dict[tuple[str, str], WeightSpec] = {}
     for name in models.own_names():

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
 from segzoo.io import atomic_path
-from segzoo.pretrained.format import write_weights
+from segzoo.pretrained.format import standalone, write_weights
 
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
@@ -64,6 +64,9 @@ def model_card(model: Any, meta: ModelMeta, repo_id: str | None = None) -> str:
         "## Training data and metrics",
         f"- dataset: {meta.dataset or 'not given'}",
     ]
+    if meta.encoder_weights:
+        lines.append(f"- encoder initialised from `{meta.encoder_weights}` before training (provenance only: "
+                     "loading reads this model's own weights file and nothing else)")
     lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]
     lines += [
         "",
@@ -110,8 +113,9 @@ def save_pretrained(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"save_pretrained needs a folder, {str(directory)!r} is a file")
+    config, stored_meta = standalone(model.config, meta)
     config_json = json.dumps(
-        {"segzoo_version": __version__, "model": model.config.to_dict(), **meta.to_dict()}, indent=2
+        {"segzoo_version": __version__, "model": config.to_dict(), **stored_meta.to_dict()}, indent=2
     )
     with (
         atomic_path(directory / WEIGHTS_NAME) as weights_tmp,
@@ -120,6 +124,6 @@ def save_pretrained(
     ):
         write_weights(model, weights_tmp, meta)
         config_tmp.write_text(config_json + "\n")
-        card_tmp.write_text(model_card(model, meta, repo_id))
-    model.meta = meta
+        card_tmp.write_text(model_card(model, stored_meta, repo_id))
+    model.meta = stored_meta
     return directory

@@ -12,15 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["plot_curves", "plot_predictions", "palette"]
+from segzoo.data.palette import palette  # noqa: E402
 
-
-def palette(num_classes: int) -> np.ndarray:
-    """A fixed colour per class (class 0 dark); ``(num_classes + 1, 3)`` uint8, the last for ignored pixels."""
-    cmap = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
-    colours = [(np.array(cmap(i % cmap.N)[:3]) * 255).astype(np.uint8) for i in range(num_classes)]
-    colours[0] = np.array([30, 30, 30], np.uint8)
-    return np.stack(colours + [np.array([255, 255, 255], np.uint8)])
+__all__ = ["plot_curves", "plot_predictions"]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, monitor: str = "miou") -> Path:
@@ -48,11 +42,12 @@ def _colour(mask: np.ndarray, colours: np.ndarray, ignore_index: int) -> np.ndar
 
 
 @torch.inference_mode()
-def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.device, n: int = 4) -> Path:
+def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.device, n: int = 4,
+                     file_format: str | None = None) -> Path:
     """Rows of image / ground truth / prediction for the first ``n`` samples of ``dataset``."""
     model.eval()
     n = min(n, len(dataset))
-    colours = palette(model.num_classes)
+    colours = palette(model.num_classes, model.meta.class_colours)
     ignore = dataset.decoder.ignore_index
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
     for row in range(n):
@@ -73,6 +68,6 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
             axes[row][col].set_title(title)
             axes[row][col].axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format=file_format)
     plt.close(fig)
     return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -11,28 +10,9 @@ from typing import Any, Mapping, Sequence
 from segzoo.config import Preprocessing
 from segzoo.data.dataset import DataConfig
 
-__all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "data_dir", "RECIPES_DIR"]
+__all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "RECIPES_DIR"]
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def data_dir() -> Path:
-    """Real datasets: ``$SEGZOO_DATA``, else ``../shared/data`` from the working folder."""
-    return Path(os.environ.get("SEGZOO_DATA", Path("..") / "shared" / "data"))
-
-
-def _find_weights(entry: str) -> Path:
-    """A local weights file as written in a recipe: as given, else by name in ``$SEGZOO_WEIGHTS`` or
-    ``../shared/weights`` (beside the data folder)."""
-    path = Path(os.path.expandvars(entry)).expanduser()
-    if path.is_file():
-        return path
-    folders = [Path(os.environ["SEGZOO_WEIGHTS"])] if "SEGZOO_WEIGHTS" in os.environ else []
-    folders.append(data_dir().parent / "weights")
-    for folder in folders:
-        if (folder / path.name).is_file():
-            return folder / path.name
-    raise FileNotFoundError(f"encoder weights {entry!r} not found (also looked in {[str(f) for f in folders]})")
 
 
 def _build(cls: type, data: Mapping[str, Any] | None, where: str):
@@ -111,6 +91,10 @@ class TrainConfig:
     compile: bool = False
     ema_decay: float | None = None
     freeze_encoder_epochs: int = 0  # -1: frozen for the whole run
+    # Encoder BatchNorm layers keep their pretrained statistics (eval mode) while the weights train: right for
+    # small batches, and for backbones whose BN was folded into the convolutions (batch statistics would
+    # rescale every pretrained activation).
+    freeze_encoder_bn: bool = False
     seed: int = 0
     deterministic: bool = False
     val_every: int = 1
@@ -151,18 +135,14 @@ class Recipe:
             raise ValueError(f"recipe: unknown section(s) {unknown}; sections: model, data, augment, train")
         if "data" not in data or "model" not in data:
             raise ValueError("recipe needs 'model' and 'data' sections")
-        recipe = cls(
+        # no I/O here: the data root and encoder weights are resolved where they are used
+        # (segzoo.data.dataset.resolve_data_root, segzoo.encoders.weights.resolve_encoder_weights)
+        return cls(
             _build(ModelSpec, data["model"], "model"),
             _build(DataConfig, data["data"], "data"),
             _build(AugmentConfig, data.get("augment"), "augment"),
             _build(TrainConfig, data.get("train"), "train"),
         )
-        root = Path(os.path.expandvars(recipe.data.root))
-        recipe.data.root = str(root if root.is_absolute() or root.exists() else data_dir() / root)
-        weights = recipe.model.overrides.get("encoder_weights")
-        if weights and weights != "imagenet":
-            recipe.model.overrides["encoder_weights"] = str(_find_weights(weights))
-        return recipe
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

@@ -106,6 +106,7 @@ class Trainer:
         model = recipe.model.build(data.num_classes)
         model.meta = ModelMeta(
             class_names=list(data.classes),
+            class_colours=data.class_colours(),
             preprocessing=recipe.augment.preprocessing_config(),
             dataset=Path(data.root).name,
         )
@@ -251,6 +252,10 @@ class Trainer:
         self.model.encoder.requires_grad_(not frozen)
         if frozen:
             self.model.encoder.eval()  # frozen BatchNorm statistics too
+        elif self.cfg.freeze_encoder_bn:
+            for module in self.model.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

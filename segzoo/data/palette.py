@@ -1,0 +1,32 @@
+"""Class colours for overlays, plots and model cards (no plotting library needed)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["palette", "IGNORE_COLOUR"]
+
+IGNORE_COLOUR = (255, 255, 255)
+# Distinct colours for classes without published ones (class 0 dark, then a 20-colour categorical cycle)
+_DEFAULT = np.array(
+    [(30, 30, 30), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+     (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (31, 119, 180), (174, 199, 232),
+     (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210),
+     (219, 219, 141), (158, 218, 229)],
+    dtype=np.uint8,
+)
+
+
+def palette(num_classes: int, class_colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """``(num_classes + 1, 3)`` uint8: a colour per class (``class_colours`` where given, e.g. a dataset's
+    published palette from the model's metadata), the last row for ignored pixels."""
+    if class_colours is not None:
+        colours = np.asarray(class_colours, dtype=np.int64)
+        if colours.shape != (num_classes, 3) or colours.min() < 0 or colours.max() > 255:
+            raise ValueError(f"class colours must be {num_classes} RGB triples in 0..255, got {class_colours!r}")
+        colours = colours.astype(np.uint8)
+    else:
+        colours = _DEFAULT[np.arange(num_classes) % len(_DEFAULT)]
+    return np.concatenate([colours, np.array([IGNORE_COLOUR], np.uint8)])
