@@ -163,7 +163,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         seconds = json.loads(summary.read_text()).get("seconds")
     info = PublishInfo(dataset=args.dataset, license=args.license, command=args.command_line, train_seconds=seconds,
                        machine=args.machine, image_size=tuple(args.image_size), metric=args.metric,
-                       notes=args.notes)
+                       notes=args.notes, recipe=args.recipe)
     entry = publish(args.run, args.model, args.tag, recipe, info, out_dir=args.out, fp16=not args.fp32)
     print(json.dumps({k: entry[k] for k in ("file", "sha256", "size", "storage")}, indent=2))
     return 0

@@ -17,7 +17,7 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 ENTRY_KEYS = ("model", "tag", "file", "sha256", "size", "dataset", "metrics", "license", "command")
-EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check")
+EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check", "recipe")
 WEIGHT_SUFFIX = ".safetensors"
 README_START = "<!-- model-zoo table: generated from weights/manifest.json by segzoo publish; do not edit -->"
 README_END = "<!-- end of model-zoo table -->"

@@ -47,6 +47,7 @@ class PublishInfo:
     image_size: tuple[int, int] = (512, 512)  # (height, width) the CPU latency is measured at
     metric: str = "miou"  # the headline metric: "miou" or "dice:<class name>"
     notes: str = ""
+    recipe: str | None = None  # the recipe's name or file as given to ``segzoo train`` (tests re-evaluate with it)
 
 
 def evaluate_split(model: SegmentationModel, recipe: Recipe, split: str = "val", limit: int | None = None
@@ -220,7 +221,7 @@ def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishI
         params=sum(p.numel() for p in published.parameters()),
         image_size=list(info.image_size), cpu_latency_ms=round(latency, 1),
         train_minutes=round(info.train_seconds / 60, 1) if info.train_seconds else None,
-        storage=storage.split(" ")[0],
+        storage=storage.split(" ")[0], recipe=info.recipe,
         check={"split": "val", "images": check["images"], "miou": round(float(check["miou"]), 5),
                "headline": round(headline(check, info.metric, classes)[1], 5)},
     )
