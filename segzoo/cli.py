@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from segzoo.errors import OutputExistsError
+
 __all__ = ["main", "count_flops"]
 
 
@@ -77,8 +79,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.arch:
         kwargs["arch"] = json.loads(args.arch) if args.arch.lstrip().startswith("{") else args.arch
-    model = importer[args.source](args.src, **kwargs)
     dst = Path(args.dst)
+    taken = dst.exists() if dst.suffix == ".safetensors" else (dst / "model.safetensors").exists()
+    if taken and not args.overwrite:
+        raise OutputExistsError(f"output {str(dst)!r} already exists; pass --overwrite to replace it")
+    model = importer[args.source](args.src, **kwargs)
     if dst.suffix == ".safetensors":
         write_weights(model, dst)
     else:
@@ -95,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = Recipe.load(args.recipe, args.set)
     try:
-        trainer = Trainer(recipe, args.output, resume=args.resume)
+        trainer = Trainer(recipe, args.output, resume=args.resume, overwrite=args.overwrite)
         summary = trainer.fit()
     finally:
         teardown_distributed()
@@ -107,18 +112,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-    from segzoo.inference import load_for_inference
+    from segzoo.inference import check_classes, load_for_inference
     from segzoo.training.distributed import setup_distributed, shard
     from segzoo.training.evaluate import evaluate
     from segzoo.training.recipe import Recipe
     from segzoo.training.trainer import pick_device
 
     recipe = Recipe.load(args.recipe, args.set)
-    model, transform = load_for_inference(args.weights)
-    names = model.meta.class_names
-    if names is not None and list(names) != list(recipe.data.classes):
-        raise ValueError(f"weights {args.weights!r} predict classes {names}, the recipe has {recipe.data.classes}")
     device = pick_device(recipe.train.device)
+    model, transform = load_for_inference(args.weights)
+    check_classes(model, recipe.data.classes, f"weights {args.weights!r}", f"recipe {args.recipe!r}")
     ctx = setup_distributed(device)
     data = recipe.data
     dataset = SegmentationDataset(build_pairs(data, args.split), data.decoder(), transform)
@@ -145,9 +148,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from segzoo.inference import expand_inputs, load_for_inference, predict_files
 
-    model, transform = load_for_inference(args.weights)
+    from segzoo.training.trainer import pick_device
+
+    device = pick_device(args.device)
     files = expand_inputs(args.inputs)
-    written = predict_files(model, transform, files, args.output, device=args.device)
+    model, transform = load_for_inference(args.weights)
+    written = predict_files(model, transform, files, args.output, device=device)
     print(f"wrote {len(written)} class-id PNGs and overlays to {args.output}")
     return 0
 
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="a .safetensors file, or a folder for the save_pretrained layout")
     p.add_argument("--from", dest="source", required=True, choices=["torchvision", "smp", "milesial"])
     p.add_argument("--arch", help="architecture when the weights do not say: torchvision name, or smp config JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("train", help="train from a YAML recipe (torchrun --nproc_per_node=N -m segzoo train ... for DDP)")
@@ -209,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="runs/train", help="output folder (checkpoints, logs, plots)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe value")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in OUTPUT (it is removed)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate weights on a recipe's dataset (mIoU, Dice, accuracies)")
@@ -271,9 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from segzoo.errors import SegzooError
+
     try:
         return int(args.func(args))
-    except (KeyError, ValueError, TypeError, ImportError, OSError) as exc:
+    except SegzooError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
         print(f"segzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig", "Preprocessing", "ModelMeta"]
 
@@ -26,11 +29,14 @@ def _jsonable(value: Any) -> Any:
 
 def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     if not isinstance(data, Mapping):
-        raise TypeError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise InvalidTypeError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
+        raise InvalidValueError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__};"
+            f" expected some of {sorted(known)}"
+        )
 
 
 class _JsonConfig:
@@ -139,18 +145,18 @@ class ModelConfig(_JsonConfig):
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field whose value cannot build a model."""
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+            raise InvalidValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         enc = self.encoder
         if isinstance(enc.in_channels, bool) or not isinstance(enc.in_channels, int) or enc.in_channels < 1:
-            raise ValueError(f"in_channels must be a positive integer, got {enc.in_channels!r}")
+            raise InvalidValueError(f"in_channels must be a positive integer, got {enc.in_channels!r}")
         if enc.output_stride not in (None, 8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16, 32 or None, got {enc.output_stride!r}")
+            raise InvalidValueError(f"output_stride must be 8, 16, 32 or None, got {enc.output_stride!r}")
         if enc.depth is not None and (not isinstance(enc.depth, int) or enc.depth < 1):
-            raise ValueError(f"encoder depth must be a positive integer or None, got {enc.depth!r}")
+            raise InvalidValueError(f"encoder depth must be a positive integer or None, got {enc.depth!r}")
         if self.head_kernel_size not in (1, 3):
-            raise ValueError(f"head_kernel_size must be 1 or 3, got {self.head_kernel_size!r}")
+            raise InvalidValueError(f"head_kernel_size must be 1 or 3, got {self.head_kernel_size!r}")
         if self.classification_head is not None and self.classification_head.num_classes < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"classification_head.num_classes must be positive, got {self.classification_head.num_classes!r}"
             )
 
@@ -190,9 +196,9 @@ class Preprocessing(_JsonConfig):
         self.std = tuple(float(v) for v in self.std)
         self.input_range = tuple(float(v) for v in self.input_range)  # type: ignore[assignment]
         if len(self.mean) != len(self.std):
-            raise ValueError(f"preprocessing mean {self.mean} and std {self.std} differ in length")
+            raise InvalidValueError(f"preprocessing mean {self.mean} and std {self.std} differ in length")
         if any(v <= 0 for v in self.std):
-            raise ValueError(f"preprocessing std must be positive, got {self.std}")
+            raise InvalidValueError(f"preprocessing std must be positive, got {self.std}")
 
 
 
@@ -220,12 +226,18 @@ class ModelMeta(_JsonConfig):
             self.class_names = [str(c) for c in self.class_names]
         if self.class_colours is not None:
             self.class_colours = [[int(v) for v in rgb] for rgb in self.class_colours]
+        if not isinstance(self.metrics, Mapping):
+            raise InvalidTypeError(f"metrics must be a mapping of names to numbers, got {self.metrics!r}")
+        for key, value in self.metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidValueError(f"metric {key!r} must be a finite number, got {value!r}")
+        self.metrics = {str(k): float(v) for k, v in self.metrics.items()}
 
     def check(self, num_classes: int) -> None:
         if self.class_names is not None and len(self.class_names) != num_classes:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"
             )
         if self.class_colours is not None and len(self.class_colours) != num_classes:
-            raise ValueError(f"{len(self.class_colours)} class colours for a model with {num_classes} classes")
+            raise InvalidValueError(f"{len(self.class_colours)} class colours for a model with {num_classes} classes")
 

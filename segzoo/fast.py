@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from segzoo.errors import InvalidTypeError
+
 __all__ = ["optimize", "fold_batchnorm", "OptimizedModel"]
 
 
@@ -169,7 +171,7 @@ def predict_classes(fast: nn.Module, images: Any, preprocessing: Any) -> torch.T
             images = images[None]
         images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"predict expects a tensor or a numpy array, got {type(images).__name__}")
+        raise InvalidTypeError(f"predict expects a tensor or a numpy array, got {type(images).__name__}")
     if images.ndim == 3:
         images = images.unsqueeze(0)
     device = next(fast.parameters()).device

@@ -12,8 +12,9 @@ import torch
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
+from segzoo.errors import InvalidValueError, MissingFileError
 
-__all__ = ["load_for_inference", "predict_files", "expand_inputs"]
+__all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classes"]
 
 
 def load_for_inference(weights: str | Path):
@@ -33,6 +34,16 @@ def load_for_inference(weights: str | Path):
     return model, transform
 
 
+def check_classes(model: torch.nn.Module, classes: Sequence[str], model_what: str, data_what: str) -> None:
+    """The model predicts exactly the data's classes (count, and names where the model has them), else an error
+    saying both sides."""
+    names = model.meta.class_names
+    if model.num_classes != len(classes) or (names is not None and list(names) != list(classes)):
+        theirs = f"{model.num_classes} classes" + (f" {list(names)}" if names is not None else "")
+        raise InvalidValueError(f"{model_what} predict {theirs}, but {data_what} has {len(classes)} classes "
+                                f"{list(classes)}")
+
+
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files from files and folders (sorted); anything else is an error naming it."""
     files: list[Path] = []
@@ -41,12 +52,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise FileNotFoundError(f"folder {str(path)!r} holds no images ({sorted(IMAGE_SUFFIXES)})")
+                raise MissingFileError(f"folder {str(path)!r} holds no images ({sorted(IMAGE_SUFFIXES)})")
             files += found
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"input {str(path)!r} does not exist")
+            raise MissingFileError(f"input {str(path)!r} does not exist")
     return files
 
 

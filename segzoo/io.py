@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "load_weights_only"]
 
 
 def _mode_for(path: Path) -> int:
@@ -40,3 +40,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def load_weights_only(path: str | Path, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)`` on the CPU. A refused or unreadable file is an ``InvalidValueError``
+    saying in one sentence what, which file and what to do, never PyTorch's advice to switch the safety off."""
+    import re
+
+    import torch
+
+    from segzoo.errors import InvalidValueError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (corrupt zip), EOFError, ...
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            reason = (f"it holds a Python object ({found.group(1)}) that segzoo will not unpickle, since that could "
+                      "run arbitrary code; re-save its tensors as a plain state dict or .safetensors from code you "
+                      "trust")
+        else:
+            reason = "it is not a readable PyTorch file (truncated, corrupt or another format)"
+        raise InvalidValueError(f"{what} {str(path)!r} was refused by torch.load(weights_only=True): {reason}"
+                                ) from exc

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszSoftmaxLoss", "CombinedLoss", "build_loss", "LOSSES"]
 
 
@@ -150,7 +152,10 @@ def build_loss(spec: str, ignore_index: int = 255, class_weights: Sequence[float
     for part in spec.replace(" ", "").split("+"):
         match = re.fullmatch(r"(?:([0-9.]+)\*)?([a-z]+)", part)
         if not match or match.group(2) not in LOSSES:
-            raise ValueError(f"unknown loss term {part!r} in {spec!r}; terms: {sorted(LOSSES)}, e.g. '0.5*ce+dice'")
+            raise InvalidValueError(
+                f"unknown loss term {part!r} in {spec!r}; terms: {sorted(LOSSES)},"
+                f" e.g. '0.5*ce+dice'"
+            )
         weight, name = float(match.group(1) or 1.0), match.group(2)
         kwargs = {"ignore_index": ignore_index}
         if name == "ce":

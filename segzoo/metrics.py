@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["ConfusionMatrix"]
 
 
@@ -24,11 +26,15 @@ class ConfusionMatrix:
         if pred.ndim == target.ndim + 1:
             pred = pred.argmax(1) if pred.shape[1] > 1 else (pred[:, 0] > 0).long()
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+            raise InvalidValueError(
+                f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
+            )
         valid = target != self.ignore_index
         t, p = target[valid].long(), pred[valid].long()
         if t.numel() and (t.max() >= self.num_classes or t.min() < 0):
-            raise ValueError(f"target holds class ids outside 0..{self.num_classes - 1}: {t.unique().tolist()[:10]}")
+            raise InvalidValueError(
+                f"target holds class ids outside 0..{self.num_classes - 1}: {t.unique().tolist()[:10]}"
+            )
         n = self.num_classes
         self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n).to(self.matrix.device)
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Protocol
 
+from segzoo.errors import InvalidTypeError, InvalidValueError, SegzooError, UnknownNameError
+
 __all__ = [
     "Registry",
     "RegistryEntry",
@@ -45,20 +47,14 @@ __all__ = [
 ]
 
 CORE_SOURCE = "segzoo"
+_REPORTED_CONFLICTS: set[str] = set()
 
 
-class UnknownNameError(KeyError):
-    """A name that no registry knows; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0])
-
-
-class RegistryConflictError(ValueError):
+class RegistryConflictError(SegzooError, ValueError):
     """The same name was registered by two sources."""
 
 
-class PluginLoadError(ImportError):
+class PluginLoadError(SegzooError, ImportError):
     """A plugin's entry point could not be loaded."""
 
 
@@ -132,7 +128,7 @@ class Registry:
     def register(self, name: str, **meta: Any) -> Callable[[Any], Any]:
         """Decorator registering ``obj`` under ``name``; ``meta`` is kept with the entry."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{self.kind} names must be non-empty strings, got {name!r}")
+            raise InvalidValueError(f"{self.kind} names must be non-empty strings, got {name!r}")
 
         def decorator(obj: Any) -> Any:
             self.add(name, obj, **meta)
@@ -169,7 +165,9 @@ class Registry:
                         f"{self.kind} {ep.name!r} is registered twice: by {core.source} ({core.origin}) "
                         f"and by {dist} (entry point {ep.value}); the plugin's entry is ignored"
                     )
-                    warnings.warn(plugin.conflict, RuntimeWarning, stacklevel=3)
+                    if plugin.conflict not in _REPORTED_CONFLICTS:  # once per process, not per re-read
+                        _REPORTED_CONFLICTS.add(plugin.conflict)
+                        warnings.warn(plugin.conflict, RuntimeWarning, stacklevel=3)
                 elif ep.name in table:
                     other = table[ep.name]
                     if other.distribution == dist and other.entry_point.value == ep.value:
@@ -186,8 +184,9 @@ class Registry:
         return table
 
     def reload_plugins(self) -> None:
-        """Forget what was read from entry points; the next lookup reads them again."""
+        """Forget what was read from entry points; the next lookup reads (and reports) them again."""
         self._plugins = None
+        _REPORTED_CONFLICTS.clear()
 
     def _load_plugin(self, plugin: _Plugin) -> RegistryEntry:
         if plugin.conflict is not None:
@@ -260,7 +259,7 @@ class Registry:
     def entry(self, name: str) -> RegistryEntry:
         """The entry for ``name``, importing its plugin if needed."""
         if not isinstance(name, str):
-            raise TypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
+            raise InvalidTypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
         if name in self._entries:
             return self._entries[name]
         plugin = self._plugin_table().get(name)

@@ -26,6 +26,7 @@ from segzoo.bench.measure import (
     train_step_times,
 )
 from segzoo.bench.pairs import PAIRS
+from segzoo.errors import InvalidValueError, UnknownNameError
 
 __all__ = ["main", "run", "MODES"]
 
@@ -93,10 +94,10 @@ def run(
     dev = torch.device(device)
     unknown = sorted(set(pairs) - set(PAIRS))
     if unknown:
-        raise KeyError(f"unknown benchmark pair(s) {unknown}; pairs: {sorted(PAIRS)}")
+        raise UnknownNameError(f"unknown benchmark pair(s) {unknown}; pairs: {sorted(PAIRS)}")
     bad = sorted(set(modes) - set(MODES))
     if bad:
-        raise ValueError(f"unknown mode(s) {bad}; modes: {list(MODES)}")
+        raise InvalidValueError(f"unknown mode(s) {bad}; modes: {list(MODES)}")
     if dev.type != "cuda":
         modes = [m for m in modes if m not in GPU_ONLY]
     g = torch.Generator(device="cpu").manual_seed(0)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from segzoo.encoders.weights import load_pickled_state, read_state_dict
+from segzoo.errors import InvalidTypeError, InvalidValueError
 
 Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)
 
@@ -28,9 +29,9 @@ def read_checkpoint(source: Any) -> dict[str, Any]:
             return read_state_dict(path)
         obj = load_pickled_state(path)
         if not isinstance(obj, dict):
-            raise ValueError(f"{str(path)!r} holds {type(obj).__name__}, expected a state dict")
+            raise InvalidValueError(f"{str(path)!r} holds {type(obj).__name__}, expected a state dict")
         return dict(obj)
-    raise TypeError(f"expected a model, a state dict or a checkpoint path, got {type(source).__name__}")
+    raise InvalidTypeError(f"expected a model, a state dict or a checkpoint path, got {type(source).__name__}")
 
 
 def rename(state: dict[str, torch.Tensor], rules: Sequence[Rule], source: str) -> dict[str, torch.Tensor]:
@@ -42,7 +43,7 @@ def rename(state: dict[str, torch.Tensor], rules: Sequence[Rule], source: str) -
                 out[pattern.sub(repl, key, count=1)] = value
                 break
         else:
-            raise ValueError(f"{source}: no segzoo counterpart for the tensor {key!r} {tuple(value.shape)}")
+            raise InvalidValueError(f"{source}: no segzoo counterpart for the tensor {key!r} {tuple(value.shape)}")
     return out
 
 
@@ -60,7 +61,7 @@ def load_converted(
     extra = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
     if missing or extra or shapes:
-        raise ValueError(
+        raise InvalidValueError(
             f"{source}: the converted weights do not fit the inferred segzoo model "
             f"(missing {missing[:5]}, unexpected {extra[:5]}, shape mismatches {shapes[:5]}); "
             "pass arch= if the architecture was inferred wrongly"

@@ -11,6 +11,7 @@ from torch import nn
 from segzoo.config import ModelMeta
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.models.factory import apply_overrides, build_model, named_config
+from segzoo.errors import InvalidValueError
 
 __all__ = ["from_milesial", "convert_milesial_file"]
 
@@ -56,9 +57,9 @@ def from_milesial(model_or_checkpoint: nn.Module | dict | str) -> nn.Module:
     mask_values = raw.pop("mask_values", None)
     state = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
     if "outc.conv.weight" not in state:
-        raise ValueError("not a milesial/Pytorch-UNet state dict: no 'outc.conv.weight'")
+        raise InvalidValueError("not a milesial/Pytorch-UNet state dict: no 'outc.conv.weight'")
     if "up1.up.weight" not in state:
-        raise ValueError("milesial U-Nets with bilinear=True are not supported; only bilinear=False checkpoints")
+        raise InvalidValueError("milesial U-Nets with bilinear=True are not supported; only bilinear=False checkpoints")
     num_classes = int(state["outc.conv.weight"].shape[0])
     in_channels = int(state["inc.double_conv.0.weight"].shape[1])
     config = apply_overrides(named_config("unet_carvana"), num_classes=num_classes, in_channels=in_channels)

@@ -9,6 +9,7 @@ from torch import nn
 from segzoo.config import ClassificationHeadConfig, EncoderConfig, ModelConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.models.factory import build_model
+from segzoo.errors import InvalidValueError
 
 __all__ = ["from_smp"]
 
@@ -61,13 +62,13 @@ def _config(kind: str, kw: Mapping[str, Any]) -> ModelConfig:
     if aux:
         cls_head = ClassificationHeadConfig(aux["classes"], aux.get("pooling", "avg"), aux.get("dropout") or 0.0)
         if aux.get("activation"):
-            raise ValueError("smp aux_params with an activation are not supported (segzoo heads return logits)")
+            raise InvalidValueError("smp aux_params with an activation are not supported (segzoo heads return logits)")
     if get("activation"):
-        raise ValueError(f"smp activation={get('activation')!r} is not supported: segzoo models return logits")
+        raise InvalidValueError(f"smp activation={get('activation')!r} is not supported: segzoo models return logits")
     in_ch, classes, depth = get("in_channels", 3), get("classes", 1), get("encoder_depth", 5)
     if kind == "unet":
         if get("decoder_attention_type") or get("decoder_use_norm", "batchnorm") not in ("batchnorm", True):
-            raise ValueError("smp Unet with attention or without batch norm has no segzoo counterpart")
+            raise InvalidValueError("smp Unet with attention or without batch norm has no segzoo counterpart")
         return ModelConfig(
             _encoder(get("encoder_name", "resnet34"), in_ch, depth, None), "unet", classes,
             {"decoder_channels": tuple(get("decoder_channels", (256, 128, 64, 32, 16))),
@@ -77,9 +78,9 @@ def _config(kind: str, kw: Mapping[str, Any]) -> ModelConfig:
     os_ = get("encoder_output_stride", 8 if kind == "deeplabv3" else 16)
     separable = get("decoder_aspp_separable", kind == "deeplabv3plus")
     if kind == "deeplabv3" and separable:
-        raise ValueError("smp DeepLabV3 with decoder_aspp_separable=True has no segzoo counterpart yet")
+        raise InvalidValueError("smp DeepLabV3 with decoder_aspp_separable=True has no segzoo counterpart yet")
     if kind == "deeplabv3plus" and not separable:
-        raise ValueError("smp DeepLabV3Plus with decoder_aspp_separable=False has no segzoo counterpart yet")
+        raise InvalidValueError("smp DeepLabV3Plus with decoder_aspp_separable=False has no segzoo counterpart yet")
     params = {
         "channels": get("decoder_channels", 256),
         "atrous_rates": tuple(get("decoder_atrous_rates", (12, 24, 36))),
@@ -107,14 +108,17 @@ def from_smp(model_or_checkpoint: nn.Module | dict | str, arch: Mapping[str, Any
         if arch:
             kw.update(arch)
     elif arch is None:
-        raise ValueError(
+        raise InvalidValueError(
             "an smp state dict does not say its architecture: pass arch={'arch': 'Unet', 'encoder_name': ..., ...}"
         )
     else:
         kw = dict(arch)
     kind = _CLASS_TO_DECODER.get(kw.get("arch", ""))
     if kind is None:
-        raise ValueError(f"unsupported smp architecture {kw.get('arch')!r}; supported: {sorted(_CLASS_TO_DECODER)}")
+        raise InvalidValueError(
+            f"unsupported smp architecture {kw.get('arch')!r};"
+            f" supported: {sorted(_CLASS_TO_DECODER)}"
+        )
     state = read_checkpoint(model_or_checkpoint)
     config = _config(kind, kw)
     source = f"smp {kw['arch']}({kw.get('encoder_name')})"

@@ -9,6 +9,7 @@ from torch import nn
 from segzoo.config import AuxHeadConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.models.factory import apply_overrides, build_model, named_config
+from segzoo.errors import InvalidValueError
 
 __all__ = ["from_torchvision", "ARCHS"]
 
@@ -54,9 +55,9 @@ def from_torchvision(model_or_checkpoint: nn.Module | dict | str, arch: str | No
     state = read_checkpoint(model_or_checkpoint)
     arch = arch or _infer_arch(state)
     if arch not in ARCHS:
-        raise ValueError(f"unknown torchvision architecture {arch!r}; supported: {sorted(ARCHS)}")
+        raise InvalidValueError(f"unknown torchvision architecture {arch!r}; supported: {sorted(ARCHS)}")
     if "classifier.4.weight" not in state:
-        raise ValueError("not a torchvision FCN / DeepLabV3 state dict: no 'classifier.4.weight'")
+        raise InvalidValueError("not a torchvision FCN / DeepLabV3 state dict: no 'classifier.4.weight'")
     num_classes = int(state["classifier.4.weight"].shape[0])
     aux = AuxHeadConfig() if "aux_classifier.4.weight" in state else None
     config = apply_overrides(named_config(ARCHS[arch]), num_classes=num_classes, aux_head=aux)

@@ -13,6 +13,7 @@ import torch
 
 from segzoo.data.masks import MaskDecoder, read_image
 from segzoo.data.pairs import folder_pairs, list_file_pairs
+from segzoo.errors import InvalidValueError, MissingFileError
 
 __all__ = ["DataConfig", "SegmentationDataset", "pad_collate", "build_pairs", "make_loader", "resolve_data_root",
            "DATA_ENV"]
@@ -31,7 +32,7 @@ def resolve_data_root(entry: str | os.PathLike) -> Path:
         return Path(base).expanduser() / path
     looked = [str(Path.cwd() / path)] + ([str(Path(base).expanduser() / path)] if base else [])
     hint = "" if base else f" (${DATA_ENV} is not set: point it at the folder holding the datasets)"
-    raise FileNotFoundError(f"data root {str(entry)!r} not found; looked in {looked}{hint}")
+    raise MissingFileError(f"data root {str(entry)!r} not found; looked in {looked}{hint}")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class DataConfig:
             return None
         missing = [name for name in self.classes if name not in table]
         if missing:
-            raise ValueError(f"data palette/colours lack classes {missing}; classes: {self.classes}")
+            raise InvalidValueError(f"data palette/colours lack classes {missing}; classes: {self.classes}")
         return [list(table[name]) for name in self.classes]
 
     def decoder(self) -> MaskDecoder:
@@ -78,7 +79,7 @@ class DataConfig:
         if self.colours:
             unknown = sorted(set(self.colours) - set(self.classes))
             if unknown:
-                raise ValueError(f"colour table names classes {unknown} that are not in classes {self.classes}")
+                raise InvalidValueError(f"colour table names classes {unknown} that are not in classes {self.classes}")
             colours = {tuple(rgb): self.classes.index(name) for name, rgb in self.colours.items()}
             colours.update({tuple(rgb): self.ignore_index for rgb in self.ignore_colours})
         return MaskDecoder(self.num_classes, self.ignore_index, colours=colours, values=self.values)
@@ -97,18 +98,18 @@ def _split(pairs: list[tuple[Path, Path]], fraction: float) -> tuple[list, list]
 def build_pairs(config: DataConfig, split: str) -> list[tuple[Path, Path]]:
     """The (image, mask) pairs of ``split`` ("train" or "val")."""
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        raise InvalidValueError(f"split must be 'train' or 'val', got {split!r}")
     if config.layout == "list":
         list_file = config.train_list if split == "train" else config.val_list
         if not list_file:
-            raise ValueError(f"layout 'list' needs {split}_list")
+            raise InvalidValueError(f"layout 'list' needs {split}_list")
         pairs = list_file_pairs(resolve_data_root(config.root), list_file)
     elif config.layout == "folder":
         root = resolve_data_root(config.root)
         train, val = _split(folder_pairs(root, config.images, config.masks), config.val_fraction)
         pairs = train if split == "train" else val
     else:
-        raise ValueError(f"layout must be 'folder' or 'list', got {config.layout!r}")
+        raise InvalidValueError(f"layout must be 'folder' or 'list', got {config.layout!r}")
     return pairs[: config.limit] if config.limit else pairs
 
 
@@ -128,7 +129,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         if not pairs:
-            raise ValueError("the dataset is empty: no image/mask pairs")
+            raise InvalidValueError("the dataset is empty: no image/mask pairs")
         self.pairs = list(pairs)
         self.decoder = decoder
         self.transform = transform
@@ -146,7 +147,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image = read_image(image_path)
         mask = self.decoder(mask_path)
         if image.shape[:2] != mask.shape[:2]:
-            raise ValueError(
+            raise InvalidValueError(
                 f"image {str(image_path)!r} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{str(mask_path)!r} is {mask.shape[1]}x{mask.shape[0]}"
             )

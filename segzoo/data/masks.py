@@ -7,6 +7,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["read_image", "MaskDecoder"]
 
 
@@ -27,7 +29,7 @@ def read_image(path: Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
     if image is None:
-        raise ValueError(f"cannot read image {str(path)!r}: missing, empty or corrupt")
+        raise InvalidValueError(f"cannot read image {str(path)!r}: missing, empty or corrupt")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -39,7 +41,7 @@ def _open_mask(path: Path):
         image.load()
         return image
     except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"cannot read mask {str(path)!r}: {exc}") from exc
+        raise InvalidValueError(f"cannot read mask {str(path)!r}: {exc}") from exc
 
 
 class MaskDecoder:
@@ -60,7 +62,7 @@ class MaskDecoder:
         values: Mapping[int, int] | None = None,
     ) -> None:
         if not 1 <= num_classes <= 255 or not 0 <= ignore_index <= 255:
-            raise ValueError(
+            raise InvalidValueError(
                 f"masks are uint8: need 1..255 classes and an ignore index in 0..255, "
                 f"got {num_classes} classes and ignore index {ignore_index}"
             )
@@ -69,14 +71,14 @@ class MaskDecoder:
         self.colours = {tuple(int(c) for c in k): int(v) for k, v in (colours or {}).items()}
         self.values = {int(k): int(v) for k, v in (values or {}).items()}
         if colours and values:
-            raise ValueError("a mask decoder takes colours or values, not both")
+            raise InvalidValueError("a mask decoder takes colours or values, not both")
 
     def __call__(self, path: Path) -> np.ndarray:
         image = _open_mask(path)
         if self.colours:
             return self._from_colours(np.asarray(image.convert("RGB")), path)
         if image.mode not in ("L", "P", "I", "I;16", "1"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"mask {str(path)!r} is {image.mode}, expected single-channel class ids; "
                 "for colour-coded masks give the colour table"
             )
@@ -90,14 +92,14 @@ class MaskDecoder:
             lut[list(self.values)] = list(self.values.values())
             mapped = lut[ids]
             if (mapped < 0).any():
-                raise ValueError(
+                raise InvalidValueError(
                     f"mask {str(path)!r} has values {sorted(np.unique(ids[mapped < 0]).tolist())[:10]} "
                     f"not in the value map {self.values}"
                 )
             ids = mapped
         bad = ((ids >= self.num_classes) & (ids != self.ignore_index)) | (ids < 0)
         if bad.any():
-            raise ValueError(
+            raise InvalidValueError(
                 f"mask {str(path)!r} has values {sorted(np.unique(ids[bad]).tolist())[:10]} outside the "
                 f"{self.num_classes} classes (0..{self.num_classes - 1}) and not the ignore index {self.ignore_index}"
             )
@@ -122,7 +124,7 @@ class MaskDecoder:
         if not found.all():
             unknown = np.unique(code[~found])[:5]
             colours = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in unknown]
-            raise ValueError(
+            raise InvalidValueError(
                 f"mask {str(path)!r} has colours {colours} ({int((~found).sum())} pixels) not in the colour table"
             )
         return ids[pos].astype(np.uint8)

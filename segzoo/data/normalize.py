@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from segzoo.config import Preprocessing
+from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["normalize", "normalize_numpy"]
 
@@ -18,7 +19,7 @@ __all__ = ["normalize", "normalize_numpy"]
 def _scale_shift(pre: Preprocessing, channels: int) -> tuple[list[float], list[float]]:
     lo, hi = pre.input_range
     if len(pre.mean) != channels:
-        raise ValueError(f"preprocessing has {len(pre.mean)} channel means, the images have {channels} channels")
+        raise InvalidValueError(f"preprocessing has {len(pre.mean)} channel means, the images have {channels} channels")
     scale = [(hi - lo) / 255.0 / s for s in pre.std]
     shift = [(lo - m) / s for m, s in zip(pre.mean, pre.std)]
     return scale, shift
@@ -27,7 +28,7 @@ def _scale_shift(pre: Preprocessing, channels: int) -> tuple[list[float], list[f
 def normalize(images: torch.Tensor, pre: Preprocessing, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``(N, C, H, W)`` uint8 (0..255) -> ``dtype``: ``((x / 255) * (hi - lo) + lo - mean) / std``."""
     if images.dtype != torch.uint8:
-        raise TypeError(f"normalize expects uint8 images (0..255), got {images.dtype}")
+        raise InvalidTypeError(f"normalize expects uint8 images (0..255), got {images.dtype}")
     scale, shift = _scale_shift(pre, images.shape[1])
     a = torch.tensor(scale, dtype=dtype, device=images.device).view(1, -1, 1, 1)
     b = torch.tensor(shift, dtype=dtype, device=images.device).view(1, -1, 1, 1)

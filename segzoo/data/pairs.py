@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segzoo.errors import InvalidValueError, MissingFileError
+
 __all__ = ["IMAGE_SUFFIXES", "folder_pairs", "list_file_pairs"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -14,7 +16,7 @@ def _images_in(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in files:
-                raise ValueError(f"{str(folder)!r} holds two files with the stem {path.stem!r}: {files[path.stem].name}, {path.name}")
+                raise InvalidValueError(f"{str(folder)!r} holds two files with the stem {path.stem!r}: {files[path.stem].name}, {path.name}")
             files[path.stem] = path
     return files
 
@@ -27,19 +29,19 @@ def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks")
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {str(root)!r} is not a folder")
+        raise MissingFileError(f"dataset root {str(root)!r} is not a folder")
     image_dirs = sorted(p for p in [root / images, *root.rglob(images)] if p.is_dir())
     image_dirs = sorted(set(image_dirs))
     pairs: list[tuple[Path, Path]] = []
     for image_dir in image_dirs:
         mask_dir = image_dir.parent / masks
         if not mask_dir.is_dir():
-            raise FileNotFoundError(f"{str(image_dir)!r} has no sibling masks folder {str(mask_dir)!r}")
+            raise MissingFileError(f"{str(image_dir)!r} has no sibling masks folder {str(mask_dir)!r}")
         imgs, msks = _images_in(image_dir), _images_in(mask_dir)
         lonely_images = sorted(set(imgs) - set(msks))
         lonely_masks = sorted(set(msks) - set(imgs))
         if lonely_images or lonely_masks:
-            raise ValueError(
+            raise InvalidValueError(
                 f"unmatched files in {str(image_dir.parent)!r}: images without a mask "
                 f"{[imgs[s].name for s in lonely_images[:10]]}, masks without an image "
                 f"{[msks[s].name for s in lonely_masks[:10]]}"
@@ -47,7 +49,10 @@ def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks")
             )
         pairs += [(imgs[s], msks[s]) for s in sorted(imgs)]
     if not pairs:
-        raise ValueError(f"no image/mask pairs under {str(root)!r} (looked for '{images}/' + '{masks}/' folders)")
+        raise InvalidValueError(
+            f"no image/mask pairs under {str(root)!r} "
+            f"(looked for '{images}/' + '{masks}/' folders)"
+        )
     return pairs
 
 
@@ -63,7 +68,7 @@ def _resolve(root: Path, entry: str, list_file: Path, line_no: int) -> Path:
         candidate = root.joinpath(*parts[k:])
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{str(list_file)}:{line_no}: {entry!r} not found under {str(root)!r}")
+    raise MissingFileError(f"{str(list_file)}:{line_no}: {entry!r} not found under {str(root)!r}")
 
 
 def list_file_pairs(root: str | Path, list_file: str) -> list[tuple[Path, Path]]:
@@ -71,15 +76,15 @@ def list_file_pairs(root: str | Path, list_file: str) -> list[tuple[Path, Path]]
     root = Path(root)
     path = root / list_file
     if not path.is_file():
-        raise FileNotFoundError(f"list file {str(path)!r} does not exist")
+        raise MissingFileError(f"list file {str(path)!r} does not exist")
     pairs = []
     for line_no, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2:
-            raise ValueError(f"{str(path)}:{line_no}: expected 'image mask', got {line!r}")
+            raise InvalidValueError(f"{str(path)}:{line_no}: expected 'image mask', got {line!r}")
         pairs.append((_resolve(root, fields[0], path, line_no), _resolve(root, fields[1], path, line_no)))
     if not pairs:
-        raise ValueError(f"list file {str(path)!r} lists no pairs")
+        raise InvalidValueError(f"list file {str(path)!r} lists no pairs")
     return pairs

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["palette", "IGNORE_COLOUR"]
 
 IGNORE_COLOUR = (255, 255, 255)
@@ -25,7 +27,7 @@ def palette(num_classes: int, class_colours: Sequence[Sequence[int]] | None = No
     if class_colours is not None:
         colours = np.asarray(class_colours, dtype=np.int64)
         if colours.shape != (num_classes, 3) or colours.min() < 0 or colours.max() > 255:
-            raise ValueError(f"class colours must be {num_classes} RGB triples in 0..255, got {class_colours!r}")
+            raise InvalidValueError(f"class colours must be {num_classes} RGB triples in 0..255, got {class_colours!r}")
         colours = colours.astype(np.uint8)
     else:
         colours = _DEFAULT[np.arange(num_classes) % len(_DEFAULT)]

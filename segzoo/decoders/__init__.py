@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 from segzoo.decoders import deeplabv3, deeplabv3plus, fcn, swin_unet, unet  # noqa: F401  (register)
 from segzoo.decoders.base import Decoder
 from segzoo.registry import DECODERS
+from segzoo.errors import InvalidTypeError
 
 __all__ = ["Decoder", "build_decoder", "decoder_params"]
 
@@ -27,8 +28,8 @@ def build_decoder(
     accepted = decoder_params(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise TypeError(f"decoder {name!r} got unknown parameter(s) {unknown}; it accepts {sorted(accepted)}")
+        raise InvalidTypeError(f"decoder {name!r} got unknown parameter(s) {unknown}; it accepts {sorted(accepted)}")
     decoder = DECODERS.get(name)(list(encoder_channels), list(encoder_reductions), **params)
     if not isinstance(decoder, Decoder):
-        raise TypeError(f"decoder builder {name!r} returned {type(decoder).__name__}, expected a segzoo Decoder")
+        raise InvalidTypeError(f"decoder builder {name!r} returned {type(decoder).__name__}, expected a segzoo Decoder")
     return decoder

@@ -7,6 +7,8 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["Decoder"]
 
 
@@ -29,7 +31,7 @@ class Decoder(nn.Module):
     def __init__(self, encoder_channels: Sequence[int], encoder_reductions: Sequence[int]) -> None:
         super().__init__()
         if len(encoder_channels) != len(encoder_reductions) or not encoder_channels:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{type(self).__name__}: expected as many encoder channels as reductions, "
                 f"got {list(encoder_channels)} and {list(encoder_reductions)}"
             )

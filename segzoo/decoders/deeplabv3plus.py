@@ -11,6 +11,7 @@ from torch import nn
 from segzoo.decoders.base import Decoder
 from segzoo.layers import ASPP, ConvBNReLU
 from segzoo.registry import register_decoder
+from segzoo.errors import InvalidValueError
 
 __all__ = ["DeepLabV3PlusDecoder"]
 
@@ -40,7 +41,7 @@ class DeepLabV3PlusDecoder(Decoder):
     ) -> None:
         super().__init__(encoder_channels, encoder_reductions)
         if low_level_reduction not in encoder_reductions:
-            raise ValueError(
+            raise InvalidValueError(
                 f"deeplabv3plus needs an encoder feature at reduction {low_level_reduction}; "
                 f"the encoder's features have reductions {list(encoder_reductions)}"
             )

@@ -11,6 +11,7 @@ from torch import nn
 from segzoo.decoders.base import Decoder
 from segzoo.layers import ConvBNReLU
 from segzoo.registry import register_decoder
+from segzoo.errors import InvalidValueError
 
 __all__ = ["FCNDecoder"]
 
@@ -41,7 +42,7 @@ class FCNDecoder(Decoder):
         self.skip_indices: list[int] = []
         if skip_fusion:
             if len(encoder_channels) < 3:
-                raise ValueError(
+                raise InvalidValueError(
                     f"fcn skip_fusion needs at least 3 encoder features, got reductions {list(encoder_reductions)}"
                 )
             self.skip_indices = [len(encoder_channels) - 2, len(encoder_channels) - 3]

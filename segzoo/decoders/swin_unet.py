@@ -10,6 +10,7 @@ from torch import nn
 
 from segzoo.decoders.base import Decoder
 from segzoo.registry import register_decoder
+from segzoo.errors import InvalidValueError
 
 __all__ = ["SwinUNetDecoder", "PatchExpand"]
 
@@ -91,7 +92,7 @@ class SwinUNetDecoder(Decoder):
         super().__init__(encoder_channels, encoder_reductions)
         n = len(depths) + 1
         if len(encoder_channels) < n:
-            raise ValueError(
+            raise InvalidValueError(
                 f"swin_unet with {len(depths)} decoder stages needs {n} encoder features, "
                 f"got reductions {list(encoder_reductions)}"
             )
@@ -99,12 +100,12 @@ class SwinUNetDecoder(Decoder):
         channels = [int(c) for c in encoder_channels[self.first :]]
         reductions = [int(r) for r in encoder_reductions[self.first :]]
         if any(b != 2 * a for a, b in zip(reductions[:-1], reductions[1:])):
-            raise ValueError(
+            raise InvalidValueError(
                 f"swin_unet needs encoder features whose reductions double stage to stage, got {reductions} "
                 f"(from {list(encoder_reductions)})"
             )
         if reductions[0] < 1 or 2 ** int(math.log2(reductions[0])) != reductions[0]:
-            raise ValueError(f"swin_unet: shallowest reduction must be a power of two, got {reductions[0]}")
+            raise InvalidValueError(f"swin_unet: shallowest reduction must be a power of two, got {reductions[0]}")
         self.bottleneck_norm = nn.LayerNorm(channels[-1])
         self.expands = nn.ModuleList()
         self.stages = nn.ModuleList()

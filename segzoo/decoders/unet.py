@@ -11,6 +11,7 @@ from torch import nn
 from segzoo.decoders.base import Decoder
 from segzoo.layers import DoubleConv
 from segzoo.registry import register_decoder
+from segzoo.errors import InvalidValueError
 
 __all__ = ["UNetDecoder", "UNetBlock"]
 
@@ -62,9 +63,9 @@ class UNetDecoder(Decoder):
     ) -> None:
         super().__init__(encoder_channels, encoder_reductions)
         if upsampling not in UPSAMPLING_MODES:
-            raise ValueError(f"unet upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
+            raise InvalidValueError(f"unet upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
         if not decoder_channels:
-            raise ValueError("unet decoder_channels must not be empty")
+            raise InvalidValueError("unet decoder_channels must not be empty")
         channels = list(encoder_channels)
         reductions = list(encoder_reductions)
         self.skip_indices: list[int | None] = []
@@ -76,11 +77,11 @@ class UNetDecoder(Decoder):
                 idx = skips[i]
                 scale, skip_ch = current // reductions[idx], channels[idx]
                 if scale * reductions[idx] != current:
-                    raise ValueError(f"unet: encoder reductions {reductions} are not powers of two apart")
+                    raise InvalidValueError(f"unet: encoder reductions {reductions} are not powers of two apart")
                 self.skip_indices.append(idx)
             else:
                 if current == 1:
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"unet: {len(decoder_channels)} decoder_channels would upsample past the input "
                         f"resolution (encoder reductions {reductions}); use at most {i} entries"
                     )

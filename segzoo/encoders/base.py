@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["Encoder", "OutputStrideError"]
 
 
-class OutputStrideError(ValueError):
+class OutputStrideError(InvalidValueError):
     """The encoder cannot produce the requested output stride (it has no dilated form)."""
 
 

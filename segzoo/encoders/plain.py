@@ -12,6 +12,7 @@ from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
 from segzoo.layers import DoubleConv
 from segzoo.registry import register_encoder
+from segzoo.errors import InvalidValueError
 
 __all__ = ["PlainEncoder", "plain"]
 
@@ -27,7 +28,7 @@ class PlainEncoder(Encoder):
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths or any(w < 1 for w in widths):
-            raise ValueError(f"plain encoder widths must be positive integers, got {widths!r}")
+            raise InvalidValueError(f"plain encoder widths must be positive integers, got {widths!r}")
         stages: list[nn.Module] = [DoubleConv(in_channels, widths[0])]
         for prev, width in zip(widths[:-1], widths[1:]):
             stages.append(nn.Sequential(nn.MaxPool2d(2), DoubleConv(prev, width)))
@@ -49,18 +50,18 @@ def plain(config: EncoderConfig) -> PlainEncoder:
     """Classic U-Net encoder; ``params``: ``widths`` (default 64..1024)."""
     unknown = sorted(set(config.params) - {"widths"})
     if unknown:
-        raise ValueError(f"plain encoder: unknown parameter(s) {unknown}; it accepts 'widths'")
+        raise InvalidValueError(f"plain encoder: unknown parameter(s) {unknown}; it accepts 'widths'")
     if config.output_stride is not None:
         raise OutputStrideError(
             f"plain encoder has no dilated stages: output_stride={config.output_stride} is not supported "
             "(use output_stride=None)"
         )
     if config.weights == "imagenet":
-        raise ValueError("plain encoder has no ImageNet weights; pass weights=None or a local file")
+        raise InvalidValueError("plain encoder has no ImageNet weights; pass weights=None or a local file")
     widths = config.params.get("widths", (64, 128, 256, 512, 1024))
     if config.depth is not None:
         if config.depth > len(widths):
-            raise ValueError(f"plain encoder: depth={config.depth} exceeds its {len(widths)} stages")
+            raise InvalidValueError(f"plain encoder: depth={config.depth} exceeds its {len(widths)} stages")
         widths = widths[: config.depth]
     encoder = PlainEncoder(config.in_channels, widths)
     if config.weights is not None:

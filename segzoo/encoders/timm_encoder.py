@@ -10,6 +10,7 @@ from torch import nn
 from segzoo.config import EncoderConfig
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
+from segzoo.errors import InvalidValueError
 
 __all__ = ["TimmEncoder"]
 
@@ -51,9 +52,9 @@ class TimmEncoder(Encoder):
                     f"encoder {config.name!r} cannot change its output stride (requested "
                     f"output_stride={config.output_stride}); use output_stride=None (its natural stride)"
                 ) from exc
-            raise ValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+            raise InvalidValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
         except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
-            raise ValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+            raise InvalidValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
 
         info = self.model.feature_info
         self.out_channels = tuple(int(c) for c in info.channels())

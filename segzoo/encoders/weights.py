@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.io import load_weights_only
+
 __all__ = [
     "read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file", "resolve_encoder_weights",
     "encoder_weights_dirs", "WEIGHTS_ENV",
@@ -40,7 +43,7 @@ def resolve_encoder_weights(entry: str | os.PathLike) -> Path:
             if (folder / name).is_file():
                 return folder / name
     looked = ([str(path)] if len(path.parts) > 1 else []) + [str(f) for f in folders]
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"encoder weights {str(entry)!r} not found; looked for {names[0]!r} in {looked}. Give a file path, "
         f"or put the file in a folder named by ${WEIGHTS_ENV}"
     )
@@ -51,15 +54,7 @@ def load_pickled_state(path: Path) -> object:
 
     A file that needs arbitrary code to unpickle is refused with an error naming it.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{str(path)!r} could not be read with torch.load(weights_only=True); checkpoints that need "
-            f"arbitrary code to unpickle are refused: {exc}"
-        ) from exc
+    obj = load_weights_only(path, "checkpoint")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
@@ -74,7 +69,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise MissingFileError(f"weights file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -82,15 +77,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
+            raise InvalidValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
     if path.suffix not in {".pth", ".pt", ".bin", ".ckpt"}:
-        raise ValueError(
+        raise InvalidValueError(
             f"weights file {str(path)!r}: expected a .safetensors or .pth/.pt/.bin state dict, got {path.suffix!r}"
         )
     obj = load_pickled_state(path)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         bad = type(obj).__name__ if not isinstance(obj, dict) else "a dict with non-tensor values"
-        raise ValueError(f"{str(path)!r} holds {bad}, expected a state dict of tensors")
+        raise InvalidValueError(f"{str(path)!r} holds {bad}, expected a state dict of tensors")
     return obj
 
 
@@ -116,7 +111,7 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
             parts.append(f"{len(missing)} missing key(s), first: {missing[:5]}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatch(es), first: {mismatched[:5]}")
-        raise ValueError(f"weights {source!r} do not fit the encoder: " + "; ".join(parts))
+        raise InvalidValueError(f"weights {source!r} do not fit the encoder: " + "; ".join(parts))
     ignored = sorted(k for k in state if k not in own)
     module.load_state_dict({k: state.get(k, own[k]) for k in own}, strict=True)
     if ignored:

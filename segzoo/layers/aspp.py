@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo.layers.conv import ConvBNReLU
+from segzoo.errors import InvalidValueError
 
 __all__ = ["ASPP", "ImagePooling"]
 
@@ -51,7 +52,7 @@ class ASPP(nn.Module):
         super().__init__()
         rates = [int(r) for r in atrous_rates]
         if not rates or any(r < 1 for r in rates):
-            raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)!r}")
+            raise InvalidValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)!r}")
         branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, kernel_size=1)]
         branches += [ConvBNReLU(in_channels, out_channels, 3, dilation=r, separable=separable) for r in rates]
         if image_pooling:

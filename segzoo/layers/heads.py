@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from segzoo.layers.conv import ConvBNReLU
+from segzoo.errors import InvalidValueError
 
 __all__ = ["SegmentationHead", "AuxHead", "ClassificationHead"]
 
@@ -32,7 +33,7 @@ class ClassificationHead(nn.Module):
         super().__init__()
         pools = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1)}
         if pooling not in pools:
-            raise ValueError(f"classification head pooling must be one of {sorted(pools)}, got {pooling!r}")
+            raise InvalidValueError(f"classification head pooling must be one of {sorted(pools)}, got {pooling!r}")
         self.pool = pools[pooling]
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)

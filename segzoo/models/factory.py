@@ -8,6 +8,7 @@ from segzoo.config import AuxHeadConfig, ClassificationHeadConfig, EncoderConfig
 from segzoo.decoders import decoder_params
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import DECODERS, MODELS
+from segzoo.errors import InvalidTypeError
 
 __all__ = ["build_model", "create", "create_model", "named_config", "apply_overrides"]
 
@@ -32,7 +33,7 @@ def _aux_head(value: Any) -> AuxHeadConfig | None:
         return value
     if isinstance(value, dict):
         return AuxHeadConfig.from_dict(value)
-    raise TypeError(f"aux_head must be a bool, dict or AuxHeadConfig, got {type(value).__name__}")
+    raise InvalidTypeError(f"aux_head must be a bool, dict or AuxHeadConfig, got {type(value).__name__}")
 
 
 def _classification_head(value: Any) -> ClassificationHeadConfig | None:
@@ -44,7 +45,7 @@ def _classification_head(value: Any) -> ClassificationHeadConfig | None:
         return ClassificationHeadConfig(num_classes=value)
     if isinstance(value, dict):
         return ClassificationHeadConfig.from_dict(value)
-    raise TypeError(
+    raise InvalidTypeError(
         f"classification_head must be a number of classes, dict or ClassificationHeadConfig, got {value!r}"
     )
 
@@ -77,7 +78,7 @@ def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
         elif key in accepted_decoder:
             new.decoder_params[key] = value
         else:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"unknown override {key!r} for a {new.decoder!r} model; accepted: "
                 f"{sorted(set(_ENCODER_KEYS) | _MODEL_KEYS)} and the decoder's parameters {sorted(accepted_decoder)}"
             )
@@ -88,7 +89,7 @@ def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
 def build_model(config: ModelConfig) -> SegmentationModel:
     """Build the model a config describes; ``build_model(model.config)`` re-creates ``model`` exactly."""
     if not isinstance(config, ModelConfig):
-        raise TypeError(f"build_model expects a ModelConfig, got {type(config).__name__}")
+        raise InvalidTypeError(f"build_model expects a ModelConfig, got {type(config).__name__}")
     return SegmentationModel(config)
 
 
@@ -96,7 +97,7 @@ def named_config(name: str) -> ModelConfig:
     """The default config of the named model ``name``."""
     config = MODELS.get(name)()
     if not isinstance(config, ModelConfig):
-        raise TypeError(f"model builder {name!r} returned {type(config).__name__}, expected a ModelConfig")
+        raise InvalidTypeError(f"model builder {name!r} returned {type(config).__name__}, expected a ModelConfig")
     return config
 
 

@@ -16,6 +16,7 @@ from segzoo.decoders import build_decoder
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
 from segzoo.registry import DECODERS
+from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["SegmentationModel"]
 
@@ -47,7 +48,7 @@ class SegmentationModel(nn.Module):
             n = len(self.encoder.out_channels)
             idx = config.aux_head.feature_index
             if not -n <= idx < n:
-                raise ValueError(f"aux_head.feature_index={idx} is out of range for an encoder with {n} features")
+                raise InvalidValueError(f"aux_head.feature_index={idx} is out of range for an encoder with {n} features")
             self.aux_index = idx % n
             self.aux_head = AuxHead(
                 self.encoder.out_channels[idx], config.num_classes, config.aux_head.channels, config.aux_head.dropout
@@ -111,14 +112,14 @@ class SegmentationModel(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
+            raise InvalidTypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise InvalidValueError(
                 f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
                 + (" (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else "")
             )
         if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point input (normalised image), got dtype {x.dtype}")
+            raise InvalidTypeError(f"expected a floating-point input (normalised image), got dtype {x.dtype}")
 
     def _resize(self, logits: torch.Tensor, size: tuple[int, int], height: int, width: int) -> torch.Tensor:
         if logits.shape[-2:] != size:

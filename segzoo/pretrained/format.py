@@ -19,6 +19,7 @@ import torch
 from segzoo._version import __version__
 from segzoo.config import ModelConfig, ModelMeta
 from segzoo.io import atomic_path
+from segzoo.errors import InvalidValueError, MissingFileError
 
 __all__ = [
     "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
@@ -73,6 +74,10 @@ def write_weights(
     meta = meta if meta is not None else model.meta
     meta.check(model.config.num_classes)
     config, meta = standalone(model.config, meta)
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InvalidValueError(f"tensor {key!r} holds NaN or infinite values; refusing to write {str(path)!r} "
+                                    "(the model diverged: keep the previous checkpoint)")
     state = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().to("cpu").contiguous()
         for k, v in model.state_dict().items()
@@ -93,12 +98,12 @@ def read_header(path: Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise MissingFileError(f"weights file {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}")
+        raise InvalidValueError(f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}")
 
 
 def read_weights(path: str | Path) -> WeightsFile:
@@ -108,7 +113,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     path = Path(path)
     header = read_header(path)
     if CONFIG_KEY not in header:
-        raise ValueError(
+        raise InvalidValueError(
             f"{str(path)!r} is a safetensors file without a segzoo config in its header (key {CONFIG_KEY!r}): "
             "a plain state dict. Load it as encoder_weights=..., or convert it with segzoo.convert"
         )
@@ -116,6 +121,6 @@ def read_weights(path: str | Path) -> WeightsFile:
         config = ModelConfig.from_json(header[CONFIG_KEY])
         meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
+        raise InvalidValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
     config, meta = standalone(config, meta)
     return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path)

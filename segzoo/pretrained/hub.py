@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from segzoo.pretrained.save import WEIGHTS_NAME, save_pretrained
+from segzoo.errors import DownloadError, MissingFileError
 
 __all__ = ["download_weights", "push_to_hub", "offline_from_env"]
 
@@ -53,12 +54,17 @@ def download_weights(
         )
     except LocalEntryNotFoundError as exc:
         mode = "offline (local_files_only / HF_HUB_OFFLINE)" if local_files_only else "and the Hub was unreachable"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"hf-hub:{repo_id} (revision {revision or 'main'}): {WEIGHTS_NAME} is not in the cache "
             f"{str(cache_dir) if cache_dir else '(default)'} {mode}: {exc}"
         ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise FileNotFoundError(f"hf-hub:{repo_id} (revision {revision or 'main'}) has no {WEIGHTS_NAME}: {exc}") from exc
+        raise MissingFileError(f"hf-hub:{repo_id} (revision {revision or 'main'}) has no {WEIGHTS_NAME}: {exc}") from exc
+    except OSError as exc:  # network failures (requests/httpx errors are OSErrors)
+        raise DownloadError(
+            f"hf-hub:{repo_id}: could not download {WEIGHTS_NAME} ({type(exc).__name__}: {exc}); check the network "
+            "or HF_ENDPOINT, or load offline from a cache that holds it (local_files_only=True)"
+        ) from exc
     return Path(path)
 
 

@@ -11,6 +11,7 @@ import torch
 from segzoo.models.factory import apply_overrides, build_model
 from segzoo.pretrained.format import WeightsFile, read_weights
 from segzoo.pretrained.save import WEIGHTS_NAME
+from segzoo.errors import InvalidValueError, MissingFileError
 
 __all__ = ["from_pretrained", "load_weights_into", "HUB_PREFIX"]
 
@@ -44,7 +45,7 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], so
             parts.append(f"{len(missing)} missing key(s), first {missing[:5]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first {unexpected[:5]}")
-        raise ValueError(f"weights {source!r} do not fit the model ({type(model).__name__}): " + "; ".join(parts))
+        raise InvalidValueError(f"weights {source!r} do not fit the model ({type(model).__name__}): " + "; ".join(parts))
     loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict({**own, **loadable}, strict=True)
     dropped = sorted(set(mismatched) | set(missing))
@@ -83,7 +84,7 @@ def resolve_source(
     if path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
-            raise FileNotFoundError(f"folder {text!r} has no {WEIGHTS_NAME} (the save_pretrained layout)")
+            raise MissingFileError(f"folder {text!r} has no {WEIGHTS_NAME} (the save_pretrained layout)")
         return weights
     if path.is_file():
         return path
@@ -92,7 +93,7 @@ def resolve_source(
 
         repo_id = text[len(HUB_PREFIX) :]
         if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-            raise ValueError(f"{text!r}: a Hub source is 'hf-hub:org/name'")
+            raise InvalidValueError(f"{text!r}: a Hub source is 'hf-hub:org/name'")
         return download_weights(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     zoo = _split_zoo_name(text)
     if zoo is not None:
@@ -111,7 +112,7 @@ def resolve_source(
         )
     looks_like_path = any(sep in text for sep in ("/", "\\")) or text.endswith((".safetensors", ".pth"))
     what = "no such file or folder" if looks_like_path else "not a registered model name"
-    raise FileNotFoundError(f"cannot load {text!r} ({what}); accepted forms: {FORMS}")
+    raise MissingFileError(f"cannot load {text!r} ({what}); accepted forms: {FORMS}")
 
 
 def from_pretrained(

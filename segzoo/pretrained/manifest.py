@@ -9,6 +9,7 @@ from typing import Any
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import sha256_of
 from segzoo.pretrained.specs import WeightSpec, weights_dir
+from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",
@@ -30,9 +31,9 @@ def read_manifest(directory: Path | None = None) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+        raise InvalidValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        raise ValueError(f"{str(path)!r}: expected {{'files': [...]}}")
+        raise InvalidValueError(f"{str(path)!r}: expected {{'files': [...]}}")
     return data["files"]
 
 
@@ -40,7 +41,7 @@ def manifest_entry(model: str, tag: str, path: Path, **fields: Any) -> dict[str,
     """The manifest row of a weights file (sha256 and size read from the file)."""
     unknown = sorted(set(fields) - set(ENTRY_KEYS) - set(EXTRA_KEYS))
     if unknown:
-        raise TypeError(f"manifest_entry: unknown field(s) {unknown}; fields: {ENTRY_KEYS + EXTRA_KEYS}")
+        raise InvalidTypeError(f"manifest_entry: unknown field(s) {unknown}; fields: {ENTRY_KEYS + EXTRA_KEYS}")
     entry = {"model": model, "tag": tag, "file": path.name, "sha256": sha256_of(path), "size": path.stat().st_size}
     entry.update({k: fields.get(k) for k in ENTRY_KEYS[5:] + EXTRA_KEYS if k in fields or k in ENTRY_KEYS})
     return entry
@@ -105,7 +106,7 @@ def update_readme_table(directory: Path | None = None, readme: Path | None = Non
         return None
     text = readme.read_text()
     if README_START not in text or README_END not in text:
-        raise ValueError(f"{str(readme)!r} lacks the model-zoo markers {README_START!r} ... {README_END!r}")
+        raise InvalidValueError(f"{str(readme)!r} lacks the model-zoo markers {README_START!r} ... {README_END!r}")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     new = f"{head}{README_START}\n{zoo_table(read_manifest(directory))}\n{README_END}{tail}"

@@ -10,6 +10,7 @@ from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import standalone, write_weights
+from segzoo.errors import InvalidTypeError, NotAFolderError
 
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
@@ -24,7 +25,7 @@ def _merge_meta(model: Any, overrides: Mapping[str, Any]) -> ModelMeta:
         if value is None:
             continue
         if key not in data:
-            raise TypeError(f"save_pretrained got unknown argument {key!r}; accepted: {sorted(data)}")
+            raise InvalidTypeError(f"save_pretrained got unknown argument {key!r}; accepted: {sorted(data)}")
         data[key] = value.to_dict() if isinstance(value, Preprocessing) else value
     meta = ModelMeta.from_dict(data)
     meta.check(model.config.num_classes)
@@ -112,7 +113,7 @@ def save_pretrained(
     meta = _merge_meta(model, overrides)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"save_pretrained needs a folder, {str(directory)!r} is a file")
+        raise NotAFolderError(f"save_pretrained needs a folder, {str(directory)!r} is a file")
     config, stored_meta = standalone(model.config, meta)
     config_json = json.dumps(
         {"segzoo_version": __version__, "model": config.to_dict(), **stored_meta.to_dict()}, indent=2

@@ -20,13 +20,14 @@ from typing import Any, Callable
 
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import sha256_of
+from segzoo.errors import DownloadError, InvalidValueError, MissingFileError, UnknownNameError
 
 __all__ = [
     "WeightSpec", "ChecksumError", "published", "weights_dir", "cache_dir", "specs_of", "spec_for", "resolve_spec",
 ]
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InvalidValueError):
     """A weights file whose sha256 is not the published one."""
 
 
@@ -53,16 +54,16 @@ class WeightSpec:
     def __post_init__(self) -> None:
         sources = [s for s in (self.file, self.url, self.hub) if s]
         if len(sources) != 1:
-            raise ValueError(f"weight spec {self.tag!r} needs exactly one of file, url, hub; got {sources}")
+            raise InvalidValueError(f"weight spec {self.tag!r} needs exactly one of file, url, hub; got {sources}")
         if (self.file or (self.url and not self.convert)) and not self.sha256:
-            raise ValueError(f"weight spec {self.tag!r}: files and URLs of segzoo weights must pin a sha256")
+            raise InvalidValueError(f"weight spec {self.tag!r}: files and URLs of segzoo weights must pin a sha256")
 
 
 def published(*specs: WeightSpec) -> dict[str, WeightSpec]:
     """The ``weights=`` metadata of ``register_model``: tags in order, the first is the default."""
     tags = [s.tag for s in specs]
     if len(set(tags)) != len(tags):
-        raise ValueError(f"duplicate weight tags {tags}")
+        raise InvalidValueError(f"duplicate weight tags {tags}")
     return {s.tag: s for s in specs}
 
 
@@ -89,14 +90,14 @@ def spec_for(name: str, tag: str | None) -> WeightSpec:
     """The spec of ``name.tag``; ``tag`` None is the default (first) tag."""
     specs = specs_of(name)
     if not specs:
-        raise ValueError(
+        raise InvalidValueError(
             f"no pretrained weights are published for {name!r}; use pretrained=False, or "
             "encoder_weights=<local file> for a pretrained backbone"
         )
     if tag is None:
         return next(iter(specs.values()))
     if tag not in specs:
-        raise KeyError(f"unknown weights tag {tag!r} for {name!r}; available tags: {sorted(specs)}")
+        raise UnknownNameError(f"unknown weights tag {tag!r} for {name!r}; available tags: {sorted(specs)}")
     return specs[tag]
 
 
@@ -125,7 +126,7 @@ def resolve_spec(
     if spec.file:
         path = weights_dir() / spec.file
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"weights {name}.{spec.tag} ship as {spec.file!r} in the repository's weights/ folder, "
                 f"not found at {str(path)!r} (install from a git checkout or torch.hub, or set SEGZOO_WEIGHTS_DIR)"
             )
@@ -150,7 +151,14 @@ def resolve_spec(
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
         download = Path(tmp) / Path(spec.url).name
-        _download(spec.url, download)
+        try:
+            _download(spec.url, download)
+        except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
+            raise DownloadError(
+                f"weights {name}.{spec.tag}: could not download {spec.url} ({type(exc).__name__}: "
+                f"{getattr(exc, 'reason', exc)}); this needs the network once, after which the file is kept in "
+                f"{str(cache_dir())!r} and loads offline"
+            ) from exc
         if spec.sha256:
             _verify(download, spec.sha256, f"download {spec.url}", remove=True)
         if spec.convert is None:
@@ -158,7 +166,7 @@ def resolve_spec(
                 shutil.copyfile(download, tmp_cached)
             return cached
         if converter is None:
-            raise ValueError(f"weights {name}.{spec.tag} need the {spec.convert!r} importer")
+            raise InvalidValueError(f"weights {name}.{spec.tag} need the {spec.convert!r} importer")
         converter(download, cached)
         info = {"sha256": sha256_of(cached), "source": spec.url, "source_sha256": sha256_of(download)}
     with atomic_path(record) as tmp_record:

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segzoo.io import load_weights_only
 from segzoo.pretrained.format import read_weights, write_weights
+from segzoo.errors import MissingFileError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "STATE_NAME", "WEIGHTS_NAME"]
 
@@ -80,7 +82,7 @@ def load_checkpoint(directory: Path) -> tuple[Any, dict[str, Any]]:
     if not directory.exists() and _old(directory).exists():
         directory = _old(directory)
     if not (directory / STATE_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{str(directory)!r} is not a training checkpoint ({WEIGHTS_NAME} + {STATE_NAME})")
+        raise MissingFileError(f"{str(directory)!r} is not a training checkpoint ({WEIGHTS_NAME} + {STATE_NAME})")
     weights = read_weights(directory / WEIGHTS_NAME)
-    state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
+    state = load_weights_only(directory / STATE_NAME, "training state")
     return weights, state

@@ -27,6 +27,7 @@ from segzoo.pretrained.format import write_weights
 from segzoo.pretrained.manifest import manifest_entry, update_manifest, update_readme_table
 from segzoo.pretrained.specs import weights_dir
 from segzoo.training.recipe import Recipe
+from segzoo.errors import InvalidValueError
 
 __all__ = ["PublishInfo", "publish", "evaluate_split", "cpu_latency_ms", "CHECK_IMAGES", "FP16_TOLERANCE"]
 
@@ -73,7 +74,7 @@ def headline(metrics: dict[str, Any], metric: str, classes: list[str]) -> tuple[
     kind, _, name = metric.partition(":")
     if kind in ("dice", "iou") and name in classes:
         return f"{'Dice' if kind == 'dice' else 'IoU'} ({name})", float(metrics[kind][classes.index(name)])
-    raise ValueError(f"metric {metric!r}: expected 'miou', 'dice:<class>' or 'iou:<class>' with a class of {classes}")
+    raise InvalidValueError(f"metric {metric!r}: expected 'miou', 'dice:<class>' or 'iou:<class>' with a class of {classes}")
 
 
 @torch.inference_mode()
@@ -172,11 +173,11 @@ def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishI
     model = segzoo.from_pretrained(source)
     reference = named_config(name)
     if (model.config.decoder, model.config.encoder.name) != (reference.decoder, reference.encoder.name):
-        raise ValueError(f"run {str(run)!r} trained {model.config.decoder}/{model.config.encoder.name}, "
+        raise InvalidValueError(f"run {str(run)!r} trained {model.config.decoder}/{model.config.encoder.name}, "
                          f"not the named model {name!r} ({reference.decoder}/{reference.encoder.name})")
     classes = list(recipe.data.classes)
     if model.meta.class_names != classes:
-        raise ValueError(f"run {str(run)!r} predicts classes {model.meta.class_names}, the recipe has {classes}")
+        raise InvalidValueError(f"run {str(run)!r} predicts classes {model.meta.class_names}, the recipe has {classes}")
 
     fp32 = evaluate_split(model, recipe)
     label, fp32_value = headline(fp32, info.metric, classes)

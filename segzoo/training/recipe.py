@@ -3,24 +3,72 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from segzoo.config import Preprocessing
 from segzoo.data.dataset import DataConfig
+from segzoo.errors import InvalidValueError, MissingFileError
 
 __all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "RECIPES_DIR"]
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (the simple hints recipe dataclasses use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+        return all(_conforms(v, args[0]) for v in value) if args else True
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, str(hint).replace("typing.", ""))
+
+
 def _build(cls: type, data: Mapping[str, Any] | None, where: str):
+    """``cls(**data)`` for a recipe section, with every key and value checked against the dataclass first."""
+    if data is not None and not isinstance(data, Mapping):
+        raise InvalidValueError(f"recipe section {where!r} must be a mapping of keys to values, got {data!r}")
     data = dict(data or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"recipe section {where!r}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        raise InvalidValueError(f"recipe section {where!r}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _conforms(value, hints[key]):
+            raise InvalidValueError(f"recipe {where}.{key}: expected {_describe(hints[key])}, got {value!r}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise InvalidValueError(f"recipe section {where!r} lacks required key(s) {missing}")
     return cls(**data)
 
 
@@ -39,7 +87,7 @@ class ModelSpec:
         if self.name:
             return segzoo.create(self.name, num_classes=num_classes, **self.overrides)
         if not (self.decoder and self.encoder):
-            raise ValueError("recipe 'model' needs 'name', or 'decoder' and 'encoder'")
+            raise InvalidValueError("recipe 'model' needs 'name', or 'decoder' and 'encoder'")
         return segzoo.create_model(self.decoder, self.encoder, num_classes, **self.overrides)
 
 
@@ -110,15 +158,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("adamw", "sgd"), "scheduler": ("poly", "cosine", "onecycle", "plateau", "none"),
-                   "amp": ("none", "bf16", "fp16")}
+                   "amp": ("none", "bf16", "fp16"), "monitor": ("miou", "mdice", "pixel_acc", "mean_acc", "loss")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ValueError(f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+                raise InvalidValueError(f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         for key in ("epochs", "batch_size", "grad_accum", "val_every", "val_batch_size"):
             if int(getattr(self, key)) < 1:
-                raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)!r}")
+                raise InvalidValueError(f"train.{key} must be at least 1, got {getattr(self, key)!r}")
         if self.lr <= 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr!r}")
+            raise InvalidValueError(f"train.lr must be positive, got {self.lr!r}")
 
 
 @dataclass
@@ -132,9 +180,9 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         unknown = sorted(set(data) - {"model", "data", "augment", "train"})
         if unknown:
-            raise ValueError(f"recipe: unknown section(s) {unknown}; sections: model, data, augment, train")
+            raise InvalidValueError(f"recipe: unknown section(s) {unknown}; sections: model, data, augment, train")
         if "data" not in data or "model" not in data:
-            raise ValueError("recipe needs 'model' and 'data' sections")
+            raise InvalidValueError("recipe needs 'model' and 'data' sections")
         # no I/O here: the data root and encoder weights are resolved where they are used
         # (segzoo.data.dataset.resolve_data_root, segzoo.encoders.weights.resolve_encoder_weights)
         return cls(
@@ -154,17 +202,27 @@ class Recipe:
             path = RECIPES_DIR / f"{path}.yaml"
         if not path.is_file():
             bundled = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"recipe {str(path)!r} not found (bundled recipes: {bundled})")
-        data = yaml.safe_load(path.read_text()) or {}
+            raise MissingFileError(f"recipe {str(path)!r} not found (bundled recipes: {bundled})")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InvalidValueError(f"recipe {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidValueError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
         for item in overrides:
             key, eq, value = item.partition("=")
             if not eq or "." not in key:
-                raise ValueError(f"override {item!r}: expected section.key=value, e.g. train.lr=0.01")
+                raise InvalidValueError(f"override {item!r}: expected section.key=value, e.g. train.lr=0.01")
             node = data
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
+                if not isinstance(node, dict):
+                    raise InvalidValueError(f"override {item!r}: {part!r} is a value, not a section")
+            try:
+                node[leaf] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise InvalidValueError(f"override {item!r}: the value is not valid YAML: {exc}") from exc
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

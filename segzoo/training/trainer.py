@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from torch import nn
 from segzoo.config import ModelMeta
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.data.normalize import normalize
+from segzoo.data.scan import scan_masks
 from segzoo.data.transforms import to_dict as transform_to_dict
 from segzoo.losses import build_loss
 from segzoo.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -27,13 +29,14 @@ from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
+from segzoo.errors import InvalidValueError, NotAFolderError, OutputExistsError, SegzooError
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
 
 AUX_LOSS_WEIGHT = 0.4  # torchvision's reference scripts weight the auxiliary loss so
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SegzooError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
@@ -46,10 +49,51 @@ class TrainingInterrupted(RuntimeError):
         self.checkpoint = checkpoint
 
 
+# what a training run writes into its output folder (--overwrite removes exactly these)
+RUN_OUTPUTS = ("last", "best", "metrics.jsonl", "summary.json", "curves.png", "predictions.png", "tensorboard")
+
+
 def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU) or a device that exists here; anything else is an error naming it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidValueError(f"device {name!r} is not a device name; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+                                ) from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise InvalidValueError(f"device {name!r} is not available here ({count} CUDA device(s)); "
+                                    "use 'cpu' or 'auto'")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise InvalidValueError(f"device {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+def prepare_output(output_dir: Path, resume: bool, overwrite: bool, main: bool = True) -> None:
+    """An existing run is continued (``resume``) or replaced (``overwrite``, said aloud; by the main process
+    only), never silently mixed."""
+    if resume and overwrite:
+        raise InvalidValueError("--resume and --overwrite exclude each other: continue the run, or start it clean")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotAFolderError(f"output {str(output_dir)!r} is a file, not a run folder")
+    existing = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{str(output_dir)!r} already holds a training run ({', '.join(existing)}); use --resume to continue "
+            "it, --overwrite to replace it, or another --output folder"
+        )
+    if not main:
+        return
+    print(f"segzoo: --overwrite: removing the previous run's {', '.join(existing)} from {str(output_dir)!r}",
+          flush=True)
+    for name in existing:
+        path = output_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def seed_everything(seed: int) -> None:
@@ -83,6 +127,7 @@ class Trainer:
         output_dir: str | Path,
         *,
         resume: bool | str | Path = False,
+        overwrite: bool = False,
         loss: nn.Module | None = None,
     ) -> None:
         self.recipe = recipe
@@ -90,6 +135,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.device = pick_device(cfg.device)
         self.ctx: DistContext = setup_distributed(self.device)
+        prepare_output(self.output_dir, bool(resume), overwrite, main=self.ctx.is_main)
         if self.device.type == "cuda" and self.ctx.enabled:
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
@@ -98,10 +144,12 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         data = recipe.data
+        train_pairs, val_pairs = build_pairs(data, "train"), build_pairs(data, "val")
+        scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())  # every bad mask, before any work
         self.train_set = SegmentationDataset(
-            build_pairs(data, "train"), data.decoder(), recipe.augment.train_transform(data.ignore_index), cfg.seed
+            train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index), cfg.seed
         )
-        self.val_set = SegmentationDataset(build_pairs(data, "val"), data.decoder(), recipe.augment.eval_transform())
+        self.val_set = SegmentationDataset(val_pairs, data.decoder(), recipe.augment.eval_transform())
 
         model = recipe.model.build(data.num_classes)
         model.meta = ModelMeta(
@@ -184,8 +232,17 @@ class Trainer:
         weights, state = load_checkpoint(directory)
         names = weights.meta.class_names
         if names is not None and list(names) != list(self.recipe.data.classes):
-            raise ValueError(
+            raise InvalidValueError(
                 f"checkpoint {str(directory)!r} was trained on classes {names}, the recipe has {self.recipe.data.classes}"
+            )
+        own = self.model.state_dict()
+        if set(own) != set(weights.state_dict) or any(own[k].shape != v.shape for k, v in weights.state_dict.items()):
+            theirs, ours = weights.config, self.model.config
+            raise InvalidValueError(
+                f"checkpoint {str(directory)!r} holds a {theirs.decoder}/{theirs.encoder.name} model with "
+                f"{theirs.num_classes} classes that does not match the recipe's {ours.decoder}/{ours.encoder.name} "
+                f"({ours.num_classes} classes); resume with the recipe the run was started with, or start a new "
+                "run (--overwrite or another --output)"
             )
         self.model.load_state_dict(weights.state_dict, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -394,7 +451,7 @@ class Trainer:
     def _after_validation(self, epoch: int, metrics: dict[str, Any]) -> str | None:
         cfg = self.cfg
         if cfg.monitor not in metrics:
-            raise ValueError(f"train.monitor {cfg.monitor!r} is not a metric; metrics: {sorted(metrics)}")
+            raise InvalidValueError(f"train.monitor {cfg.monitor!r} is not a metric; metrics: {sorted(metrics)}")
         value = float(metrics[cfg.monitor])
         higher_is_better = cfg.monitor != "loss"
         if cfg.scheduler == "plateau":
@@ -409,7 +466,8 @@ class Trainer:
                 model.meta = self.model.meta
                 model.save_pretrained(
                     str(self.output_dir / "best"),
-                    metrics={k: round(float(v), 5) for k, v in metrics.items() if not isinstance(v, list)},
+                    metrics={k: round(float(v), 5) for k, v in metrics.items()
+                             if not isinstance(v, list) and math.isfinite(v)},
                     description=f"Best checkpoint (epoch {epoch + 1}, {cfg.monitor} {value:.4f}) of a segzoo run.",
                 )
                 (self.output_dir / "best" / "transforms.json").write_text(json.dumps(self._transforms(), indent=2))
