@@ -119,6 +119,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from segzoo.training.trainer import pick_device
 
     recipe = Recipe.load(args.recipe, args.set)
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise OutputExistsError(f"--output {args.output!r} exists; pass --overwrite to replace it")
     device = pick_device(recipe.train.device)
     model, transform = load_for_inference(args.weights)
     check_classes(model, recipe.data.classes, f"weights {args.weights!r}", f"recipe {args.recipe!r}")
@@ -139,9 +141,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if ctx.is_main:
         print(json.dumps(metrics, indent=2))
         if args.output:
-            from pathlib import Path
+            from segzoo.io import atomic_path
 
-            Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+            with atomic_path(args.output) as tmp:
+                tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
 
 
@@ -153,7 +156,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     files = expand_inputs(args.inputs)
     model, transform = load_for_inference(args.weights)
-    written = predict_files(model, transform, files, args.output, device=device)
+    written = predict_files(model, transform, files, args.output, device=device, overwrite=args.overwrite)
     print(f"wrote {len(written)} class-id PNGs and overlays to {args.output}")
     return 0
 
@@ -170,7 +173,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     info = PublishInfo(dataset=args.dataset, license=args.license, command=args.command_line, train_seconds=seconds,
                        machine=args.machine, image_size=tuple(args.image_size), metric=args.metric,
                        notes=args.notes, recipe=args.recipe)
-    entry = publish(args.run, args.model, args.tag, recipe, info, out_dir=args.out, fp16=not args.fp32)
+    entry = publish(args.run, args.model, args.tag, recipe, info, out_dir=args.out, fp16=not args.fp32,
+                    overwrite=args.overwrite)
     print(json.dumps({k: entry[k] for k in ("file", "sha256", "size", "storage")}, indent=2))
     return 0
 
@@ -225,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=["train", "val"])
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--output", help="write the metrics as JSON here too")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="class-id PNGs and coloured overlays for images or folders")
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", "-w", required=True)
     p.add_argument("--output", "-o", default="predictions")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("publish", help="publish a training run as zoo weights (file, card, picture, manifest row)")
@@ -251,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", default="", help="a paragraph for the card's training section")
     p.add_argument("--out", help="weights folder (default: the repository's weights/)")
     p.add_argument("--fp32", action="store_true", help="store fp32 even when fp16 keeps the metric")
+    p.add_argument("--overwrite", action="store_true", help="replace weights already published under this tag")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")

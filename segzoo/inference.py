@@ -12,7 +12,7 @@ import torch
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
-from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
 
 __all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classes"]
 
@@ -62,15 +62,26 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 @torch.inference_mode()
+def prediction_outputs(files: Iterable[Path], output: str | Path) -> list[Path]:
+    """The files ``predict_files`` writes for ``files``: ``<stem>.png`` and ``<stem>_overlay.png`` in ``output``."""
+    return [Path(output) / f"{Path(f).stem}{suffix}.png" for f in files for suffix in ("", "_overlay")]
+
+
 def predict_files(
     model: torch.nn.Module, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
-    alpha: float = 0.5,
+    alpha: float = 0.5, overwrite: bool = False,
 ) -> list[Path]:
-    """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image)."""
+    """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image).
+    Existing files of those names are an error unless ``overwrite`` (checked before anything is written)."""
     from PIL import Image
 
     from segzoo.data.palette import palette
 
+    files = list(files)
+    taken = [str(p) for p in prediction_outputs(files, output) if p.exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(f"{len(taken)} output file(s) exist, e.g. {taken[0]!r}; pass --overwrite "
+                                "(overwrite=True) to replace them, or another output folder")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()

@@ -13,6 +13,7 @@ from safetensors import safe_open
 import segzoo
 from conftest import REPO
 from segzoo.config import EncoderConfig, ModelConfig
+from segzoo.errors import OutputExistsError
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.pretrained.manifest import (README_END, README_START, check_manifest, manifest_specs, read_manifest,
                                         zoo_table)
@@ -54,14 +55,14 @@ def tiny_named(monkeypatch, trained):
     return "tiny_shapes"
 
 
-def _publish(trained, tiny_named, tmp_path, **kw):
+def _publish(trained, tiny_named, tmp_path, overwrite=False, **kw):
     run, recipe = trained
     weights = tmp_path / "weights"
     weights.mkdir(exist_ok=True)
     (tmp_path / "README.md").write_text(f"# x\n\n{README_START}\nold\n{README_END}\n\nmore text\n")
     info = PublishInfo(dataset="synthetic shapes, val 12", license="CC0-1.0 (data); Apache-2.0 (code)",
                        command="segzoo train tiny.yaml -o run", train_seconds=90.0, image_size=(32, 48), **kw)
-    return publish(run, tiny_named, "shapes", recipe, info, out_dir=weights), weights
+    return publish(run, tiny_named, "shapes", recipe, info, out_dir=weights, overwrite=overwrite), weights
 
 
 def test_publish_writes_file_card_picture_manifest_and_table(trained, tiny_named, tmp_path):
@@ -96,7 +97,9 @@ def test_publish_writes_file_card_picture_manifest_and_table(trained, tiny_named
 
 def test_republish_replaces_its_row_and_specs_come_from_the_manifest(trained, tiny_named, tmp_path):
     first, weights = _publish(trained, tiny_named, tmp_path)
-    second, _ = _publish(trained, tiny_named, tmp_path, metric="iou:square")
+    with pytest.raises(OutputExistsError, match="tiny_shapes.shapes is already published"):
+        _publish(trained, tiny_named, tmp_path, metric="iou:square")
+    second, _ = _publish(trained, tiny_named, tmp_path, metric="iou:square", overwrite=True)
     rows = read_manifest(weights)
     assert len(rows) == 1 and rows[0]["metrics"]["headline"] == "IoU (square)"
     spec = manifest_specs("tiny_shapes", weights)["shapes"]

@@ -27,7 +27,7 @@ from segzoo.pretrained.format import write_weights
 from segzoo.pretrained.manifest import manifest_entry, update_manifest, update_readme_table
 from segzoo.pretrained.specs import weights_dir
 from segzoo.training.recipe import Recipe
-from segzoo.errors import InvalidValueError
+from segzoo.errors import InvalidValueError, OutputExistsError
 
 __all__ = ["PublishInfo", "publish", "evaluate_split", "cpu_latency_ms", "CHECK_IMAGES", "FP16_TOLERANCE"]
 
@@ -161,14 +161,16 @@ RGB, scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], normalised with
 
 
 def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishInfo,
-            out_dir: str | Path | None = None, fp16: bool = True) -> dict[str, Any]:
+            out_dir: str | Path | None = None, fp16: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Publish ``run/best`` as ``<out_dir>/<name>.<tag>.safetensors`` (see the module docstring); returns the
-    manifest row."""
+    manifest row. Weights already published under ``name.tag`` are replaced only with ``overwrite``."""
     import segzoo
     from segzoo.models.factory import named_config
     from segzoo.training.plots import plot_predictions
 
     out = Path(out_dir) if out_dir is not None else weights_dir()
+    if (out / f"{name}.{tag}.safetensors").exists() and not overwrite:
+        raise OutputExistsError(f"{name}.{tag} is already published in {str(out)!r}; pass --overwrite to replace it")
     source = Path(run) / "best"
     model = segzoo.from_pretrained(source)
     reference = named_config(name)
