@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def zoo_table(entries: list[dict[str, Any]] | None = None) -> str:
         params = f"{e['params'] / 1e6:.1f} M" if e.get("params") else "-"
         minutes = f"{e['train_minutes']:.0f} min" if e.get("train_minutes") else "-"
         lines.append(
-            f"| `{e['model']}.{e['tag']}` | {str(e.get('dataset') or '-').split(',')[0]} | {metric} | {params} "
+            f"| `{e['model']}.{e['tag']}` | {re.split(r' [(]|, ', str(e.get('dataset') or '-'))[0]} | {metric} | {params} "
             f"| {e['size'] / 2**20:.1f} MiB ({e.get('storage') or 'fp32'}) | {latency} | {minutes} "
             f"| {str(e.get('license') or '-').split(';')[0]} |"
         )

@@ -147,9 +147,8 @@ RGB, scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], normalised with
 ## Training
 - Command: `{info.command}`
 - Wall time: {wall} on {info.machine or platform.processor() or platform.machine()}.
-- Storage: {storage} (fp32 {label} {fp32_value * 100:.2f}).
-- CPU latency: {latency:.0f} ms per {info.image_size[0]}x{info.image_size[1]} image (batch 1, eager fp32,
-  {torch.get_num_threads()} threads).
+- Storage: {storage}; fp32 {label} {fp32_value * 100:.2f}.
+- CPU latency: {latency:.0f} ms per {info.image_size[0]}x{info.image_size[1]} image (batch 1, eager fp32, {torch.get_num_threads()} threads).
 {info.notes}
 <details><summary>Recipe</summary>
 
@@ -190,7 +189,7 @@ def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishI
             half_metrics = evaluate_split(half, recipe)
         change = abs(headline(half_metrics, info.metric, classes)[1] - fp32_value)
         if change <= FP16_TOLERANCE:
-            storage, dtype, metrics = f"fp16 ({label} changes by {change * 100:.3f} points)", torch.float16, half_metrics
+            storage, dtype, metrics = f"fp16 ({label} moves by {change * 100:.3f} points)", torch.float16, half_metrics
         else:
             print(f"segzoo publish: fp16 changes {label} by {change * 100:.3f} points; storing fp32", flush=True)
     value = headline(metrics, info.metric, classes)[1]
