@@ -93,10 +93,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from segzoo.training.distributed import teardown_distributed
     from segzoo.training.recipe import Recipe
     from segzoo.training.trainer import Trainer
-
-    from segzoo.training.distributed import teardown_distributed
 
     recipe = Recipe.load(args.recipe, args.set)
     try:
@@ -150,7 +149,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from segzoo.inference import expand_inputs, load_for_inference, predict_files
-
     from segzoo.training.trainer import pick_device
 
     device = pick_device(args.device)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import REPO
 from safetensors import safe_open
 
 import segzoo
-from conftest import REPO
 from segzoo.config import EncoderConfig, ModelConfig
-from segzoo.errors import OutputExistsError
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
-from segzoo.pretrained.manifest import (README_END, README_START, check_manifest, manifest_specs, read_manifest,
-                                        zoo_table)
+from segzoo.errors import OutputExistsError
+from segzoo.pretrained.manifest import (
+    README_END,
+    README_START,
+    check_manifest,
+    manifest_specs,
+    read_manifest,
+    zoo_table,
+)
 from segzoo.registry import MODELS, Registry, RegistryEntry
 from segzoo.training.publish import CHECK_IMAGES, PublishInfo, evaluate_split, publish
 from segzoo.training.recipe import Recipe

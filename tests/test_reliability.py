@@ -18,17 +18,25 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from PIL import Image
 from safetensors.torch import save_file
 
 import segzoo
-from conftest import REPO
 from segzoo.cli import main
 from segzoo.config import EncoderConfig
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.encoders import Encoder, build_encoder
-from segzoo.errors import (DownloadError, InvalidTypeError, InvalidValueError, MissingFileError, NotAFolderError,
-                           OutputExistsError, SegzooError, UnknownNameError)
+from segzoo.errors import (
+    DownloadError,
+    InvalidTypeError,
+    InvalidValueError,
+    MissingFileError,
+    NotAFolderError,
+    OutputExistsError,
+    SegzooError,
+    UnknownNameError,
+)
 from segzoo.pretrained.format import write_weights
 from segzoo.registry import ENCODERS
 from segzoo.training.recipe import Recipe

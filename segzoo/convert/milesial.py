@@ -10,8 +10,8 @@ from torch import nn
 
 from segzoo.config import ModelMeta
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.errors import InvalidValueError
+from segzoo.models.factory import apply_overrides, build_model, named_config
 
 __all__ = ["from_milesial", "convert_milesial_file"]
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from segzoo.config import ClassificationHeadConfig, EncoderConfig, ModelConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.models.factory import build_model
 from segzoo.errors import InvalidValueError
+from segzoo.models.factory import build_model
 
 __all__ = ["from_smp"]
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from segzoo.config import AuxHeadConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.errors import InvalidValueError
+from segzoo.models.factory import apply_overrides, build_model, named_config
 
 __all__ = ["from_torchvision", "ARCHS"]
 

@@ -7,8 +7,8 @@ from typing import Any, Mapping, Sequence
 
 from segzoo.decoders import deeplabv3, deeplabv3plus, fcn, swin_unet, unet  # noqa: F401  (register)
 from segzoo.decoders.base import Decoder
-from segzoo.registry import DECODERS
 from segzoo.errors import InvalidTypeError
+from segzoo.registry import DECODERS
 
 __all__ = ["Decoder", "build_decoder", "decoder_params"]
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo.decoders.base import Decoder
+from segzoo.errors import InvalidValueError
 from segzoo.layers import ASPP, ConvBNReLU
 from segzoo.registry import register_decoder
-from segzoo.errors import InvalidValueError
 
 __all__ = ["DeepLabV3PlusDecoder"]
 

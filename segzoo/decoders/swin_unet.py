@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from segzoo.decoders.base import Decoder
-from segzoo.registry import register_decoder
 from segzoo.errors import InvalidValueError
+from segzoo.registry import register_decoder
 
 __all__ = ["SwinUNetDecoder", "PatchExpand"]
 

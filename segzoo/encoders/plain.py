@@ -10,9 +10,9 @@ from torch import nn
 from segzoo.config import EncoderConfig
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
+from segzoo.errors import InvalidValueError
 from segzoo.layers import DoubleConv
 from segzoo.registry import register_encoder
-from segzoo.errors import InvalidValueError
 
 __all__ = ["PlainEncoder", "plain"]
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segzoo.layers.conv import ConvBNReLU
 from segzoo.errors import InvalidValueError
+from segzoo.layers.conv import ConvBNReLU
 
 __all__ = ["ASPP", "ImagePooling"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo.layers.conv import ConvBNReLU
 from segzoo.errors import InvalidValueError
+from segzoo.layers.conv import ConvBNReLU
 
 __all__ = ["SegmentationHead", "AuxHead", "ClassificationHead"]
 

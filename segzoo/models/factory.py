@@ -6,9 +6,9 @@ from typing import Any
 
 from segzoo.config import AuxHeadConfig, ClassificationHeadConfig, EncoderConfig, ModelConfig
 from segzoo.decoders import decoder_params
+from segzoo.errors import InvalidTypeError
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import DECODERS, MODELS
-from segzoo.errors import InvalidTypeError
 
 __all__ = ["build_model", "create", "create_model", "named_config", "apply_overrides"]
 

@@ -14,9 +14,9 @@ from torch import nn
 from segzoo.config import ModelConfig, ModelMeta
 from segzoo.decoders import build_decoder
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
+from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
 from segzoo.registry import DECODERS
-from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["SegmentationModel"]
 

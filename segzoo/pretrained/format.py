@@ -18,8 +18,8 @@ import torch
 
 from segzoo._version import __version__
 from segzoo.config import ModelConfig, ModelMeta
-from segzoo.io import atomic_path
 from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.io import atomic_path
 
 __all__ = [
     "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from segzoo.pretrained.save import WEIGHTS_NAME, save_pretrained
 from segzoo.errors import DownloadError, MissingFileError
+from segzoo.pretrained.save import WEIGHTS_NAME, save_pretrained
 
 __all__ = ["download_weights", "push_to_hub", "offline_from_env"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.models.factory import apply_overrides, build_model
 from segzoo.pretrained.format import WeightsFile, read_weights
 from segzoo.pretrained.save import WEIGHTS_NAME
-from segzoo.errors import InvalidValueError, MissingFileError
 
 __all__ = ["from_pretrained", "load_weights_into", "HUB_PREFIX"]
 

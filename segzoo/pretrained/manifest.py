@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import sha256_of
 from segzoo.pretrained.specs import WeightSpec, weights_dir
-from segzoo.errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",

@@ -8,9 +8,9 @@ from typing import Any, Mapping, Sequence
 
 from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
+from segzoo.errors import InvalidTypeError, NotAFolderError
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import standalone, write_weights
-from segzoo.errors import InvalidTypeError, NotAFolderError
 
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 

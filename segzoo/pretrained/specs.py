@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from segzoo.errors import DownloadError, InvalidValueError, MissingFileError, UnknownNameError
 from segzoo.io import atomic_path
 from segzoo.pretrained.format import sha256_of
-from segzoo.errors import DownloadError, InvalidValueError, MissingFileError, UnknownNameError
 
 __all__ = [
     "WeightSpec", "ChecksumError", "published", "weights_dir", "cache_dir", "specs_of", "spec_for", "resolve_spec",

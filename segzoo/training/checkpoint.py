@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segzoo.errors import MissingFileError
 from segzoo.io import load_weights_only
 from segzoo.pretrained.format import read_weights, write_weights
-from segzoo.errors import MissingFileError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "STATE_NAME", "WEIGHTS_NAME"]
 

@@ -21,13 +21,17 @@ from typing import Any
 import torch
 
 from segzoo.config import ModelMeta
+from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
+from segzoo.errors import InvalidValueError, OutputExistsError
 from segzoo.io import atomic_path
+from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.pretrained.format import write_weights
+from segzoo.pretrained.load import from_pretrained
 from segzoo.pretrained.manifest import manifest_entry, update_manifest, update_readme_table
 from segzoo.pretrained.specs import weights_dir
+from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
-from segzoo.errors import InvalidValueError, OutputExistsError
 
 __all__ = ["PublishInfo", "publish", "evaluate_split", "cpu_latency_ms", "CHECK_IMAGES", "FP16_TOLERANCE"]
 
@@ -54,8 +58,6 @@ class PublishInfo:
 def evaluate_split(model: SegmentationModel, recipe: Recipe, split: str = "val", limit: int | None = None
                    ) -> dict[str, Any]:
     """fp32 metrics of ``model`` on ``split`` of the recipe's data, one full-resolution image at a time."""
-    from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-    from segzoo.training.evaluate import evaluate
 
     data = recipe.data
     pairs = build_pairs(data, split)[:limit]
@@ -159,56 +161,56 @@ RGB, scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], normalised with
 """
 
 
+def _storage(model: SegmentationModel, recipe: Recipe, info: PublishInfo, fp16: bool
+             ) -> tuple[str, torch.dtype | None, dict[str, Any], float]:
+    """``(storage note, dtype, metrics, fp32 headline)``: fp16 when it moves the headline metric by at most
+    ``FP16_TOLERANCE``, else fp32; ``metrics`` are those of the stored weights."""
+    classes = list(recipe.data.classes)
+    fp32 = evaluate_split(model, recipe)
+    label, fp32_value = headline(fp32, info.metric, classes)
+    if not fp16:
+        return "fp32", None, fp32, fp32_value
+    with tempfile.TemporaryDirectory() as tmp:
+        half = from_pretrained(write_weights(model, Path(tmp) / "half.safetensors", dtype=torch.float16))
+        half_metrics = evaluate_split(half, recipe)
+    change = abs(headline(half_metrics, info.metric, classes)[1] - fp32_value)
+    if change > FP16_TOLERANCE:
+        print(f"segzoo publish: fp16 moves {label} by {change * 100:.3f} points; storing fp32", flush=True)
+        return "fp32", None, fp32, fp32_value
+    return f"fp16 ({label} moves by {change * 100:.3f} points)", torch.float16, half_metrics, fp32_value
+
+
 def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishInfo,
             out_dir: str | Path | None = None, fp16: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Publish ``run/best`` as ``<out_dir>/<name>.<tag>.safetensors`` (see the module docstring); returns the
     manifest row. Weights already published under ``name.tag`` are replaced only with ``overwrite``."""
-    import segzoo
-    from segzoo.models.factory import named_config
-    from segzoo.training.plots import plot_predictions
+    from segzoo.training.plots import plot_predictions  # matplotlib: an optional extra
 
-    out = Path(out_dir) if out_dir is not None else weights_dir()
-    if (out / f"{name}.{tag}.safetensors").exists() and not overwrite:
-        raise OutputExistsError(f"{name}.{tag} is already published in {str(out)!r}; pass --overwrite to replace it")
-    source = Path(run) / "best"
-    model = segzoo.from_pretrained(source)
+    out, stem = Path(out_dir) if out_dir is not None else weights_dir(), f"{name}.{tag}"
+    if (out / f"{stem}.safetensors").exists() and not overwrite:
+        raise OutputExistsError(f"{stem} is already published in {str(out)!r}; pass --overwrite to replace it")
+    model = from_pretrained(Path(run) / "best")
     reference = named_config(name)
     if (model.config.decoder, model.config.encoder.name) != (reference.decoder, reference.encoder.name):
         raise InvalidValueError(f"run {str(run)!r} trained {model.config.decoder}/{model.config.encoder.name}, "
-                         f"not the named model {name!r} ({reference.decoder}/{reference.encoder.name})")
+                                f"not the named model {name!r} ({reference.decoder}/{reference.encoder.name})")
     classes = list(recipe.data.classes)
     if model.meta.class_names != classes:
         raise InvalidValueError(f"run {str(run)!r} predicts classes {model.meta.class_names}, the recipe has {classes}")
 
-    fp32 = evaluate_split(model, recipe)
-    label, fp32_value = headline(fp32, info.metric, classes)
-    storage, dtype, metrics = "fp32", None, fp32
-    if fp16:
-        with tempfile.TemporaryDirectory() as tmp:
-            half = segzoo.from_pretrained(write_weights(model, Path(tmp) / "half.safetensors", dtype=torch.float16))
-            half_metrics = evaluate_split(half, recipe)
-        change = abs(headline(half_metrics, info.metric, classes)[1] - fp32_value)
-        if change <= FP16_TOLERANCE:
-            storage, dtype, metrics = f"fp16 ({label} moves by {change * 100:.3f} points)", torch.float16, half_metrics
-        else:
-            print(f"segzoo publish: fp16 changes {label} by {change * 100:.3f} points; storing fp32", flush=True)
-    value = headline(metrics, info.metric, classes)[1]
-    meta = ModelMeta.from_dict({
+    storage, dtype, metrics, fp32_value = _storage(model, recipe, info, fp16)
+    label, value = headline(metrics, info.metric, classes)
+    model.meta = ModelMeta.from_dict({
         **model.meta.to_dict(),
         "dataset": info.dataset,
         "license": info.license,
         "metrics": _rounded(metrics, classes),
-        "description": f"segzoo zoo weights {name}.{tag}: {label} {value * 100:.2f} on the validation split.",
+        "description": f"segzoo zoo weights {stem}: {label} {value * 100:.2f} on the validation split.",
     })
-    model.meta = meta
-
-    stem = f"{name}.{tag}"
-    weights_path = write_weights(model, out / f"{stem}.safetensors", meta, dtype=dtype)
-    published = segzoo.from_pretrained(weights_path)  # what users get: checks, latency, picture
+    weights_path = write_weights(model, out / f"{stem}.safetensors", model.meta, dtype=dtype)
+    published = from_pretrained(weights_path)  # what users get: checks, latency, picture
     check = evaluate_split(published, recipe, limit=CHECK_IMAGES)
     latency = cpu_latency_ms(published, *info.image_size)
-    from segzoo.data.dataset import SegmentationDataset, build_pairs
-
     val_set = SegmentationDataset(build_pairs(recipe.data, "val"), recipe.data.decoder(),
                                   recipe.augment.eval_transform())
     with atomic_path(out / f"{stem}.png") as tmp_png:

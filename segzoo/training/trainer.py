@@ -23,13 +23,13 @@ from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.data.normalize import normalize
 from segzoo.data.scan import scan_masks
 from segzoo.data.transforms import to_dict as transform_to_dict
+from segzoo.errors import InvalidValueError, NotAFolderError, OutputExistsError, SegzooError
 from segzoo.losses import build_loss
 from segzoo.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
-from segzoo.errors import InvalidValueError, NotAFolderError, OutputExistsError, SegzooError
 
 __all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
 
