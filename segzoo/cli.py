@@ -154,7 +154,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     files = expand_inputs(args.inputs)
     model, transform = load_for_inference(args.weights)
-    written = predict_files(model, transform, files, args.output, device=device, overwrite=args.overwrite)
+    written = predict_files(model, transform, files, args.output, device=device, overwrite=args.overwrite,
+                            tile=args.tile, overlap=args.overlap, tta=tuple(args.tta), scales=tuple(args.scales),
+                            batch=args.batch)
     print(f"wrote {len(written)} class-id PNGs and overlays to {args.output}")
     return 0
 
@@ -236,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="predictions")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--tile", type=int, help="predict by blended windows of this many pixels (large images)")
+    p.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (default 0.25)")
+    p.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"], help="test-time flips to average")
+    p.add_argument("--scales", nargs="*", type=float, default=[1.0], help="test-time scales to average")
+    p.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("publish", help="publish a training run as zoo weights (file, card, picture, manifest row)")

@@ -160,8 +160,9 @@ def optimize(
     return wrapper
 
 
-def predict_classes(fast: nn.Module, images: Any, preprocessing: Any) -> torch.Tensor:
-    """Class ids ``(N, H, W)`` for uint8 images (normalised with ``preprocessing``) or normalised floats."""
+def predict_classes(fast: nn.Module, images: Any, preprocessing: Any, **tiling: Any) -> torch.Tensor:
+    """Class ids ``(N, H, W)`` for uint8 images (normalised with ``preprocessing``) or normalised floats.
+    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch`` of :func:`segzoo.tiling.predict_probs`."""
     import numpy as np
 
     from segzoo.data.normalize import normalize
@@ -178,5 +179,9 @@ def predict_classes(fast: nn.Module, images: Any, preprocessing: Any) -> torch.T
     images = images.to(device)
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
+    if tiling.get("tile") or tiling.get("tta") or tuple(tiling.get("scales", (1.0,))) != (1.0,):
+        from segzoo.tiling import predict_probs, probs_to_classes
+
+        return probs_to_classes(predict_probs(fast, images, **tiling))
     logits = fast(images)
     return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
 from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
+from segzoo.tiling import check_options, predict_probs, probs_to_classes
 
 __all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classes"]
 
@@ -69,14 +70,17 @@ def prediction_outputs(files: Iterable[Path], output: str | Path) -> list[Path]:
 
 def predict_files(
     model: torch.nn.Module, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
-    alpha: float = 0.5, overwrite: bool = False,
+    alpha: float = 0.5, overwrite: bool = False, **tiling: Any,
 ) -> list[Path]:
     """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image).
-    Existing files of those names are an error unless ``overwrite`` (checked before anything is written)."""
+    Existing files of those names are an error unless ``overwrite`` (checked before anything is written).
+    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch`` of :func:`segzoo.tiling.predict_probs`."""
     from PIL import Image
 
     from segzoo.data.palette import palette
 
+    check_options(tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
+                  tiling.get("scales", (1.0,)), tiling.get("batch", 4))
     files = list(files)
     taken = [str(p) for p in prediction_outputs(files, output) if p.exists()]
     if taken and not overwrite:
@@ -90,11 +94,10 @@ def predict_files(
     for path in files:
         image = read_image(path)
         x = transform(image=image)["image"].unsqueeze(0).to(device)
-        out = model(normalize(x, model.meta.preprocessing))
-        logits = out["out"] if isinstance(out, dict) else out
-        if logits.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
-            logits = torch.nn.functional.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-        pred = (logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long())[0].cpu().numpy()
+        probs = predict_probs(model, normalize(x, model.meta.preprocessing), **tiling)
+        if probs.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
+            probs = torch.nn.functional.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
+        pred = probs_to_classes(probs)[0].cpu().numpy()
         ids = output / f"{path.stem}.png"
         Image.fromarray(pred.astype(np.uint8)).save(ids)
         overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)

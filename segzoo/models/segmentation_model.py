@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +84,15 @@ class SegmentationModel(nn.Module):
 
         return push_to_hub(self, repo_id, **kwargs)
 
-    def predict(self, images: Any) -> torch.Tensor:
+    def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
+                scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
         """Class ids ``(N, H, W)`` through the fast path (``segzoo.optimize``).
 
         ``images``: uint8 ``(N, C, H, W)`` / ``(C, H, W)`` tensors or ``(N, H, W, C)`` / ``(H, W, C)``
         numpy arrays, normalised with ``self.meta.preprocessing``; float tensors are taken as normalised.
-        The optimised copy is cached and rebuilt when the weights change.
+        The optimised copy is cached and rebuilt when the weights change. ``tile`` (pixels) predicts large images
+        by blended windows of that size, ``batch`` windows at a time; ``tta`` (``"hflip"``, ``"vflip"``) and
+        ``scales`` average the probabilities of flipped and rescaled views (see ``segzoo.tiling``).
         """
         from segzoo.fast import optimize, predict_classes
 
@@ -100,7 +103,8 @@ class SegmentationModel(nn.Module):
             self.__dict__.pop("_fast_cache", None)  # not copied into the new optimised copy
             cache = (versions, device, optimize(self))
             self.__dict__["_fast_cache"] = cache
-        return predict_classes(cache[2], images, self.meta.preprocessing)
+        return predict_classes(cache[2], images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
+                               scales=tuple(scales), batch=batch)
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,127 @@
+"""Sliding-window and test-time-augmented prediction for images larger than a training crop.
+
+The image is cut into ``tile`` x ``tile`` windows overlapping by ``overlap`` (the last window in each direction is
+aligned with the image's edge), windows are run in batches, and their class probabilities are blended with a
+smooth weight that falls towards each window's border, so that seams do not show. Test-time augmentation runs the
+same over flipped (``tta``) and rescaled (``scales``) views and averages the probabilities. Memory is bounded by
+the tile and the batch, plus one probability map of the image: about ``4 * (classes + 1) * H * W`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from segzoo.errors import InvalidValueError
+
+__all__ = [
+    "TTA_VIEWS", "predict_probs", "probs_to_classes", "sliding_window", "window_weight", "window_starts",
+    "check_options",
+]
+
+TTA_VIEWS = ("hflip", "vflip")
+_FLIP_DIMS = {"hflip": (-1,), "vflip": (-2,)}
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_options(tile: int | None, overlap: float, tta: Sequence[str], scales: Sequence[float], batch: int) -> None:
+    """An error naming the first option that cannot work."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
+        raise InvalidValueError(f"tile must be an integer of at least 16 pixels (or None), got {tile!r}")
+    if not 0 <= overlap < 1:
+        raise InvalidValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    unknown = [v for v in tta if v not in TTA_VIEWS]
+    if unknown:
+        raise InvalidValueError(f"unknown test-time augmentation(s) {unknown}; available: {list(TTA_VIEWS)}")
+    if not scales or any(not isinstance(s, (int, float)) or s <= 0 for s in scales):
+        raise InvalidValueError(f"scales must be positive numbers, got {list(scales)!r}")
+    if batch < 1:
+        raise InvalidValueError(f"batch must be at least 1, got {batch!r}")
+
+
+def window_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``tile`` covering ``length``; the last one ends exactly at the edge."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def window_weight(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(height, width)`` blending weight: a raised cosine in each direction, 1 in the centre, never below 0.05 at
+    the border (so that pixels only one window covers keep a defined value)."""
+    def ramp(n: int) -> torch.Tensor:
+        t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+        return 0.05 + 0.95 * torch.sin(math.pi * t)
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+def _probs(fn: Logits, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of ``fn(x)``: softmax, or sigmoid for a single-channel (binary) model; a model that
+    also returns auxiliary outputs contributes its main logits."""
+    out = fn(x)
+    logits = (out["out"] if isinstance(out, dict) else out).float()
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+@torch.inference_mode()
+def sliding_window(fn: Logits, image: torch.Tensor, tile: int, overlap: float = 0.25, batch: int = 4
+                   ) -> torch.Tensor:
+    """Probabilities ``(1, K, H, W)`` of one normalised image ``(1, C, H, W)`` by blended ``tile`` windows."""
+    _, _, height, width = image.shape
+    th, tw = min(tile, height), min(tile, width)
+    stride = max(1, int(round(tile * (1 - overlap))))
+    boxes = [(y, x) for y in window_starts(height, th, stride) for x in window_starts(width, tw, stride)]
+    weight = window_weight(th, tw, image.device)
+    probs = weight_sum = None
+    for first in range(0, len(boxes), batch):
+        chunk = boxes[first:first + batch]
+        crops = torch.cat([image[..., y:y + th, x:x + tw] for y, x in chunk])
+        out = _probs(fn, crops)
+        if probs is None:
+            probs = torch.zeros(1, out.shape[1], height, width, device=image.device)
+            weight_sum = torch.zeros(height, width, device=image.device)
+        for (y, x), p in zip(chunk, out):
+            probs[0, :, y:y + th, x:x + tw] += p * weight
+            weight_sum[y:y + th, x:x + tw] += weight
+    return probs / weight_sum
+
+
+@torch.inference_mode()
+def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, overlap: float = 0.25,
+                  tta: Sequence[str] = (), scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
+    """Class probabilities ``(N, K, H, W)`` of normalised images ``(N, C, H, W)``, averaged over the identity view,
+    each flip in ``tta`` and each scale in ``scales``; each view is tiled when ``tile`` is set and the view is
+    larger than a tile. ``fn`` maps a batch of images to logits of the same size (a model's forward)."""
+    check_options(tile, overlap, tta, scales, batch)
+    results = []
+    for image in images.split(1):
+        size = image.shape[-2:]
+        total, views = None, 0
+        for scale in scales:
+            scaled = image if scale == 1 else F.interpolate(image, scale_factor=float(scale), mode="bilinear",
+                                                            align_corners=False)
+            for flip in (None, *tta):
+                view = scaled.flip(_FLIP_DIMS[flip]) if flip else scaled
+                if tile is not None and max(view.shape[-2:]) > tile:
+                    probs = sliding_window(fn, view, tile, overlap, batch)
+                else:
+                    probs = _probs(fn, view)
+                if flip:
+                    probs = probs.flip(_FLIP_DIMS[flip])
+                if probs.shape[-2:] != size:
+                    probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+                total = probs if total is None else total + probs
+                views += 1
+        results.append(total / views)
+    return torch.cat(results)
+
+
+def probs_to_classes(probs: torch.Tensor) -> torch.Tensor:
+    """Class ids ``(N, H, W)``: argmax, or probability > 0.5 for a single-channel (binary) model."""
+    return probs.argmax(1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).long()
