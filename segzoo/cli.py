@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from segzoo.errors import OutputExistsError
+from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
 
 __all__ = ["main", "count_flops"]
 
@@ -54,6 +54,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     import segzoo
 
+    if args.size < 16:
+        raise InvalidValueError(f"--size must be at least 16 pixels, got {args.size}")
     info = segzoo.model_info(args.name)
     model = segzoo.create(args.name)
     info["parameters"] = sum(p.numel() for p in model.parameters())
@@ -79,6 +81,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.arch:
         kwargs["arch"] = json.loads(args.arch) if args.arch.lstrip().startswith("{") else args.arch
+    if not Path(args.src).is_file():
+        raise MissingFileError(f"checkpoint {args.src!r} does not exist")
     dst = Path(args.dst)
     taken = dst.exists() if dst.suffix == ".safetensors" else (dst / "model.safetensors").exists()
     if taken and not args.overwrite:

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["run_demo"]
 
 
@@ -17,6 +19,10 @@ def run_demo(output: str | Path | None = None, seconds: float = 60.0, n_images: 
     from segzoo.training.schedule import build_scheduler
     from segzoo.training.trainer import Trainer
 
+    if n_images < 8:
+        raise InvalidValueError(f"the demo needs at least 8 images (train and validation), got {n_images}")
+    if not seconds > 0:
+        raise InvalidValueError(f"the demo's training time must be positive, got {seconds} seconds")
     output = Path(output) if output else Path(tempfile.mkdtemp(prefix="segzoo-demo-"))
     data_root = write_shapes_dataset(output / "data", n_images=n_images, size=96)
     print(f"segzoo demo: {n_images} synthetic images ({', '.join(SHAPE_CLASSES)}) in {data_root}", flush=True)

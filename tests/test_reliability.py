@@ -238,6 +238,10 @@ CASES = [
     Case("cli-eval-onto-output", cli("eval", "{w}/recipe.yaml", "-w", "{w}/w4.safetensors", "--output",
                                      "{w}/recipe.yaml"), 2, r"recipe\.yaml.*--overwrite"),
     Case("cli-info-unknown-model", cli("info", "deeplab"), 2, r"'deeplab'"),
+    Case("cli-info-bad-size", cli("info", "unet_r18", "--size", "-5"), 2, r"--size.*-5"),
+    Case("cli-demo-too-few-images", cli("demo", "--images", "0", "--output", "{w}/demo"), 2, r"at least 8.*got 0"),
+    Case("cli-convert-missing-source", cli("convert", "{w}/nothing.pth", "{w}/o.safetensors", "--from", "smp"), 2,
+         r"nothing\.pth.*does not exist"),
     Case("cli-bad-choice", cli("eval", "{w}/recipe.yaml", "-w", "{w}/w4.safetensors", "--split", "test"), 2,
          r"invalid choice: 'test'"),
 ]

@@ -95,7 +95,7 @@ def zoo_table(entries: list[dict[str, Any]] | None = None) -> str:
             f"| {str(e.get('license') or '-').split(';')[0]} |"
         )
     if not entries:
-        lines.append("| (none published yet) | | | | | | | |")
+        lines.append("| (no published weights) | | | | | | | |")
     return "\n".join(lines)
 
 
