@@ -20,6 +20,7 @@ from segzoo.config import (
 )
 from segzoo.decoders import Decoder, decoder_params
 from segzoo.encoders import Encoder
+from segzoo.errors import SegzooError
 from segzoo.fast import optimize
 from segzoo.models import SegmentationModel, build_model, create, create_model
 from segzoo.pretrained import from_pretrained, save_pretrained
@@ -31,6 +32,17 @@ from segzoo.registry import (
     register_encoder,
     register_model,
 )
+
+
+def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: int | None = None,
+           example_size: tuple[int, int] = (256, 320)) -> dict:
+    """Export ``model`` to ONNX at ``path`` with dynamic batch, height and width; the graph is checked with
+    onnxruntime at two other sizes before the file is kept (see ``segzoo.deploy.onnx``). Needs the ``export``
+    extra."""
+    from segzoo.deploy import export_onnx
+
+    return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
+
 
 __all__ = [
     "__version__",
@@ -45,11 +57,13 @@ __all__ = [
     "PluginLoadError",
     "RegistryConflictError",
     "SegmentationModel",
+    "SegzooError",
     "UnknownNameError",
     "build_model",
     "create",
     "create_model",
     "decoder_params",
+    "export",
     "from_pretrained",
     "list_decoders",
     "list_encoders",

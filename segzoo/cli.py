@@ -1,4 +1,4 @@
-"""The ``segzoo`` command line: list, info, convert, train, eval, predict, publish, demo."""
+"""The ``segzoo`` command line: list, info, convert, train, eval, predict, export, publish, demo."""
 
 from __future__ import annotations
 
@@ -183,6 +183,18 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from segzoo.deploy import export_onnx, load_source
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
+    report = export_onnx(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
+                         example_size=tuple(args.size))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from segzoo.demo import run_demo
 
@@ -268,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true", help="store fp32 even when fp16 keeps the metric")
     p.add_argument("--overwrite", action="store_true", help="replace weights already published under this tag")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser("export", help="export to ONNX (dynamic batch/height/width), checked with onnxruntime")
+    p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name, or a named model")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"), help="example input size")
+    p.add_argument("--static", action="store_true", help="fixed input size (--size) instead of dynamic")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")
     p.add_argument("--output", "-o", help="folder for everything (default: a new temporary folder)")

@@ -134,9 +134,10 @@ class SegmentationModel(nn.Module):
         self._check_input(x)
         height, width = x.shape[-2], x.shape[-1]
         d = self.input_divisor
-        pad_h, pad_w = (-height) % d, (-width) % d
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        # padded unconditionally (zero amounts cost a copy): a branch on the size would make exported graphs
+        # (ONNX, torch.export) specialise to the example input's divisibility
+        pad_h, pad_w = (d - height % d) % d, (d - width % d) % d
+        x = F.pad(x, (0, pad_w, 0, pad_h))
         size = (height + pad_h, width + pad_w)
         features = self.encoder(x)
         logits = self._resize(self.head(self.decoder(features)), size, height, width)

@@ -1,0 +1,127 @@
+"""Export to ONNX with dynamic batch, height and width, checked against PyTorch before the file is kept.
+
+``segzoo.export(model, "model.onnx")`` traces the model with ``torch.onnx.export(dynamo=True)`` (``torch.export``
+underneath) at ``example_size``, then runs the graph in onnxruntime at two other sizes (one not a multiple of the
+model's input divisor, one with batch 2) and compares with the PyTorch model: max abs logit difference at most
+``atol`` and identical argmax. Only then is the file moved into place; a mismatch raises ``ExportError`` and leaves
+nothing behind. Needs the ``export`` extra (onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from segzoo.errors import InvalidValueError, SegzooError
+from segzoo.models.segmentation_model import SegmentationModel
+
+__all__ = ["export_onnx", "check_onnx", "load_source", "ExportError", "PARITY_ATOL"]
+
+PARITY_ATOL = 1e-3
+MAX_SIDE = 8192
+
+
+class ExportError(SegzooError, RuntimeError):
+    """The exported graph does not reproduce the PyTorch model; nothing was written."""
+
+
+class _Logits(torch.nn.Module):
+    """The model's main logits only (models with auxiliary heads return a dict in training-style forward)."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out["out"] if isinstance(out, dict) else out
+
+
+def _check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """The (batch, height, width) sizes the export is checked at: two that differ from the example."""
+    h, w = example_size
+    d = model.input_divisor
+    return [(1, h + d // 2 + 3, w + d + 5), (2, max(d, h // 2 + 7), max(d, w // 2 + 1))]
+
+
+def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple[int, int, int]],
+               atol: float = PARITY_ATOL) -> list[dict[str, float]]:
+    """Run ``path`` in onnxruntime at each (batch, height, width) and compare with ``model``; returns the figures,
+    raises ``ExportError`` naming the first size that does not match."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    g = torch.Generator().manual_seed(0)
+    results = []
+    for batch, height, width in sizes:
+        x = torch.randn(batch, model.in_channels, height, width, generator=g)
+        with torch.inference_mode():
+            expected = _Logits(model)(x).float().numpy()
+        try:
+            got = session.run(None, {name: x.numpy()})[0]
+        except Exception as exc:  # onnxruntime's failures at run time (shape errors) name no Python type
+            raise ExportError(f"the exported graph fails at input size {batch}x{height}x{width}: {exc}") from exc
+        if got.shape != expected.shape:
+            raise ExportError(f"at input size {batch}x{height}x{width} the exported graph returns {got.shape}, "
+                              f"PyTorch {expected.shape}")
+        diff = float(np.abs(got - expected).max())
+        agree = float((got.argmax(1) == expected.argmax(1)).mean()) if expected.shape[1] > 1 else float(
+            ((got > 0) == (expected > 0)).mean())
+        results.append({"batch": batch, "height": height, "width": width, "max_abs_diff": diff, "argmax_agree": agree})
+        if diff > atol or agree < 1.0:
+            raise ExportError(f"at input size {batch}x{height}x{width} the exported graph differs from PyTorch: "
+                              f"max abs logit difference {diff:.2e} (allowed {atol:.0e}), argmax agreement {agree:.4f}")
+    return results
+
+
+def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
+                example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
+    """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks."""
+    if not isinstance(model, SegmentationModel):
+        raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
+    h, w = example_size
+    if min(h, w) < 16 or max(h, w) > MAX_SIDE:
+        raise InvalidValueError(f"example_size must be between 16 and {MAX_SIDE} pixels per side, got {example_size}")
+    path = Path(path)
+    model = model.eval()
+    example = torch.randn(1, model.in_channels, h, w)
+    kwargs = {}
+    if dynamic:
+        from torch.export import Dim
+
+        kwargs["dynamic_shapes"] = {"x": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=16, max=MAX_SIDE),
+                                          3: Dim("width", min=16, max=MAX_SIDE)}}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    sizes = _check_sizes(model, example_size) if dynamic else [(1, h, w)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.onnx.export(_Logits(model).eval(), (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
+                          external_data=False, verbose=False, **kwargs)
+        checks = check_onnx(tmp, model, sizes, atol)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"path": str(path), "dynamic": dynamic, "example_size": list(example_size), "checks": checks}
+
+
+def load_source(source: str) -> SegmentationModel:
+    """What ``segzoo export`` exports: a weights file or folder, ``hf-hub:org/name``, ``model.tag`` (published
+    weights), or a plain named model (its architecture with fresh weights, said aloud)."""
+    from segzoo.models.factory import create
+    from segzoo.pretrained.load import from_pretrained
+    from segzoo.registry import MODELS
+
+    if "." not in source and "/" not in source and source in MODELS:
+        print(f"segzoo export: {source!r} names an architecture: exporting it with fresh (untrained) weights; "
+              f"use '{source}.<tag>' or a weights file for trained ones", flush=True)
+        return create(source).eval()
+    return from_pretrained(source).eval()

@@ -1,0 +1,76 @@
+"""ONNX export with dynamic batch, height and width: parity with PyTorch at sizes other than the example, refusal
+(and no file) when the graph does not match, the CLI. Full-size named models: ``-m slow``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import segzoo
+from segzoo.cli import main
+from segzoo.deploy import ExportError, check_onnx, export_onnx
+from segzoo.pretrained.format import write_weights
+
+pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("deeplabv3plus_r50", {"encoder": "test_resnet"}),  # ASPP image pooling and two resizes
+    ("unet_r18", {"encoder": "test_resnet", "aux_head": True}),  # padding to the divisor; aux output dropped
+])
+def test_dynamic_export_matches_pytorch_at_other_sizes(name, kwargs, tmp_path):
+    model = segzoo.create(name, num_classes=4, **kwargs).eval()
+    report = segzoo.export(model, str(tmp_path / "m.onnx"), example_size=(64, 96))
+    assert [c["height"] for c in report["checks"]] != [64, 64] and all(
+        c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
+    x = torch.randn(3, 3, 83, 45)  # a third size, batch 3, height and width not multiples of 32
+    with torch.no_grad():
+        out = model(x)
+    expected = (out["out"] if isinstance(out, dict) else out).numpy()
+    got = _run(tmp_path / "m.onnx", x)
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-3
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_mismatch_is_refused_and_leaves_no_file(tmp_path):
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2).eval()
+    with pytest.raises(ExportError, match=r"differs from PyTorch: max abs logit difference"):
+        export_onnx(model, tmp_path / "m.onnx", example_size=(64, 64), atol=-1.0)  # nothing can match
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_names_the_failing_size(tmp_path):
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2).eval()
+    export_onnx(model, tmp_path / "static.onnx", dynamic=False, example_size=(64, 64))
+    with pytest.raises(ExportError, match=r"1x3x97x131|at input size 1x97x131"):
+        check_onnx(tmp_path / "static.onnx", model, [(1, 97, 131)])
+
+
+def test_cli_exports_a_weights_file_and_refuses_to_overwrite(tmp_path, capsys):
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3)
+    weights = write_weights(model, tmp_path / "w.safetensors")
+    out = tmp_path / "w.onnx"
+    assert main(["export", str(weights), str(out), "--size", "64", "96"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{"):])
+    assert report["path"] == str(out) and len(report["checks"]) == 2 and out.stat().st_size > 1000
+    before = out.read_bytes()
+    assert main(["export", str(weights), str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in segzoo.list_models()])
+def test_every_named_model_exports_with_parity(name, tmp_path):
+    model = segzoo.create(name).eval()
+    report = segzoo.export(model, str(tmp_path / f"{name}.onnx"), example_size=(96, 128))
+    assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
