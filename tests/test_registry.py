@@ -58,8 +58,12 @@ def test_list_models_pattern_sorted_and_pretrained_filter():
     assert names == sorted(names)
     assert {"unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2"} <= set(names)
     assert all(n.startswith("unet_") for n in names)
-    # no weights are published by the core issue: the filter must not invent any
-    assert segzoo.list_models(pretrained=True) == ["unet_carvana"]  # the original milesial checkpoints
+    # the filter lists exactly the models with published weights: milesial's checkpoints and the zoo's manifest
+    from segzoo.pretrained.manifest import read_manifest
+
+    published = {"unet_carvana"} | {e["model"] for e in read_manifest()}
+    assert segzoo.list_models(pretrained=True) == sorted(published)
+    assert "unet_r34" not in published
 
 
 def test_list_decoders_and_encoders():
