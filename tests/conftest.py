@@ -18,6 +18,12 @@ for _var, _folder in (("SEGZOO_DATA", SHARED / "data"), ("SEGZOO_WEIGHTS", SHARE
         os.environ.setdefault(_var, str(_folder))
 
 
+# A tiny U-Net on the plain encoder, as a recipe's `model` section: fast enough to train in tests
+TINY_UNET = {"decoder": "unet", "encoder": "plain",
+             "overrides": {"encoder_params": {"widths": [8, 16, 16]}, "decoder_channels": [8, 8],
+                           "upsampling": "bilinear"}}
+
+
 def shared_weights_dir() -> Path:
     return Path(os.environ.get("SEGZOO_WEIGHTS", SHARED / "weights"))
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, TINY_UNET
 from safetensors import safe_open
 
 import segzoo
@@ -27,8 +27,7 @@ from segzoo.training.publish import CHECK_IMAGES, PublishInfo, evaluate_split, p
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Trainer
 
-MODEL = {"decoder": "unet", "encoder": "plain",
-         "overrides": {"encoder_params": {"widths": [8, 16, 16]}, "decoder_channels": [8, 8], "upsampling": "bilinear"}}
+MODEL = TINY_UNET
 
 
 @pytest.fixture(scope="module")

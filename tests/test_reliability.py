@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, TINY_UNET
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -42,8 +42,7 @@ from segzoo.registry import ENCODERS
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Trainer
 
-TINY = {"decoder": "unet", "encoder": "plain",
-        "overrides": {"encoder_params": {"widths": [8, 16, 16]}, "decoder_channels": [8, 8], "upsampling": "bilinear"}}
+TINY = TINY_UNET
 TRAIN = {"epochs": 1, "batch_size": 2, "lr": 0.01, "progress": False, "plots": False}
 
 

@@ -23,6 +23,7 @@ import torch
 from segzoo.config import ModelMeta
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.errors import InvalidValueError, OutputExistsError
+from segzoo.inference import check_classes
 from segzoo.io import atomic_path
 from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
@@ -195,8 +196,7 @@ def publish(run: str | Path, name: str, tag: str, recipe: Recipe, info: PublishI
         raise InvalidValueError(f"run {str(run)!r} trained {model.config.decoder}/{model.config.encoder.name}, "
                                 f"not the named model {name!r} ({reference.decoder}/{reference.encoder.name})")
     classes = list(recipe.data.classes)
-    if model.meta.class_names != classes:
-        raise InvalidValueError(f"run {str(run)!r} predicts classes {model.meta.class_names}, the recipe has {classes}")
+    check_classes(model, classes, f"run {str(run)!r}", "the recipe")
 
     storage, dtype, metrics, fp32_value = _storage(model, recipe, info, fp16)
     label, value = headline(metrics, info.metric, classes)
