@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from segzoo.errors import InvalidValueError
+
 __all__ = ["train_preset", "eval_preset", "to_dict", "from_dict", "RandomScaleCrop"]
 
 
@@ -84,18 +86,24 @@ def train_preset(
     vflip: bool = False,
     colour_jitter: float = 0.2,
     ignore_index: int = 255,
+    rotate90: bool = False,
 ):
     """Random scale + crop (padding image with 0, mask with ``ignore_index``), flips, colour jitter,
-    to uint8 tensors."""
+    to uint8 tensors. ``rotate90`` adds random quarter turns (for overhead imagery, which has no "up");
+    it needs a square crop so that every batch keeps one shape."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
     h, w = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    if rotate90 and h != w:
+        raise InvalidValueError(f"rotate90 needs a square crop, got crop_size {h}x{w}")
     ops: list[Any] = [_random_scale_crop_class()(h, w, scale, fill_mask=ignore_index)]
     if hflip:
         ops.append(A.HorizontalFlip(p=0.5))
     if vflip:
         ops.append(A.VerticalFlip(p=0.5))
+    if rotate90:
+        ops.append(A.RandomRotate90(p=1.0))
     if colour_jitter:
         c = colour_jitter
         ops.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(c / 4, 0.5), p=0.8))

@@ -97,6 +97,7 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     vflip: bool = False
+    rotate90: bool = False  # random quarter turns: for overhead imagery
     colour_jitter: float = 0.2
     eval_max_size: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +109,7 @@ class AugmentConfig:
         from segzoo.data.transforms import train_preset
 
         return train_preset(self.crop_size, tuple(self.scale), self.hflip, self.vflip, self.colour_jitter,
-                            ignore_index)
+                            ignore_index, rotate90=self.rotate90)
 
     def eval_transform(self):
         from segzoo.data.transforms import eval_preset
