@@ -19,8 +19,8 @@ from benchmarks._report import write_result
 
 import segzoo
 from segzoo.io import atomic_path
-from segzoo.pretrained.manifest import read_manifest, update_manifest, update_readme_table
-from segzoo.pretrained.specs import weights_dir
+from segzoo.storage.manifest import read_manifest, update_manifest, update_readme_table
+from segzoo.storage.specs import weights_dir
 from segzoo.training.publish import cpu_latency_ms
 
 

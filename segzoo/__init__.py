@@ -9,7 +9,15 @@ Importing segzoo is cheap: timm and plugins are imported only when needed.
 """
 
 from segzoo._version import __version__
-from segzoo.api import list_decoders, list_encoders, list_models, model_info
+from segzoo.api import (
+    create,
+    from_pretrained,
+    list_converters,
+    list_decoders,
+    list_encoders,
+    list_models,
+    model_info,
+)
 from segzoo.config import (
     AuxHeadConfig,
     ClassificationHeadConfig,
@@ -22,16 +30,17 @@ from segzoo.decoders import Decoder, decoder_params
 from segzoo.encoders import Encoder
 from segzoo.errors import SegzooError
 from segzoo.fast import optimize
-from segzoo.models import SegmentationModel, build_model, create, create_model
-from segzoo.pretrained import from_pretrained, save_pretrained
+from segzoo.models import SegmentationModel, build_model, create_model
 from segzoo.registry import (
     PluginLoadError,
     RegistryConflictError,
     UnknownNameError,
+    register_converter,
     register_decoder,
     register_encoder,
     register_model,
 )
+from segzoo.storage import save_pretrained
 
 
 def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: int | None = None,
@@ -65,11 +74,13 @@ __all__ = [
     "decoder_params",
     "export",
     "from_pretrained",
+    "list_converters",
     "list_decoders",
     "list_encoders",
     "list_models",
     "model_info",
     "optimize",
+    "register_converter",
     "register_decoder",
     "register_encoder",
     "register_model",

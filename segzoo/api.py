@@ -1,15 +1,40 @@
-"""Listing and describing what the registries hold."""
+"""The front door: list what the registries hold, create a named model, load one from a file, a folder, the
+Hugging Face Hub or the zoo.
+
+This module sits above ``models`` (configs -> modules), ``storage`` (the weights format, specs, downloads) and
+``convert`` (importers): nothing below imports it.
+"""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
-from segzoo.models.factory import named_config
-from segzoo.registry import DECODERS, ENCODERS, MODELS
+import torch
 
-__all__ = ["list_models", "list_encoders", "list_decoders", "model_info"]
+from segzoo import convert as _convert  # noqa: F401  (registers the built-in importers)
+from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.io import StateFit
+from segzoo.models.factory import apply_overrides, build_model, named_config
+from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.registry import CONVERTERS, DECODERS, ENCODERS, MODELS
+from segzoo.storage.format import WEIGHTS_NAME, WeightsFile, read_weights, write_weights
+from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for
+
+__all__ = [
+    "create", "from_pretrained", "resolve_source", "load_weights_into", "list_models", "list_encoders",
+    "list_decoders", "list_converters", "model_info", "HUB_PREFIX", "FORMS",
+]
+
+HUB_PREFIX = "hf-hub:"
+FORMS = (
+    "a segzoo .safetensors file, a folder holding model.safetensors, 'hf-hub:org/name', "
+    "or a zoo name with an optional tag such as 'unet_carvana.scale0.5'"
+)
 
 
+# -- listing ---------------------------------------------------------------------------------
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Named models matching the fnmatch ``pattern``, sorted; ``pretrained`` keeps those with published weights.
 
@@ -31,6 +56,11 @@ def list_decoders(pattern: str = "*") -> list[str]:
     return DECODERS.names(pattern)
 
 
+def list_converters(pattern: str = "*") -> list[str]:
+    """Importer names (``torchvision``, ``smp``, ``milesial`` and plugins') matching ``pattern``."""
+    return CONVERTERS.names(pattern)
+
+
 def model_info(name: str) -> dict[str, Any]:
     """Config, source package and description of a named model (builds nothing)."""
     entry = MODELS.entry(name)
@@ -47,3 +77,145 @@ def model_info(name: str) -> dict[str, Any]:
         "pretrained_tags": sorted(entry.metadata.get("weights") or {}),
         "config": config.to_dict(),
     }
+
+
+# -- creating --------------------------------------------------------------------------------
+def create(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    pretrained: bool | str = False,
+    **overrides: Any,
+) -> SegmentationModel:
+    """Create the named model ``name`` (see ``segzoo.list_models()``), with optional overrides.
+
+    ``segzoo.create('deeplabv3plus_r50', num_classes=19, output_stride=8)``.
+    ``pretrained=True`` loads the default published weights, ``pretrained="tag"``
+    another tag (``segzoo.model_info(name)["pretrained_tags"]``); overrides then
+    re-initialise the layers they change, with a warning.
+    """
+    if pretrained:
+        source = name if pretrained is True else f"{name}.{pretrained}"
+        return from_pretrained(source, num_classes=num_classes, in_channels=in_channels, **overrides)
+    config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
+    return build_model(config)
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> list[str]:
+    """Load ``state`` into ``model``.
+
+    ``strict``: every key must match in name and shape, else an error names the first mismatches. Not strict:
+    matching tensors are loaded, the rest keep their fresh initialisation and are listed in a warning. Returns
+    the names of the tensors that were not loaded.
+    """
+    own = model.state_dict()
+    fit = StateFit.of(own, state)
+    if strict and fit.problems():
+        raise InvalidValueError(f"weights {source!r} do not fit the model ({type(model).__name__}): {fit.problems()}")
+    loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict({**own, **loadable}, strict=True)
+    dropped = sorted({m.split(":", 1)[0] for m in fit.mismatched} | set(fit.missing))
+    if dropped or fit.unexpected:
+        warnings.warn(
+            f"weights {source!r}: {len(dropped)} tensor(s) re-initialised (changed or new layers): {dropped[:10]}"
+            + (f"; {len(fit.unexpected)} unused tensor(s) dropped: {list(fit.unexpected[:10])}"
+               if fit.unexpected else ""),
+            UserWarning,
+            stacklevel=3,
+        )
+    return dropped
+
+
+def _split_zoo_name(source: str) -> tuple[str, str | None] | None:
+    """``name`` or ``name.tag`` if ``name`` is a registered model, else None."""
+    if source in MODELS:
+        return source, None
+    name, dot, tag = source.partition(".")  # names have no dots; tags may ("scale0.5")
+    if dot and name in MODELS:
+        return name, tag
+    return None
+
+
+def _spec_importer(spec: WeightSpec):
+    """The file-to-file step for a spec published as a foreign checkpoint: the named importer, then segzoo's
+    format with the spec's dataset and licence in the metadata."""
+    importer = CONVERTERS.get(spec.convert)
+
+    def convert_file(src: Path, dst: Path) -> None:
+        model = importer(src)
+        model.meta.dataset = spec.dataset or model.meta.dataset
+        model.meta.license = spec.license or model.meta.license
+        write_weights(model, dst)
+
+    return convert_file
+
+
+def resolve_source(
+    source: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """The local segzoo weights file ``source`` refers to (downloading it if needed)."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise MissingFileError(f"folder {text!r} has no {WEIGHTS_NAME} (the save_pretrained layout)")
+        return weights
+    if path.is_file():
+        return path
+    if text.startswith(HUB_PREFIX):
+        from segzoo.storage.hub import download_weights
+
+        repo_id = text[len(HUB_PREFIX) :]
+        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+            raise InvalidValueError(f"{text!r}: a Hub source is 'hf-hub:org/name'")
+        return download_weights(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    zoo = _split_zoo_name(text)
+    if zoo is not None:
+        name, tag = zoo
+        spec = spec_for(name, tag)
+        return resolve_spec(
+            name,
+            spec,
+            converter=_spec_importer(spec) if spec.convert else None,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+    looks_like_path = any(sep in text for sep in ("/", "\\")) or text.endswith((".safetensors", ".pth"))
+    what = "no such file or folder" if looks_like_path else "not a registered model name"
+    raise MissingFileError(f"cannot load {text!r} ({what}); accepted forms: {FORMS}")
+
+
+def from_pretrained(
+    source: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    strict: bool = True,
+    **overrides: Any,
+) -> SegmentationModel:
+    """Build a model and load its weights from ``source`` (see ``FORMS``).
+
+    ``overrides`` are those of ``segzoo.create`` (``num_classes=``, ``in_channels=``,
+    ...): the layers they change are re-initialised, with a warning listing the
+    tensors that were not loaded. Without overrides loading is strict.
+    """
+    overrides = {k: v for k, v in overrides.items() if not (v is None and k in ("num_classes", "in_channels"))}
+    weights_path = resolve_source(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    file: WeightsFile = read_weights(weights_path)
+    config = apply_overrides(file.config, **overrides) if overrides else file.config
+    meta = file.meta
+    if config.num_classes != file.config.num_classes and meta.class_names is not None:
+        meta.class_names = None  # the published names no longer describe the new head
+    model = build_model(config)
+    model.meta = meta
+    load_weights_into(model, file.state_dict, str(source), strict=strict and not overrides)
+    return model.eval()

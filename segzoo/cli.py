@@ -36,7 +36,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(line + (f"  -- {r.error}" if r.error else ""))
         return 1 if any(r.state in ("failed", "conflict") for r in rows) else 0
     if args.weights:
-        from segzoo.pretrained.manifest import read_manifest, zoo_table
+        from segzoo.storage.manifest import read_manifest, zoo_table
 
         rows = [e for e in read_manifest() if fnmatch.fnmatch(f"{e['model']}.{e['tag']}", args.pattern)]
         print(zoo_table(rows))
@@ -74,20 +74,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from segzoo import convert
-    from segzoo.pretrained.format import write_weights
+    from segzoo.registry import CONVERTERS
+    from segzoo.storage.format import WEIGHTS_NAME, write_weights
 
-    importer = {"torchvision": convert.from_torchvision, "smp": convert.from_smp, "milesial": convert.from_milesial}
     kwargs = {}
     if args.arch:
         kwargs["arch"] = json.loads(args.arch) if args.arch.lstrip().startswith("{") else args.arch
     if not Path(args.src).is_file():
         raise MissingFileError(f"checkpoint {args.src!r} does not exist")
     dst = Path(args.dst)
-    taken = dst.exists() if dst.suffix == ".safetensors" else (dst / "model.safetensors").exists()
+    taken = dst.exists() if dst.suffix == ".safetensors" else (dst / WEIGHTS_NAME).exists()
     if taken and not args.overwrite:
         raise OutputExistsError(f"output {str(dst)!r} already exists; pass --overwrite to replace it")
-    model = importer[args.source](args.src, **kwargs)
+    model = CONVERTERS.get(args.source)(args.src, **kwargs)
     if dst.suffix == ".safetensors":
         write_weights(model, dst)
     else:
@@ -226,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="import a torchvision / smp / milesial checkpoint as segzoo weights")
     p.add_argument("src", help="checkpoint file (.pth read with weights_only=True, or .safetensors)")
     p.add_argument("dst", help="a .safetensors file, or a folder for the save_pretrained layout")
-    p.add_argument("--from", dest="source", required=True, choices=["torchvision", "smp", "milesial"])
+    p.add_argument("--from", dest="source", required=True,
+                   help="importer: torchvision, smp, milesial or a plugin's (segzoo.list_converters())")
     p.add_argument("--arch", help="architecture when the weights do not say: torchvision name, or smp config JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_convert)

@@ -1,14 +1,19 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename."""
+"""Files and the environment: atomic writes (a temporary file in the same folder, then a rename), safe
+checkpoint reads, true-ish environment flags, and how a state dict fits a module."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-__all__ = ["atomic_path", "load_weights_only"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["atomic_path", "load_weights_only", "env_flag", "TRUE_VALUES", "StateFit"]
 
 
 def _mode_for(path: Path) -> int:
@@ -66,3 +71,41 @@ def load_weights_only(path: str | Path, what: str = "checkpoint"):
             reason = "it is not a readable PyTorch file (truncated, corrupt or another format)"
         raise InvalidValueError(f"{what} {str(path)!r} was refused by torch.load(weights_only=True): {reason}"
                                 ) from exc
+
+
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to a true-ish value (1, true, yes, on), read now."""
+    return os.environ.get(name, "").strip().lower() in TRUE_VALUES
+
+
+@dataclass(frozen=True)
+class StateFit:
+    """How a state dict fits a module's: the one comparison behind every weights loader's error message."""
+
+    missing: tuple[str, ...]  # the module needs them, the state lacks them
+    unexpected: tuple[str, ...]  # the state has them, the module does not
+    mismatched: tuple[str, ...]  # both have them, shapes differ ("name: state (..) vs module (..)")
+
+    @classmethod
+    def of(cls, own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+           optional: Callable[[str], bool] = lambda key: False) -> StateFit:
+        return cls(
+            tuple(k for k in own if k not in state and not optional(k)),
+            tuple(k for k in state if k not in own),
+            tuple(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape),
+        )
+
+    def problems(self, unexpected: bool = True) -> str:
+        """The first few of each kind, or '' when the state fits (``unexpected=False`` ignores extra keys)."""
+        parts = []
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} shape mismatch(es), first: {list(self.mismatched[:5])}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing key(s), first: {list(self.missing[:5])}")
+        if unexpected and self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected key(s), first: {list(self.unexpected[:5])}")
+        return "; ".join(parts)

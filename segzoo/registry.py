@@ -21,13 +21,18 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-import os
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Protocol
 
-from segzoo.errors import InvalidTypeError, InvalidValueError, SegzooError, UnknownNameError
+from segzoo.errors import (
+    InvalidTypeError,
+    InvalidValueError,
+    SegzooError,
+    UnknownNameError,
+)
+from segzoo.io import env_flag
 
 __all__ = [
     "Registry",
@@ -39,9 +44,11 @@ __all__ = [
     "ENCODERS",
     "DECODERS",
     "MODELS",
+    "CONVERTERS",
     "register_encoder",
     "register_decoder",
     "register_model",
+    "register_converter",
     "plugin_status",
     "reload_plugins",
 ]
@@ -84,6 +91,8 @@ class PluginStatus:
 class Fallback(Protocol):
     """Resolves names a registry does not hold itself (timm models for encoders)."""
 
+    source: str  # reported as the entries' source
+
     def resolve(self, name: str) -> Any | None: ...
 
     def names(self, pattern: str) -> list[str]: ...
@@ -100,7 +109,7 @@ class _Plugin:
 
 
 def _plugins_disabled() -> bool:
-    return os.environ.get("SEGZOO_DISABLE_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag("SEGZOO_DISABLE_PLUGINS")
 
 
 def _origin(obj: Any) -> str:
@@ -117,10 +126,10 @@ def _source_of(obj: Any) -> str:
 class Registry:
     """A strict mapping from names to builders of one kind."""
 
-    def __init__(self, kind: str, group: str, fallback: Fallback | None = None) -> None:
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
         self.group = group
-        self.fallback = fallback
+        self.fallback: Fallback | None = None
         self._entries: dict[str, RegistryEntry] = {}
         self._plugins: dict[str, _Plugin] | None = None
 
@@ -227,6 +236,12 @@ class Registry:
             )
         return sorted(rows, key=lambda r: (r.name, r.distribution))
 
+    def set_fallback(self, fallback: Fallback) -> None:
+        """Resolve names this registry does not hold through ``fallback`` (registered or plugin names win)."""
+        if self.fallback is not None and self.fallback is not fallback:
+            raise RegistryConflictError(f"the {self.kind} registry already has a fallback ({self.fallback.source})")
+        self.fallback = fallback
+
     def probe_plugins(self) -> None:
         """Import every plugin entry point (for ``segzoo list --plugins``), recording failures."""
         for plugin in self._plugin_table().values():
@@ -268,7 +283,7 @@ class Registry:
         if self.fallback is not None:
             obj = self.fallback.resolve(name)
             if obj is not None:
-                return RegistryEntry(name, obj, "timm", _origin(obj), {})
+                return RegistryEntry(name, obj, self.fallback.source, _origin(obj), {})
         raise self._unknown(name)
 
     def get(self, name: str) -> Any:
@@ -286,29 +301,12 @@ class Registry:
         return UnknownNameError(f"unknown {self.kind} {name!r}.{hint} See {listing} for all names.")
 
 
-class _TimmFallback:
-    """Every timm architecture is an encoder name; timm is imported only when asked."""
-
-    def resolve(self, name: str) -> Any | None:
-        import timm
-
-        if timm.is_model(name):
-            from segzoo.encoders.timm_encoder import TimmEncoder
-
-            return TimmEncoder
-        return None
-
-    def names(self, pattern: str) -> list[str]:
-        import timm
-
-        return list(timm.list_models(pattern))
-
-
-ENCODERS = Registry("encoder", "segzoo.encoders", fallback=_TimmFallback())
+ENCODERS = Registry("encoder", "segzoo.encoders")  # segzoo.encoders adds timm's models as a fallback
 DECODERS = Registry("decoder", "segzoo.decoders")
 MODELS = Registry("model", "segzoo.models")
+CONVERTERS = Registry("converter", "segzoo.converters")
 
-_REGISTRIES = (ENCODERS, DECODERS, MODELS)
+_REGISTRIES = (ENCODERS, DECODERS, MODELS, CONVERTERS)
 
 
 def register_encoder(name: str, **meta: Any) -> Callable[[Any], Any]:
@@ -324,6 +322,12 @@ def register_decoder(name: str, **meta: Any) -> Callable[[Any], Any]:
 def register_model(name: str, **meta: Any) -> Callable[[Any], Any]:
     """Register a named model: a zero-argument function returning its ``ModelConfig``."""
     return MODELS.register(name, **meta)
+
+
+def register_converter(name: str, **meta: Any) -> Callable[[Any], Any]:
+    """Register an importer: a function turning a foreign checkpoint (path, state dict or module) into a
+    ``SegmentationModel`` whose outputs equal the original's."""
+    return CONVERTERS.register(name, **meta)
 
 
 def plugin_status(probe: bool = True) -> list[PluginStatus]:

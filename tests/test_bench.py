@@ -11,9 +11,8 @@ from segzoo.bench import suite
 
 def test_suite_smoke(tmp_path, monkeypatch):
     pytest.importorskip("segmentation_models_pytorch")
-    from segzoo.bench import pairs
-
     import segzoo
+    from segzoo.bench import pairs
 
     # tiny encoders keep this fast; the structure of the run is the real one
     monkeypatch.setitem(pairs.PAIRS, "unet_r34", pairs.Pair(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from segzoo.convert import from_milesial, from_smp, from_torchvision
-from segzoo.bench.classic_unet import MilesialUNet
 from conftest import n_params, randomize_bn
+
+from segzoo.bench.classic_unet import MilesialUNet
+from segzoo.convert import from_milesial, from_smp, from_torchvision
 
 SIZES = [(64, 64), (96, 128)]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data_dir
 from PIL import Image
 
 from segzoo.data import (
@@ -21,7 +22,6 @@ from segzoo.data import (
     train_preset,
 )
 from segzoo.data.transforms import from_dict, to_dict
-from conftest import shared_data_dir
 
 
 def _write(root: Path, name: str, image: np.ndarray, mask: np.ndarray, img_ext=".jpg") -> None:

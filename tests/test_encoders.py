@@ -138,7 +138,7 @@ def test_pickled_code_is_refused(tmp_path):
 def test_encoder_weights_from_a_segzoo_file(tmp_path):
     """A trained segzoo model's file seeds the encoder of another model; decoder and head are reported."""
     import segzoo
-    from segzoo.pretrained.format import write_weights
+    from segzoo.storage.format import write_weights
 
     trained = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3)
     path = write_weights(trained, tmp_path / "trained.safetensors")

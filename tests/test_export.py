@@ -12,7 +12,7 @@ import torch
 import segzoo
 from segzoo.cli import main
 from segzoo.deploy import ExportError, check_onnx, export_onnx
-from segzoo.pretrained.format import write_weights
+from segzoo.storage.format import write_weights
 
 pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
 ort = pytest.importorskip("onnxruntime")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_bn
 
 import segzoo
-from conftest import randomize_bn
 from segzoo.fast import fold_batchnorm
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.hub_server import COMMIT, HubServer
 
 import segzoo
-from helpers.hub_server import COMMIT, HubServer
-from segzoo.pretrained.format import write_weights
+from segzoo.storage.format import write_weights
 
 
 @pytest.fixture(scope="module")

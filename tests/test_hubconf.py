@@ -7,9 +7,9 @@ import inspect
 
 import pytest
 import torch
+from conftest import REPO
 
 import segzoo
-from conftest import REPO
 
 
 def _hub_entrypoints() -> list[str]:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from segzoo.losses import CrossEntropyLoss, DiceLoss, FocalLoss, LovaszSoftmaxLoss, build_loss
+from segzoo.losses import (
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    LovaszSoftmaxLoss,
+    build_loss,
+)
 from segzoo.metrics import ConfusionMatrix
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import n_params
 
 import segzoo
 from segzoo import ModelConfig, build_model
-from conftest import n_params
 
 CORE_MODELS = [
     "unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2", "fcn_r50", "fcn_r101",

@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 import segzoo
-from segzoo.pretrained.format import CONFIG_KEY, META_KEY, VERSION_KEY, read_header, write_weights
+from segzoo.storage.format import (
+    CONFIG_KEY,
+    META_KEY,
+    VERSION_KEY,
+    read_header,
+    write_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_class_names_must_match(tmp_path, model):
 def test_failed_save_keeps_previous_files(tmp_path, model, monkeypatch):
     folder = model.save_pretrained(tmp_path / "keep")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    import segzoo.pretrained.save as save_mod
+    import segzoo.storage.save as save_mod
 
     def broken_card(*args, **kwargs):
         raise RuntimeError("disk full while writing the card")
@@ -130,7 +136,7 @@ def test_other_architecture_names_mismatched_keys(tmp_path, model):
     del state["head.bias"]
     forged = tmp_path / "forged.safetensors"
     save_file(state, str(forged), metadata=header)
-    with pytest.raises(ValueError, match=r"head\.weight file \(5, 256, 1, 1\) vs model \(3, 256, 1, 1\).*head\.bias"):
+    with pytest.raises(ValueError, match=r"head\.weight: file \(5, 256, 1, 1\) vs model \(3, 256, 1, 1\).*head\.bias"):
         segzoo.from_pretrained(forged)
 
 

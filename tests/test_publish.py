@@ -14,7 +14,8 @@ import segzoo
 from segzoo.config import EncoderConfig, ModelConfig
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.errors import OutputExistsError
-from segzoo.pretrained.manifest import (
+from segzoo.registry import MODELS, Registry, RegistryEntry
+from segzoo.storage.manifest import (
     README_END,
     README_START,
     check_manifest,
@@ -22,7 +23,6 @@ from segzoo.pretrained.manifest import (
     read_manifest,
     zoo_table,
 )
-from segzoo.registry import MODELS, Registry, RegistryEntry
 from segzoo.training.publish import CHECK_IMAGES, PublishInfo, evaluate_split, publish
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Trainer

@@ -59,7 +59,7 @@ def test_list_models_pattern_sorted_and_pretrained_filter():
     assert {"unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2"} <= set(names)
     assert all(n.startswith("unet_") for n in names)
     # the filter lists exactly the models with published weights: milesial's checkpoints and the zoo's manifest
-    from segzoo.pretrained.manifest import read_manifest
+    from segzoo.storage.manifest import read_manifest
 
     published = {"unet_carvana"} | {e["model"] for e in read_manifest()}
     assert segzoo.list_models(pretrained=True) == sorted(published)
@@ -187,10 +187,10 @@ def test_two_plugins_same_name_conflict(tmp_path, monkeypatch):
 
 
 def test_cli_list_plugins_shows_failure(broken_plugin):
-    from segzoo.cli import main
-
     import io
     from contextlib import redirect_stdout
+
+    from segzoo.cli import main
 
     buf = io.StringIO()
     with pytest.warns(RuntimeWarning), redirect_stdout(buf):

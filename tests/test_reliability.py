@@ -37,8 +37,8 @@ from segzoo.errors import (
     SegzooError,
     UnknownNameError,
 )
-from segzoo.pretrained.format import write_weights
 from segzoo.registry import ENCODERS
+from segzoo.storage.format import write_weights
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Trainer
 
@@ -279,7 +279,7 @@ def test_bad_input(case, world, tmp_path, monkeypatch, capsys, plugin_encoders):
     def offline(url, dst):
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr("segzoo.pretrained.specs._download", offline)
+    monkeypatch.setattr("segzoo.storage.specs._download", offline)
     if case.setup:
         case.setup(w)
     before = snapshot(w)

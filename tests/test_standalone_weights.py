@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import segzoo
 from segzoo.data.dataset import resolve_data_root
 from segzoo.encoders.weights import resolve_encoder_weights
-from segzoo.pretrained.format import CONFIG_KEY, write_weights
+from segzoo.storage.format import CONFIG_KEY, write_weights
 from segzoo.training.recipe import Recipe
 
 X = torch.randn(1, 3, 64, 64)

@@ -93,7 +93,7 @@ def test_predict_cli_tiles_and_averages_views(tmp_path):
     from PIL import Image
 
     from segzoo.cli import main
-    from segzoo.pretrained.format import write_weights
+    from segzoo.storage.format import write_weights
 
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
     weights = write_weights(model, tmp_path / "m.safetensors")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, shared_data_dir
 
 import segzoo
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import NonFiniteLossError, Trainer
-from conftest import REPO, shared_data_dir
 
 
 @pytest.fixture(scope="module")

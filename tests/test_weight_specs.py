@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import segzoo
 from conftest import REPO
 from helpers.hub_server import HubServer
+
+import segzoo
 from segzoo.bench.classic_unet import MilesialUNet
-from segzoo.pretrained.format import write_weights
-from segzoo.pretrained.manifest import check_manifest, manifest_entry
-from segzoo.pretrained.specs import ChecksumError, WeightSpec, published
 from segzoo.registry import MODELS, Registry, RegistryEntry
+from segzoo.storage.format import write_weights
+from segzoo.storage.manifest import check_manifest, manifest_entry
+from segzoo.storage.specs import ChecksumError, WeightSpec, published
 
 X = torch.randn(1, 3, 64, 64)
 

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, shared_data_dir
 
 import segzoo
-from conftest import REPO, shared_data_dir
-from segzoo.pretrained.manifest import read_manifest
+from segzoo.storage.manifest import read_manifest
 
 ENTRIES = read_manifest(REPO / "weights")
 IDS = [f"{e['model']}.{e['tag']}" for e in ENTRIES]

@@ -11,6 +11,7 @@ from torch import nn
 
 from segzoo.encoders.weights import load_pickled_state, read_state_dict
 from segzoo.errors import InvalidTypeError, InvalidValueError
+from segzoo.io import StateFit
 
 Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)
 
@@ -56,14 +57,10 @@ def load_converted(
     """Load a renamed state dict strictly; missing / extra / mis-shaped keys are named in the error."""
     for fix in fixups:
         fix(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or extra or shapes:
+    problems = StateFit.of(model.state_dict(), state).problems()
+    if problems:
         raise InvalidValueError(
-            f"{source}: the converted weights do not fit the inferred segzoo model "
-            f"(missing {missing[:5]}, unexpected {extra[:5]}, shape mismatches {shapes[:5]}); "
+            f"{source}: the converted weights do not fit the inferred segzoo model ({problems}); "
             "pass arch= if the architecture was inferred wrongly"
         )
     model.load_state_dict(state, strict=True)

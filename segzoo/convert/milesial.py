@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -12,6 +11,8 @@ from segzoo.config import ModelMeta
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.errors import InvalidValueError
 from segzoo.models.factory import apply_overrides, build_model, named_config
+from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.registry import register_converter
 
 __all__ = ["from_milesial", "convert_milesial_file"]
 
@@ -46,7 +47,8 @@ def _swap_concat_order(state: dict[str, torch.Tensor]) -> None:
         state[key] = torch.cat([w[:, skip_channels:], w[:, :skip_channels]], dim=1).contiguous()
 
 
-def from_milesial(model_or_checkpoint: nn.Module | dict | str) -> nn.Module:
+@register_converter("milesial")
+def from_milesial(model_or_checkpoint: nn.Module | dict | str) -> SegmentationModel:
     """An equivalent ``unet_carvana``-style segzoo model from a milesial U-Net model or checkpoint.
 
     Their ``mask_values`` entry (the mask value of each class) is kept in
@@ -73,12 +75,3 @@ def from_milesial(model_or_checkpoint: nn.Module | dict | str) -> nn.Module:
     model.meta.preprocessing.mean = (0.0,) * in_channels  # milesial feeds images scaled to [0, 1], unnormalised
     model.meta.preprocessing.std = (1.0,) * in_channels
     return model
-
-
-def convert_milesial_file(src: Path, dst: Path) -> None:
-    """Importer used for zoo weights published as milesial checkpoints (e.g. ``unet_carvana``)."""
-    from segzoo.pretrained.format import write_weights
-
-    model = from_milesial(src)
-    model.meta.dataset = "Carvana Image Masking Challenge"
-    write_weights(model, dst)

@@ -10,6 +10,8 @@ from segzoo.config import ClassificationHeadConfig, EncoderConfig, ModelConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.errors import InvalidValueError
 from segzoo.models.factory import build_model
+from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.registry import register_converter
 
 __all__ = ["from_smp"]
 
@@ -95,7 +97,8 @@ def _config(kind: str, kw: Mapping[str, Any]) -> ModelConfig:
     )
 
 
-def from_smp(model_or_checkpoint: nn.Module | dict | str, arch: Mapping[str, Any] | None = None) -> nn.Module:
+@register_converter("smp")
+def from_smp(model_or_checkpoint: nn.Module | dict | str, arch: Mapping[str, Any] | None = None) -> SegmentationModel:
     """An equivalent segzoo model from an smp model (or its state dict / checkpoint with ``arch=``).
 
     ``arch`` is smp's own constructor configuration plus ``"arch"``: e.g.

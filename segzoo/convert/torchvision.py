@@ -10,6 +10,8 @@ from segzoo.config import AuxHeadConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
 from segzoo.errors import InvalidValueError
 from segzoo.models.factory import apply_overrides, build_model, named_config
+from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.registry import register_converter
 
 __all__ = ["from_torchvision", "ARCHS"]
 
@@ -46,7 +48,8 @@ def _infer_arch(state: dict[str, Any]) -> str:
     return f"{head}_{depth}"
 
 
-def from_torchvision(model_or_checkpoint: nn.Module | dict | str, arch: str | None = None) -> nn.Module:
+@register_converter("torchvision")
+def from_torchvision(model_or_checkpoint: nn.Module | dict | str, arch: str | None = None) -> SegmentationModel:
     """An equivalent segzoo model from a torchvision FCN / DeepLabV3 model, state dict or ``.pth`` file.
 
     ``arch`` (``fcn_resnet50``, ``deeplabv3_resnet101``, ...) is inferred from the

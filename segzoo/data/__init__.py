@@ -1,6 +1,11 @@
 """Data: pair discovery, mask decoding, albumentations presets, the dataset and its collate function."""
 
-from segzoo.data.dataset import DataConfig, SegmentationDataset, build_pairs, pad_collate
+from segzoo.data.dataset import (
+    DataConfig,
+    SegmentationDataset,
+    build_pairs,
+    pad_collate,
+)
 from segzoo.data.masks import MaskDecoder, read_image
 from segzoo.data.normalize import normalize
 from segzoo.data.pairs import folder_pairs, list_file_pairs

@@ -116,8 +116,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
 def load_source(source: str) -> SegmentationModel:
     """What ``segzoo export`` exports: a weights file or folder, ``hf-hub:org/name``, ``model.tag`` (published
     weights), or a plain named model (its architecture with fresh weights, said aloud)."""
-    from segzoo.models.factory import create
-    from segzoo.pretrained.load import from_pretrained
+    from segzoo.api import create, from_pretrained
     from segzoo.registry import MODELS
 
     if "." not in source and "/" not in source and source in MODELS:

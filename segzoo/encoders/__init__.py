@@ -7,11 +7,13 @@ import torch
 from segzoo.config import EncoderConfig
 from segzoo.encoders import plain as _plain  # noqa: F401  (registers "plain")
 from segzoo.encoders.base import Encoder, OutputStrideError
-from segzoo.encoders.timm_encoder import TimmEncoder
+from segzoo.encoders.timm_encoder import TimmEncoder, TimmFallback
 from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.registry import ENCODERS
 
 __all__ = ["Encoder", "OutputStrideError", "TimmEncoder", "build_encoder"]
+
+ENCODERS.set_fallback(TimmFallback())
 
 
 def build_encoder(config: EncoderConfig) -> Encoder:

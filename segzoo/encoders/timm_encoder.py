@@ -12,7 +12,7 @@ from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
 from segzoo.errors import InvalidValueError
 
-__all__ = ["TimmEncoder"]
+__all__ = ["TimmEncoder", "TimmFallback"]
 
 
 def _create_features_model(name: str, kwargs: dict[str, Any]) -> Any:
@@ -89,3 +89,20 @@ class TimmEncoder(Encoder):
         if self._nhwc:
             features = [f.permute(0, 3, 1, 2) for f in features]
         return list(features)
+
+
+class TimmFallback:
+    """Every timm architecture is an encoder name (registered and plugin names win); timm is imported only
+    when a name is looked up or listed."""
+
+    source = "timm"
+
+    def resolve(self, name: str) -> type[TimmEncoder] | None:
+        import timm
+
+        return TimmEncoder if timm.is_model(name) else None
+
+    def names(self, pattern: str) -> list[str]:
+        import timm
+
+        return list(timm.list_models(pattern))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from segzoo.errors import InvalidValueError, MissingFileError
-from segzoo.io import load_weights_only
+from segzoo.io import StateFit, load_weights_only
 
 __all__ = [
     "read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file", "resolve_encoder_weights",
@@ -98,21 +98,11 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
     """
     own = module.state_dict()
     # BatchNorm step counters are bookkeeping, absent from many published files: keep the module's own
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in state and k not in optional]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs encoder {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), first: {missing[:5]}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es), first: {mismatched[:5]}")
-        raise InvalidValueError(f"weights {source!r} do not fit the encoder: " + "; ".join(parts))
-    ignored = sorted(k for k in state if k not in own)
+    fit = StateFit.of(own, state, optional=lambda key: key.endswith("num_batches_tracked"))
+    problems = fit.problems(unexpected=False)
+    if problems:
+        raise InvalidValueError(f"weights {source!r} do not fit the encoder: {problems}")
+    ignored = sorted(fit.unexpected)
     module.load_state_dict({k: state.get(k, own[k]) for k in own}, strict=True)
     if ignored:
         warnings.warn(

@@ -1,16 +1,22 @@
-"""Building models: from a config, from a registered name, or by free composition."""
+"""Turning configs into models: a config, a registered name's config with overrides, or free composition.
+Nothing here reads weights files (``segzoo.api`` does)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from segzoo.config import AuxHeadConfig, ClassificationHeadConfig, EncoderConfig, ModelConfig
+from segzoo.config import (
+    AuxHeadConfig,
+    ClassificationHeadConfig,
+    EncoderConfig,
+    ModelConfig,
+)
 from segzoo.decoders import decoder_params
 from segzoo.errors import InvalidTypeError
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import DECODERS, MODELS
 
-__all__ = ["build_model", "create", "create_model", "named_config", "apply_overrides"]
+__all__ = ["build_model", "create_model", "named_config", "apply_overrides"]
 
 # override keyword -> EncoderConfig field
 _ENCODER_KEYS = {
@@ -99,30 +105,6 @@ def named_config(name: str) -> ModelConfig:
     if not isinstance(config, ModelConfig):
         raise InvalidTypeError(f"model builder {name!r} returned {type(config).__name__}, expected a ModelConfig")
     return config
-
-
-def create(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_channels: int | None = None,
-    pretrained: bool | str = False,
-    **overrides: Any,
-) -> SegmentationModel:
-    """Create the named model ``name`` (see ``segzoo.list_models()``), with optional overrides.
-
-    ``segzoo.create('deeplabv3plus_r50', num_classes=19, output_stride=8)``.
-    ``pretrained=True`` loads the default published weights, ``pretrained="tag"``
-    another tag (``segzoo.model_info(name)["pretrained_tags"]``); overrides then
-    re-initialise the layers they change, with a warning.
-    """
-    if pretrained:
-        from segzoo.pretrained.load import from_pretrained
-
-        source = name if pretrained is True else f"{name}.{pretrained}"
-        return from_pretrained(source, num_classes=num_classes, in_channels=in_channels, **overrides)
-    config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
-    return build_model(config)
 
 
 def create_model(

@@ -8,9 +8,9 @@ ResNet / MobileNet U-Nets, 2 for Carvana); pass ``num_classes=`` to change them.
 from __future__ import annotations
 
 from segzoo.config import EncoderConfig, ModelConfig
-from segzoo.pretrained.manifest import manifest_specs
-from segzoo.pretrained.specs import WeightSpec, published
 from segzoo.registry import register_model
+from segzoo.storage.manifest import manifest_specs
+from segzoo.storage.specs import WeightSpec, published
 
 MILESIAL_RELEASE = "https://github.com/milesial/Pytorch-UNet/releases/download/v3.0"
 

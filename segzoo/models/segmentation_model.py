@@ -74,13 +74,13 @@ class SegmentationModel(nn.Module):
 
     def save_pretrained(self, directory: str, **meta: Any) -> Path:
         """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card (see ``segzoo.save_pretrained``)."""
-        from segzoo.pretrained.save import save_pretrained
+        from segzoo.storage.save import save_pretrained
 
         return save_pretrained(self, directory, **meta)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload the ``save_pretrained`` layout to the Hugging Face Hub (see ``segzoo.pretrained.hub``)."""
-        from segzoo.pretrained.hub import push_to_hub
+        """Upload the ``save_pretrained`` layout to the Hugging Face Hub (see ``segzoo.storage.hub``)."""
+        from segzoo.storage.hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 

@@ -23,12 +23,11 @@ import torch
 
 from segzoo.errors import MissingFileError
 from segzoo.io import load_weights_only
-from segzoo.pretrained.format import read_weights, write_weights
+from segzoo.storage.format import WEIGHTS_NAME, read_weights, write_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "STATE_NAME", "WEIGHTS_NAME"]
 
 STATE_NAME = "training_state.pt"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def rng_state() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from segzoo.api import from_pretrained
 from segzoo.config import ModelMeta
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.errors import InvalidValueError, OutputExistsError
@@ -27,10 +28,9 @@ from segzoo.inference import check_classes
 from segzoo.io import atomic_path
 from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.pretrained.format import write_weights
-from segzoo.pretrained.load import from_pretrained
-from segzoo.pretrained.manifest import manifest_entry, update_manifest, update_readme_table
-from segzoo.pretrained.specs import weights_dir
+from segzoo.storage.format import write_weights
+from segzoo.storage.manifest import manifest_entry, update_manifest, update_readme_table
+from segzoo.storage.specs import weights_dir
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
 

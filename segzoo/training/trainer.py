@@ -23,9 +23,19 @@ from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.data.normalize import normalize
 from segzoo.data.scan import scan_masks
 from segzoo.data.transforms import to_dict as transform_to_dict
-from segzoo.errors import InvalidValueError, NotAFolderError, OutputExistsError, SegzooError
+from segzoo.errors import (
+    InvalidValueError,
+    NotAFolderError,
+    OutputExistsError,
+    SegzooError,
+)
 from segzoo.losses import build_loss
-from segzoo.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segzoo.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
@@ -395,7 +405,9 @@ class Trainer:
         """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason)."""
         cfg = self.cfg
         if cfg.tensorboard and self.ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # needs the tensorboard package
+            )
 
             self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
         start = time.perf_counter()

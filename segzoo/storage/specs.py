@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from segzoo.errors import DownloadError, InvalidValueError, MissingFileError, UnknownNameError
+from segzoo.errors import (
+    DownloadError,
+    InvalidValueError,
+    MissingFileError,
+    UnknownNameError,
+)
 from segzoo.io import atomic_path
-from segzoo.pretrained.format import sha256_of
+from segzoo.storage.format import sha256_of
 
 __all__ = [
     "WeightSpec", "ChecksumError", "published", "weights_dir", "cache_dir", "specs_of", "spec_for", "resolve_spec",
@@ -133,7 +138,7 @@ def resolve_spec(
         _verify(path, spec.sha256, f"weights {name}.{spec.tag}", remove=False)
         return path
     if spec.hub:
-        from segzoo.pretrained.hub import download_weights
+        from segzoo.storage.hub import download_weights
 
         return download_weights(spec.hub, **hub_kwargs)
 

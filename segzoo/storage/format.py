@@ -22,9 +22,11 @@ from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.io import atomic_path
 
 __all__ = [
+    "WEIGHTS_NAME",
     "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
 ]
 
+WEIGHTS_NAME = "model.safetensors"  # the weights file of a save_pretrained folder and of a checkpoint
 CONFIG_KEY = "segzoo.config"
 META_KEY = "segzoo.meta"
 VERSION_KEY = "segzoo.version"

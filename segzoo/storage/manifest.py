@@ -9,8 +9,8 @@ from typing import Any
 
 from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.io import atomic_path
-from segzoo.pretrained.format import sha256_of
-from segzoo.pretrained.specs import WeightSpec, weights_dir
+from segzoo.storage.format import sha256_of
+from segzoo.storage.specs import WeightSpec, weights_dir
 
 __all__ = [
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",

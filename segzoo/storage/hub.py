@@ -8,16 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from segzoo.errors import DownloadError, MissingFileError
-from segzoo.pretrained.save import WEIGHTS_NAME, save_pretrained
+from segzoo.io import env_flag
+from segzoo.storage.save import WEIGHTS_NAME, save_pretrained
 
 __all__ = ["download_weights", "push_to_hub", "offline_from_env"]
 
-_TRUE = {"1", "true", "yes", "on"}
-
-
 def offline_from_env() -> bool:
     """``HF_HUB_OFFLINE`` as it is now (huggingface_hub itself reads it once, at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    return env_flag("HF_HUB_OFFLINE")
 
 
 def download_weights(

@@ -10,11 +10,10 @@ from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
 from segzoo.errors import InvalidTypeError, NotAFolderError
 from segzoo.io import atomic_path
-from segzoo.pretrained.format import standalone, write_weights
+from segzoo.storage.format import WEIGHTS_NAME, standalone, write_weights
 
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 
