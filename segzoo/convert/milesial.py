@@ -14,7 +14,7 @@ from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import register_converter
 
-__all__ = ["from_milesial", "convert_milesial_file"]
+__all__ = ["from_milesial"]
 
 _DOUBLE = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1"}  # their DoubleConv indices -> ours
 
