@@ -1,7 +1,13 @@
 """Why the CPU fast path cannot reach 1.3x for some pairs: fp32 matmul peak, per-op profile of the fast path,
 and the bf16 (AVX512-BF16) alternative. Run: python -m benchmarks.cpu_profile"""
-import statistics, time, torch, segzoo
-from torch.profiler import profile, ProfilerActivity
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import segzoo
+
 torch.manual_seed(0)
 def peak(dtype):
     n = 2048; a = torch.randn(n, n, dtype=dtype); b = torch.randn(n, n, dtype=dtype)

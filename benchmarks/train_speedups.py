@@ -16,9 +16,8 @@ import time
 
 import torch
 
-from benchmarks._report import write_result
-
 import segzoo
+from benchmarks._report import write_result
 
 VARIANTS = {
     "fp32": {},

@@ -19,29 +19,16 @@ from pathlib import Path
 
 import torch
 
+import segzoo
 from benchmarks._report import write_result
 
-import segzoo
 
-
-class InMemory(torch.utils.data.Dataset):
-    """Fixed uint8 samples, as a decoded and augmented dataset would deliver them."""
-
-    def __init__(self, n: int, size: int, classes: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-        self.masks = torch.randint(0, classes, (n, size, size), dtype=torch.uint8, generator=g)
-        self.pairs = [(Path("mem"), Path("mem"))] * n
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], self.masks[i]
+def in_memory_batches(n: int, batch: int, size: int, classes: int):
+    """Fixed uint8 batches, as a decoded and augmented dataset would deliver them."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(n):
+        yield (torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g),
+               torch.randint(0, classes, (batch, size, size), dtype=torch.uint8, generator=g))
 
 
 def bare_steps(model, batch: int, size: int, classes: int, steps: int) -> list[float]:
@@ -64,22 +51,8 @@ def trainer_steps(recipe, batch: int, size: int, classes: int, steps: int, out: 
     from segzoo.training.trainer import Trainer
 
     trainer = Trainer(recipe, out)
-    trainer.train_set = InMemory(batch * (steps + 1), size, classes)
-    trainer.steps_per_epoch = steps + 1
-    times, last = [], [time.perf_counter()]
-
-    class Clock:  # the progress hook: called once per optimiser step
-        def set_postfix(self, **kw):
-            pass
-
-        def update(self, n):
-            now = time.perf_counter()
-            times.append(now - last[0])
-            last[0] = now
-
-    last[0] = time.perf_counter()
-    trainer._train_epoch(0, Clock())
-    return times[1:]
+    batches = in_memory_batches(steps + 1, batch, size, classes)
+    return [step["seconds"] for step in trainer.run_steps(steps + 1, batches)][1:]
 
 
 def main(argv=None) -> dict:

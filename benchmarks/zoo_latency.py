@@ -15,9 +15,8 @@ import re
 
 import torch
 
-from benchmarks._report import write_result
-
 import segzoo
+from benchmarks._report import write_result
 from segzoo.io import atomic_path
 from segzoo.storage.manifest import read_manifest, update_manifest, update_readme_table
 from segzoo.storage.specs import weights_dir

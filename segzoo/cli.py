@@ -108,7 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         teardown_distributed()
     if trainer.ctx.is_main:
         print(json.dumps(summary, indent=2))
-    interrupted = getattr(trainer, "_interrupted", None)
+    interrupted = trainer.interrupted
     return 128 + int(interrupted.signum) if interrupted else 0
 
 

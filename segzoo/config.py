@@ -3,6 +3,12 @@
 A :class:`ModelConfig` describes a model completely; ``build_model(config)``
 re-creates it exactly, and ``ModelConfig.from_json(config.to_json())`` equals
 ``config``. Named models are functions returning a ``ModelConfig``.
+
+The architecture configs are frozen and validated when made: derive a variant with
+``dataclasses.replace``. A built model's ``model.config`` is the resolved one: every
+default the factory chose (output stride, decoder parameters, auxiliary channels) is
+written out, so the config says what was built. ``Preprocessing`` and ``ModelMeta``
+describe data and provenance and stay editable.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class _JsonConfig:
         return cls(**data)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig(_JsonConfig):
     """Which encoder to build and how.
 
@@ -80,7 +86,7 @@ class EncoderConfig(_JsonConfig):
     uniform_dilation: bool = False
 
     def __post_init__(self) -> None:
-        self.params = _jsonable(dict(self.params))
+        object.__setattr__(self, "params", _jsonable(dict(self.params)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EncoderConfig:
@@ -88,7 +94,7 @@ class EncoderConfig(_JsonConfig):
         return cls(**{**data, "params": dict(data.get("params") or {})})
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuxHeadConfig(_JsonConfig):
     """torchvision-style auxiliary classifier on an intermediate feature (``feature_index``)."""
 
@@ -100,7 +106,7 @@ class AuxHeadConfig(_JsonConfig):
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClassificationHeadConfig(_JsonConfig):
     """Image-level classification head on the deepest feature (global pooling + linear)."""
 
@@ -112,7 +118,7 @@ class ClassificationHeadConfig(_JsonConfig):
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig(_JsonConfig):
     """Everything needed to build a segmentation model.
 
@@ -134,23 +140,26 @@ class ModelConfig(_JsonConfig):
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
-            self.encoder = EncoderConfig.from_dict(self.encoder)
+            object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
         if isinstance(self.aux_head, Mapping):
-            self.aux_head = AuxHeadConfig.from_dict(self.aux_head)
+            object.__setattr__(self, "aux_head", AuxHeadConfig.from_dict(self.aux_head))
         if isinstance(self.classification_head, Mapping):
-            self.classification_head = ClassificationHeadConfig.from_dict(self.classification_head)
-        self.decoder_params = _jsonable(dict(self.decoder_params))
+            object.__setattr__(self, "classification_head", ClassificationHeadConfig.from_dict(self.classification_head))
+        object.__setattr__(self, "decoder_params", _jsonable(dict(self.decoder_params)))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field whose value cannot build a model."""
+        """Raise ``ValueError`` naming the first field whose value cannot build a model (run once, when the
+        config is made: it is frozen)."""
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise InvalidValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         enc = self.encoder
         if isinstance(enc.in_channels, bool) or not isinstance(enc.in_channels, int) or enc.in_channels < 1:
             raise InvalidValueError(f"in_channels must be a positive integer, got {enc.in_channels!r}")
-        if enc.output_stride not in (None, 8, 16, 32):
-            raise InvalidValueError(f"output_stride must be 8, 16, 32 or None, got {enc.output_stride!r}")
+        stride = enc.output_stride
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1
+                                   or stride & (stride - 1)):
+            raise InvalidValueError(f"output_stride must be a power of two (8, 16, 32, ...) or None, got {stride!r}")
         if enc.depth is not None and (not isinstance(enc.depth, int) or enc.depth < 1):
             raise InvalidValueError(f"encoder depth must be a positive integer or None, got {enc.depth!r}")
         if self.head_kernel_size not in (1, 3):
@@ -174,7 +183,8 @@ class ModelConfig(_JsonConfig):
         return cls.from_dict(json.loads(text))
 
     def copy(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.to_dict())
+        """An equal config (kept for code written when configs were mutable; a frozen config can be shared)."""
+        return self
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from segzoo.errors import InvalidTypeError
+from segzoo.outputs import class_ids
 
 __all__ = ["optimize", "fold_batchnorm", "OptimizedModel"]
 
@@ -93,7 +94,6 @@ def _same_outputs(model: nn.Module, folded: nn.Module, example: torch.Tensor) ->
         a, b = model(example), folded(example)
     finally:
         model.train(was_training)
-    a, b = (a["out"], b["out"]) if isinstance(a, dict) else (a, b)
     return bool((a - b).abs().max() <= 1e-3 * max(1.0, a.abs().max().item()))
 
 
@@ -113,8 +113,7 @@ class OptimizedModel(nn.Module):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                out = self.model(x)
-            logits = out["out"] if isinstance(out, dict) else out
+                logits = self.model(x)
             return logits.float()
 
 
@@ -180,8 +179,7 @@ def predict_classes(fast: nn.Module, images: Any, preprocessing: Any, **tiling: 
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
     if tiling.get("tile") or tiling.get("tta") or tuple(tiling.get("scales", (1.0,))) != (1.0,):
-        from segzoo.tiling import predict_probs, probs_to_classes
+        from segzoo.tiling import predict_probs
 
-        return probs_to_classes(predict_probs(fast, images, **tiling))
-    logits = fast(images)
-    return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
+        return class_ids(predict_probs(fast, images, **tiling), probabilities=True)
+    return class_ids(fast(images))

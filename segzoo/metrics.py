@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from segzoo.errors import InvalidValueError
+from segzoo.outputs import class_ids
 
 __all__ = ["ConfusionMatrix"]
 
@@ -24,7 +29,7 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """``pred`` class ids (or logits ``(N, C, H, W)``) and ``target`` class ids of the same size."""
         if pred.ndim == target.ndim + 1:
-            pred = pred.argmax(1) if pred.shape[1] > 1 else (pred[:, 0] > 0).long()
+            pred = class_ids(pred)
         if pred.shape != target.shape:
             raise InvalidValueError(
                 f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
@@ -67,3 +72,27 @@ class ConfusionMatrix:
             "iou": iou.tolist(),
             "dice": dice.tolist(),
         }
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """A validation figure to select checkpoints by, and which direction is better."""
+
+    metric: str
+    mode: str  # "max" | "min"
+
+    # every figure ``evaluate`` reports that can be monitored, with its direction
+    MODES: ClassVar[dict[str, str]] = {"miou": "max", "mdice": "max", "pixel_acc": "max", "mean_acc": "max",
+                                       "loss": "min"}
+
+    @classmethod
+    def of(cls, metric: str) -> Monitor:
+        if metric not in cls.MODES:
+            raise InvalidValueError(f"cannot monitor {metric!r}; choose one of {sorted(cls.MODES)}")
+        return cls(metric, cls.MODES[metric])
+
+    def improved(self, value: float, best: float | None) -> bool:
+        """``value`` is finite and better than ``best`` (any finite value beats None)."""
+        if not math.isfinite(value):
+            return False
+        return best is None or (value > best if self.mode == "max" else value < best)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from segzoo.errors import InvalidValueError
+from segzoo.outputs import class_ids, probabilities
 
 __all__ = [
     "TTA_VIEWS", "predict_probs", "probs_to_classes", "sliding_window", "window_weight", "window_starts",
@@ -62,11 +63,8 @@ def window_weight(height: int, width: int, device: torch.device | str = "cpu") -
 
 
 def _probs(fn: Logits, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of ``fn(x)``: softmax, or sigmoid for a single-channel (binary) model; a model that
-    also returns auxiliary outputs contributes its main logits."""
-    out = fn(x)
-    logits = (out["out"] if isinstance(out, dict) else out).float()
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    """Class probabilities of ``fn(x)``: softmax, or sigmoid for a single-channel (binary) model."""
+    return probabilities(fn(x).float())
 
 
 @torch.inference_mode()
@@ -123,5 +121,5 @@ def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, 
 
 
 def probs_to_classes(probs: torch.Tensor) -> torch.Tensor:
-    """Class ids ``(N, H, W)``: argmax, or probability > 0.5 for a single-channel (binary) model."""
-    return probs.argmax(1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).long()
+    """Class ids ``(N, H, W)`` of averaged probabilities (``segzoo.outputs.class_ids``)."""
+    return class_ids(probs, probabilities=True)

@@ -16,10 +16,10 @@ def assert_equivalent(ref, ours, sizes=SIZES):
     for h, w in sizes:
         x = torch.randn(2, 3, h, w)
         with torch.no_grad():
-            a, b = ref(x), ours(x)
-        if isinstance(a, dict) and not isinstance(b, dict):  # torchvision always returns {"out": ...}
-            a = a["out"]
-        pairs = [(a[k], b[k]) for k in a] if isinstance(a, dict) else [(a, b)]
+            a, b = ref(x), ours.forward_heads(x)
+        a = a if isinstance(a, dict) else {"out": a}  # torchvision returns {"out": ..., "aux": ...}
+        pairs = [(a["out"], b.logits)] + ([(a["aux"], b.aux)] if "aux" in a else [])
+        assert ("aux" in a) == (b.aux is not None)
         for p, q in pairs:
             assert p.shape == q.shape
             assert (p - q).abs().max().item() <= 1e-4, (h, w)
@@ -66,8 +66,8 @@ def test_smp(arch, encoder, kw):
     if "aux_params" in kw:
         x = torch.randn(2, 3, 64, 64)
         with torch.no_grad():
-            (mask, labels), out = ref(x), ours(x)
-        assert (mask - out["out"]).abs().max() <= 1e-4 and (labels - out["cls"]).abs().max() <= 1e-4
+            (mask, labels), out = ref(x), ours.forward_heads(x)
+        assert (mask - out.logits).abs().max() <= 1e-4 and (labels - out.cls).abs().max() <= 1e-4
     else:
         assert_equivalent(ref, ours)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -111,13 +112,45 @@ def test_overrides():
 
 def test_aux_and_classification_heads():
     model = segzoo.create("deeplabv3_r50", encoder="test_resnet", aux_head=True, classification_head=5).train()
-    out = model(torch.randn(2, 3, 45, 61))
-    assert set(out) == {"out", "aux", "cls"}
-    assert out["out"].shape == out["aux"].shape == (2, 21, 45, 61)
-    assert out["cls"].shape == (2, 5)
+    x = torch.randn(2, 3, 45, 61)
+    out = model.forward_heads(x)
+    assert out.logits.shape == out.aux.shape == (2, 21, 45, 61)
+    assert out.cls.shape == (2, 5)
+    # forward returns the logits alone, whatever heads are configured: one return type
+    torch.manual_seed(0)
+    model.eval()
+    assert torch.equal(model(x), model.forward_heads(x).logits)
     assert model.aux_head[0][0].in_channels == model.encoder.out_channels[-2]
     rebuilt = build_model(ModelConfig.from_json(model.config.to_json()))
     rebuilt.load_state_dict(model.state_dict())
+
+
+def test_heads_output_old_keys_still_work_with_a_deprecation_warning():
+    model = segzoo.create("deeplabv3_r50", encoder="test_resnet", aux_head=True).eval()
+    out = model.forward_heads(torch.randn(1, 3, 32, 32))
+    with pytest.warns(DeprecationWarning, match=r"output\.aux"):
+        assert out["aux"] is out.aux
+    with pytest.raises(KeyError):
+        out["cls"]  # no classification head
+
+
+def test_config_records_what_was_built():
+    """The resolved config: the stride the encoder was built with, every decoder parameter, the aux width."""
+    model = segzoo.create_model("deeplabv3plus", "test_resnet", 3, aux_head=True)
+    config = model.config
+    assert config.encoder.output_stride == max(model.encoder.reductions) == 16
+    assert config.decoder_params["atrous_rates"] == [6, 12, 18] and config.decoder_params["channels"] == 256
+    assert config.aux_head.channels == model.encoder.out_channels[-2] // 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.num_classes = 5
+    assert dataclasses.replace(config, num_classes=5).num_classes == 5
+    # the resolved config rebuilds the same model, for encoders that cannot dilate too
+    for encoder, decoder in (("test_resnet", "deeplabv3plus"), ("plain", "unet"), ("test_vit", "fcn")):
+        params = {"encoder_params": {"widths": [8, 16, 32]}, "decoder_channels": [16, 8]} if encoder == "plain" else {}
+        model = segzoo.create_model(decoder, encoder, 2, **params)
+        rebuilt = build_model(ModelConfig.from_json(model.config.to_json()))
+        assert rebuilt.config == model.config
+        rebuilt.load_state_dict(model.state_dict())
 
 
 @pytest.mark.parametrize(

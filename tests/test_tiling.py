@@ -109,9 +109,9 @@ def test_predict_cli_tiles_and_averages_views(tmp_path):
     assert (tiled == expected).mean() > 0.99  # the file path and model.predict agree (the fast path folds BN)
 
 
-def test_models_with_auxiliary_outputs_contribute_their_main_logits():
+def test_models_with_auxiliary_heads_predict_from_their_main_logits():
     model = segzoo.create("deeplabv3_r50", encoder="test_resnet", num_classes=3, aux_head=True).eval()
     image = torch.randn(1, 3, 50, 70)
     with torch.no_grad():
-        expected = torch.softmax(model(image)["out"], 1)
+        expected = torch.softmax(model.forward_heads(image).logits, 1)
     torch.testing.assert_close(predict_probs(model, image, tile=1024), expected)

@@ -17,7 +17,7 @@ from conftest import REPO, shared_data_dir
 import segzoo
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.training.recipe import Recipe
-from segzoo.training.trainer import NonFiniteLossError, Trainer
+from segzoo.training.trainer import Callback, NonFiniteLossError, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +259,77 @@ def test_freeze_encoder_bn_keeps_statistics_and_trains_weights(shapes, tmp_path)
     assert any(not torch.equal(before[k], after[k]) for k in convs)
     decoder_stats = [v for k, v in trainer.model.state_dict().items() if k.startswith("decoder") and "running_var" in k]
     assert decoder_stats and any(not torch.equal(v, torch.ones_like(v)) for v in decoder_stats)  # decoder BN trains
+
+
+class Recorder(Callback):
+    """Records every hook call; stops the run with its own reason after ``stop_after`` epochs."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.stop_after = stop_after
+
+    def on_fit_start(self, trainer):
+        self.calls.append(("fit_start", trainer.epoch))
+
+    def on_step_end(self, trainer, loss):
+        assert loss > 0
+        self.calls.append(("step", trainer.global_step))
+
+    def on_validation_end(self, trainer, metrics, improved):
+        self.calls.append(("validation", improved, (trainer.output_dir / "best").is_dir() or not improved))
+
+    def on_epoch_end(self, trainer, record):
+        self.calls.append(("epoch", record["epoch"]))
+        if self.stop_after is not None and record["epoch"] >= self.stop_after:
+            trainer.stop("enough")
+
+    def on_fit_end(self, trainer, summary):
+        self.calls.append(("fit_end", summary["reason"]))
+
+
+def test_callbacks_see_every_step_epoch_and_validation_and_can_stop_the_run(shapes, tmp_path):
+    recorder = Recorder(stop_after=2)
+    trainer = Trainer(tiny_recipe(shapes, epochs=5), tmp_path, callbacks=[recorder])
+    summary = trainer.fit()
+    assert summary["reason"] == "enough" and summary["epochs"] == 2
+    steps = trainer.steps_per_epoch
+    expected = [("fit_start", 0)]
+    for epoch in (1, 2):
+        expected += [("step", (epoch - 1) * steps + i) for i in range(1, steps + 1)]
+        expected += [("validation", recorder.calls[len(expected)][1], True), ("epoch", epoch)]
+    assert recorder.calls == expected + [("fit_end", "enough")]
+    assert recorder.calls[1 + steps][1] is True  # the first validation is always the best so far
+    assert (tmp_path / "last").is_dir() and trainer.interrupted is None
+
+
+def test_run_steps_trains_outside_fit_and_times_each_step(shapes, tmp_path):
+    recorder = Recorder()
+    trainer = Trainer(tiny_recipe(shapes, grad_accum=2), tmp_path, callbacks=[recorder])
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    steps = trainer.run_steps(3)  # the training set: 18 images, 2 micro-batches of 4 per step, wraps around
+    assert len(steps) == 3 and all(s["seconds"] > 0 and s["loss"] > 0 for s in steps)
+    assert trainer.global_step == 3 and recorder.calls == [("step", 1), ("step", 2), ("step", 3)]
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert not (tmp_path / "metrics.jsonl").exists()  # nothing logged or checkpointed
+    images, masks = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="ran out after 0 of 1 steps"):
+        trainer.run_steps(1, [(images, masks)])  # grad_accum 2 needs two batches
+
+
+@pytest.mark.parametrize("monitor,values,best", [("miou", [0.2, 0.5, 0.4], 0.5), ("loss", [0.9, 0.4, 0.6], 0.4)])
+def test_monitor_knows_its_direction(monitor, values, best):
+    from segzoo.metrics import Monitor
+
+    m, kept = Monitor.of(monitor), None
+    for v in values:
+        kept = v if m.improved(v, kept) else kept
+    assert kept == best and not m.improved(float("nan"), kept)
+    with pytest.raises(ValueError, match="cannot monitor 'iou'"):
+        Monitor.of("iou")
+
+
+def test_plateau_schedule_follows_the_monitor_direction(shapes, tmp_path):
+    trainer = Trainer(tiny_recipe(shapes, scheduler="plateau", monitor="loss"), tmp_path)
+    assert trainer.scheduler.mode == "min"
+    trainer = Trainer(tiny_recipe(shapes, scheduler="plateau"), tmp_path / "b")
+    assert trainer.scheduler.mode == "max"

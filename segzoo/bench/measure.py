@@ -97,7 +97,6 @@ def train_step_times(model: torch.nn.Module, x: torch.Tensor, num_classes: int, 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(x)
-            out = out["out"] if isinstance(out, dict) else out
             loss = (torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], y.float().clamp(0, 1))
                     if out.shape[1] == 1 else torch.nn.functional.cross_entropy(out, y.clamp(max=out.shape[1] - 1)))
         opt.zero_grad(set_to_none=True)

@@ -30,18 +30,6 @@ class ExportError(SegzooError, RuntimeError):
     """The exported graph does not reproduce the PyTorch model; nothing was written."""
 
 
-class _Logits(torch.nn.Module):
-    """The model's main logits only (models with auxiliary heads return a dict in training-style forward)."""
-
-    def __init__(self, model: SegmentationModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out["out"] if isinstance(out, dict) else out
-
-
 def _check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
     """The (batch, height, width) sizes the export is checked at: two that differ from the example."""
     h, w = example_size
@@ -62,7 +50,7 @@ def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple
     for batch, height, width in sizes:
         x = torch.randn(batch, model.in_channels, height, width, generator=g)
         with torch.inference_mode():
-            expected = _Logits(model)(x).float().numpy()
+            expected = model(x).float().numpy()
         try:
             got = session.run(None, {name: x.numpy()})[0]
         except Exception as exc:  # onnxruntime's failures at run time (shape errors) name no Python type
@@ -104,7 +92,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        torch.onnx.export(_Logits(model).eval(), (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
+        torch.onnx.export(model.eval(), (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
                           external_data=False, verbose=False, **kwargs)
         checks = check_onnx(tmp, model, sizes, atol)
         os.replace(tmp, path)

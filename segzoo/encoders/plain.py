@@ -51,11 +51,6 @@ def plain(config: EncoderConfig) -> PlainEncoder:
     unknown = sorted(set(config.params) - {"widths"})
     if unknown:
         raise InvalidValueError(f"plain encoder: unknown parameter(s) {unknown}; it accepts 'widths'")
-    if config.output_stride is not None:
-        raise OutputStrideError(
-            f"plain encoder has no dilated stages: output_stride={config.output_stride} is not supported "
-            "(use output_stride=None)"
-        )
     if config.weights == "imagenet":
         raise InvalidValueError("plain encoder has no ImageNet weights; pass weights=None or a local file")
     widths = config.params.get("widths", (64, 128, 256, 512, 1024))
@@ -63,6 +58,12 @@ def plain(config: EncoderConfig) -> PlainEncoder:
         if config.depth > len(widths):
             raise InvalidValueError(f"plain encoder: depth={config.depth} exceeds its {len(widths)} stages")
         widths = widths[: config.depth]
+    natural = 2 ** (len(widths) - 1)
+    if config.output_stride not in (None, natural):
+        raise OutputStrideError(
+            f"plain encoder has no dilated stages: output_stride={config.output_stride} is not supported "
+            f"(its stride is {natural}; use output_stride=None)"
+        )
     encoder = PlainEncoder(config.in_channels, widths)
     if config.weights is not None:
         load_encoder_file(encoder, encoder, config.weights)

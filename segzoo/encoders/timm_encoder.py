@@ -47,12 +47,11 @@ class TimmEncoder(Encoder):
         try:
             self.model = _create_features_model(config.name, {**kwargs, "pretrained": pretrained})
         except TypeError as exc:
-            if "output_stride" in str(exc):
-                raise OutputStrideError(
-                    f"encoder {config.name!r} cannot change its output stride (requested "
-                    f"output_stride={config.output_stride}); use output_stride=None (its natural stride)"
-                ) from exc
-            raise InvalidValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+            if "output_stride" not in str(exc):
+                raise InvalidValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
+            # a family without dilation: its natural stride may still be the one asked for (checked below)
+            kwargs.pop("output_stride")
+            self.model = _create_features_model(config.name, {**kwargs, "pretrained": pretrained})
         except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
             raise InvalidValueError(f"could not build timm encoder {config.name!r} with {kwargs}: {exc}") from exc
 

@@ -3,6 +3,7 @@ Nothing here reads weights files (``segzoo.api`` does)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from segzoo.config import (
@@ -64,9 +65,10 @@ def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
     ``aux_head``, ``classification_head``, ``align_corners`` and any parameter of
     the config's decoder. Anything else is an error listing what is accepted.
     """
-    new = config.copy()
-    encoder = new.encoder.to_dict()
-    accepted_decoder = decoder_params(new.decoder)
+    encoder = config.encoder.to_dict()
+    model: dict[str, Any] = {}
+    decoder = dict(config.decoder_params)
+    accepted_decoder = decoder_params(config.decoder)
     for key, value in overrides.items():
         if value is None and key in ("num_classes", "in_channels"):
             continue
@@ -76,20 +78,20 @@ def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
                 encoder["params"] = {}  # builder-specific parameters do not carry over to another encoder
             encoder[field] = dict(value or {}) if field == "params" else value
         elif key == "aux_head":
-            new.aux_head = _aux_head(value)
+            model[key] = _aux_head(value)
         elif key == "classification_head":
-            new.classification_head = _classification_head(value)
+            model[key] = _classification_head(value)
         elif key in _MODEL_KEYS:
-            setattr(new, key, value)
+            model[key] = value
         elif key in accepted_decoder:
-            new.decoder_params[key] = value
+            decoder[key] = value
         else:
             raise InvalidTypeError(
-                f"unknown override {key!r} for a {new.decoder!r} model; accepted: "
+                f"unknown override {key!r} for a {config.decoder!r} model; accepted: "
                 f"{sorted(set(_ENCODER_KEYS) | _MODEL_KEYS)} and the decoder's parameters {sorted(accepted_decoder)}"
             )
-    new.encoder = EncoderConfig.from_dict(encoder)
-    return ModelConfig.from_dict(new.to_dict())  # re-validates and normalises
+    # validated once, by the new frozen config
+    return dataclasses.replace(config, encoder=EncoderConfig.from_dict(encoder), decoder_params=decoder, **model)
 
 
 def build_model(config: ModelConfig) -> SegmentationModel:

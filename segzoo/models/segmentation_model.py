@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,13 +13,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo.config import ModelConfig, ModelMeta
-from segzoo.decoders import build_decoder
+from segzoo.decoders import build_decoder, decoder_params
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
 from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
+from segzoo.outputs import SegmentationOutput
 from segzoo.registry import DECODERS
 
-__all__ = ["SegmentationModel"]
+__all__ = ["SegmentationModel", "SegmentationOutput"]
+
+
+def _explicit_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """The decoder's defaults that a JSON config can state (a plugin's callable default stays implicit)."""
+    out = {}
+    for key, value in defaults.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
 
 
 class SegmentationModel(nn.Module):
@@ -26,33 +40,43 @@ class SegmentationModel(nn.Module):
 
     ``forward(x)`` takes an ``(N, in_channels, H, W)`` float batch of any H, W:
     the input is zero-padded at the bottom/right to the multiple the architecture
-    needs and the logits are cropped back, so the output is ``(N, num_classes, H, W)``.
-    With an auxiliary or classification head configured, ``forward`` returns a
-    dict with ``"out"`` (the logits) and ``"aux"`` / ``"cls"``.
+    needs and the logits are cropped back, so the output is ``(N, num_classes, H, W)``
+    logits, whatever heads are configured. ``forward_heads(x)`` also returns the
+    auxiliary and classification heads' outputs (a :class:`SegmentationOutput`).
+
+    ``model.config`` is the resolved config: the output stride the encoder was built
+    with, every decoder parameter, the auxiliary head's width.
     """
 
     def __init__(self, config: ModelConfig, meta: ModelMeta | None = None) -> None:
         super().__init__()
-        config.validate()
-        self.config = config.copy()
+        if not isinstance(config, ModelConfig):
+            raise InvalidTypeError(f"SegmentationModel expects a ModelConfig, got {type(config).__name__}")
         self.meta = meta if meta is not None else ModelMeta()
         self.meta.check(config.num_classes)
         self.encoder = self._build_encoder(config)
-        self.decoder = build_decoder(
-            config.decoder, self.encoder.out_channels, self.encoder.reductions, config.decoder_params
-        )
+        decoder_args = {**_explicit_defaults(decoder_params(config.decoder)), **config.decoder_params}
+        self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.encoder.reductions, decoder_args)
         self.head = SegmentationHead(self.decoder.out_channels, config.num_classes, config.head_kernel_size)
         self.aux_head: AuxHead | None = None
         self.aux_index = 0
-        if config.aux_head is not None:
+        aux = config.aux_head
+        if aux is not None:
             n = len(self.encoder.out_channels)
-            idx = config.aux_head.feature_index
-            if not -n <= idx < n:
-                raise InvalidValueError(f"aux_head.feature_index={idx} is out of range for an encoder with {n} features")
-            self.aux_index = idx % n
-            self.aux_head = AuxHead(
-                self.encoder.out_channels[idx], config.num_classes, config.aux_head.channels, config.aux_head.dropout
-            )
+            if not -n <= aux.feature_index < n:
+                raise InvalidValueError(
+                    f"aux_head.feature_index={aux.feature_index} is out of range for an encoder with {n} features")
+            self.aux_index = aux.feature_index % n
+            in_channels = self.encoder.out_channels[self.aux_index]
+            # None: a quarter of the feature's channels, as torchvision
+            aux = dataclasses.replace(aux, channels=aux.channels if aux.channels is not None else in_channels // 4)
+            self.aux_head = AuxHead(in_channels, config.num_classes, aux.channels, aux.dropout)
+        self.config = dataclasses.replace(
+            config,
+            encoder=dataclasses.replace(config.encoder, output_stride=max(self.encoder.reductions)),
+            decoder_params=decoder_args,
+            aux_head=aux,
+        )
         self.classification_head: ClassificationHead | None = None
         if config.classification_head is not None:
             c = config.classification_head
@@ -130,7 +154,13 @@ class SegmentationModel(nn.Module):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
         return logits[..., :height, :width]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes, H, W)``."""
+        return self.forward_heads(x).logits
+
+    def forward_heads(self, x: torch.Tensor) -> SegmentationOutput:
+        """Logits and the auxiliary / classification heads' outputs (None where the model has no such head):
+        what training with those heads needs."""
         self._check_input(x)
         height, width = x.shape[-2], x.shape[-1]
         d = self.input_divisor
@@ -140,12 +170,9 @@ class SegmentationModel(nn.Module):
         x = F.pad(x, (0, pad_w, 0, pad_h))
         size = (height + pad_h, width + pad_w)
         features = self.encoder(x)
-        logits = self._resize(self.head(self.decoder(features)), size, height, width)
-        if self.aux_head is None and self.classification_head is None:
-            return logits
-        out = {"out": logits}
-        if self.aux_head is not None:
-            out["aux"] = self._resize(self.aux_head(features[self.aux_index]), size, height, width)
-        if self.classification_head is not None:
-            out["cls"] = self.classification_head(features[-1])
-        return out
+        return SegmentationOutput(
+            self._resize(self.head(self.decoder(features)), size, height, width),
+            None if self.aux_head is None else self._resize(self.aux_head(features[self.aux_index]), size, height,
+                                                            width),
+            None if self.classification_head is None else self.classification_head(features[-1]),
+        )

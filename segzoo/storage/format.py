@@ -9,6 +9,7 @@ Header metadata (all strings):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -57,10 +58,9 @@ def standalone(config: ModelConfig, meta: ModelMeta) -> tuple[ModelConfig, Model
     entry. Files written before this rule are read through it too."""
     if config.encoder.weights is None:
         return config, meta
-    config, meta = config.copy(), ModelMeta.from_dict(meta.to_dict())
+    meta = ModelMeta.from_dict(meta.to_dict())
     meta.encoder_weights = meta.encoder_weights or config.encoder.weights
-    config.encoder.weights = None
-    return config, meta
+    return dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, weights=None)), meta
 
 
 def write_weights(

@@ -31,8 +31,7 @@ def evaluate(
     for images, masks in batches:
         images, masks = normalize(images.to(device), preprocessing), masks.to(device).long()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(images)
-        logits = out["out"] if isinstance(out, dict) else out
+            logits = model(images)
         if loss_fn is not None:
             loss_sum += loss_fn(logits.float(), masks).double() * images.shape[0]
             count += images.shape[0]

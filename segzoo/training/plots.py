@@ -54,10 +54,10 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
         raw, _ = dataset.load(row)
         image, mask = dataset[row]
         from segzoo.data.normalize import normalize
+        from segzoo.outputs import class_ids
 
-        out = model(normalize(image.unsqueeze(0).to(device), model.meta.preprocessing))
-        logits = out["out"] if isinstance(out, dict) else out
-        pred = logits.argmax(1)[0].cpu().numpy() if logits.shape[1] > 1 else (logits[0, 0] > 0).long().cpu().numpy()
+        logits = model(normalize(image.unsqueeze(0).to(device), model.meta.preprocessing))
+        pred = class_ids(logits)[0].cpu().numpy()
         shown = raw if raw.shape[:2] == pred.shape else None
         for col, (title, img) in enumerate(
             [("image", shown if shown is not None else np.zeros((*pred.shape, 3), np.uint8)),

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from segzoo.config import Preprocessing
 from segzoo.data.dataset import DataConfig
 from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.metrics import Monitor
 
 __all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "RECIPES_DIR"]
 
@@ -159,7 +160,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("adamw", "sgd"), "scheduler": ("poly", "cosine", "onecycle", "plateau", "none"),
-                   "amp": ("none", "bf16", "fp16"), "monitor": ("miou", "mdice", "pixel_acc", "mean_acc", "loss")}
+                   "amp": ("none", "bf16", "fp16"), "monitor": tuple(Monitor.MODES)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InvalidValueError(f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}")

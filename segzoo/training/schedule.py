@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from segzoo.metrics import Monitor
 from segzoo.training.recipe import TrainConfig
 
 __all__ = ["build_optimizer", "build_scheduler"]
@@ -34,7 +35,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
-    """Stepped once per optimiser step (``plateau``: once per validation)."""
+    """Stepped once per optimiser step; ``plateau`` (a ``ReduceLROnPlateau``) once per validation, with the
+    monitored figure, in that figure's direction."""
     warmup = max(0, cfg.warmup_steps)
     total = max(1, total_steps)
 
@@ -55,5 +57,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total
         )
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        mode = Monitor.of(cfg.monitor).mode
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=2)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from segzoo.errors import (
     SegzooError,
 )
 from segzoo.losses import build_loss
+from segzoo.metrics import Monitor
 from segzoo.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -41,7 +42,7 @@ from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
 
-__all__ = ["Trainer", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
+__all__ = ["Trainer", "Callback", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
 
 AUX_LOSS_WEIGHT = 0.4  # torchvision's reference scripts weight the auxiliary loss so
 
@@ -57,6 +58,38 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint saved to {checkpoint}")
         self.signum = signum
         self.checkpoint = checkpoint
+
+
+class Callback:
+    """Hooks into :meth:`Trainer.fit` (and :meth:`Trainer.run_steps`); override the ones you need. A callback
+    may end a run after the current epoch with ``trainer.stop("reason")``."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first (remaining) epoch."""
+
+    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+        """After each optimiser step; ``loss`` is the step's mean loss."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After each epoch and its validation, before the checkpoint; ``record`` is the epoch's history row."""
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, Any], improved: bool) -> None:
+        """After each validation; ``improved``: the monitored figure is the best so far (``best/`` was written)."""
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """After the run, with the summary ``fit`` returns."""
+
+
+class _TrainingForward(nn.Module):
+    """What DDP and torch.compile wrap: the model's forward with its auxiliary head, as ``(logits, aux)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.model.forward_heads(x)
+        return out.logits, out.aux
 
 
 # what a training run writes into its output folder (--overwrite removes exactly these)
@@ -139,8 +172,11 @@ class Trainer:
         resume: bool | str | Path = False,
         overwrite: bool = False,
         loss: nn.Module | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.recipe = recipe
+        self.callbacks = list(callbacks)
+        self.monitor = Monitor.of(recipe.train.monitor)
         cfg = self.cfg = recipe.train
         self.output_dir = Path(output_dir)
         self.device = pick_device(cfg.device)
@@ -174,10 +210,10 @@ class Trainer:
         if cfg.sync_bn and self.ctx.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.train_model: nn.Module = model
+        self.train_model: nn.Module = _TrainingForward(model)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
@@ -185,6 +221,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg)
         self.steps_per_epoch = self._steps_per_epoch()
         self.scheduler = build_scheduler(self.optimizer, cfg, cfg.epochs * self.steps_per_epoch)
+        # a metric-driven schedule steps once per validation, the others once per optimiser step
+        self._scheduler_takes_metric = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         self.ema = None
         if cfg.ema_decay:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -200,6 +238,8 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict[str, Any]] = []
         self._stop_signal: int | None = None
+        self._stop_reason: str | None = None
+        self.interrupted: TrainingInterrupted | None = None  # set when fit() ended on SIGINT / SIGTERM
         self._tb = None  # a TensorBoard writer while fit() runs with train.tensorboard
         if resume:
             self._resume(self.output_dir / "last" if resume is True else Path(resume))
@@ -281,6 +321,10 @@ class Trainer:
         """Stop at the next optimiser step, saving a checkpoint (what SIGINT / SIGTERM do)."""
         self._stop_signal = signum
 
+    def stop(self, reason: str) -> None:
+        """End ``fit`` after the current epoch (checkpoint written as usual); ``reason`` goes into the summary."""
+        self._stop_reason = str(reason)
+
     def _should_stop(self) -> int | None:
         if not self.ctx.enabled:
             return self._stop_signal
@@ -326,13 +370,78 @@ class Trainer:
 
     def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.train_model(images)
-        if isinstance(out, dict):
-            loss = self.loss_fn(out["out"], masks)
-            if "aux" in out:
-                loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(out["aux"], masks)
-            return loss
-        return self.loss_fn(out, masks)
+            logits, aux = self.train_model(images)
+        loss = self.loss_fn(logits, masks)
+        if aux is not None:
+            loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(aux, masks)
+        return loss
+
+    def _micro_step(self, images: torch.Tensor, masks: torch.Tensor, last_micro: bool) -> float:
+        """Forward and backward of one micro-batch (uint8 images, class-id masks); returns its loss."""
+        images = normalize(images.to(self.device, non_blocking=True), self.model.meta.preprocessing)
+        masks = masks.to(self.device, non_blocking=True).long()
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        sync = self.train_model.no_sync() if self.ctx.enabled and not last_micro else contextlib.nullcontext()
+        with sync:
+            loss = self._forward_loss(images, masks)
+            value = float(loss.detach())  # the step's one host sync: finiteness check and running mean
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss is {value} at epoch {self.epoch + 1}, step {self.global_step + 1}; stopping. "
+                    f"The last good checkpoint is kept in {self.output_dir / 'last'}"
+                )
+            self.scaler.scale(loss / self.cfg.grad_accum).backward()
+        return value
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self._scheduler_takes_metric:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.global_step += 1
+
+    def _batches_forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        while True:
+            self.train_set.set_epoch(epoch)
+            yield from self._loader(self.train_set, self._epoch_indices(epoch), self.cfg.batch_size, drop_last=True)
+            epoch += 1
+
+    def run_steps(
+        self, steps: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> list[dict[str, float]]:
+        """Run ``steps`` optimiser steps outside :meth:`fit` and return each one's ``loss`` and ``seconds``: to
+        calibrate a schedule or benchmark a training step. ``batches`` yields (uint8 images ``(N, C, H, W)``,
+        class-id masks ``(N, H, W)``), ``train.grad_accum`` of them per step; by default the training set.
+        Nothing is logged or checkpointed; the optimiser, schedule and EMA advance as in training."""
+        if steps < 1:
+            raise InvalidValueError(f"run_steps needs at least one step, got {steps}")
+        self.train_model.train()
+        self._set_encoder_frozen(self.epoch)
+        source = iter(batches) if batches is not None else self._batches_forever()
+        results = []
+        for _ in range(steps):
+            start, losses = time.perf_counter(), []
+            for micro in range(self.cfg.grad_accum):
+                try:
+                    images, masks = next(source)
+                except StopIteration:
+                    raise InvalidValueError(f"run_steps: the batches ran out after {len(results)} of {steps} steps")
+                losses.append(self._micro_step(images, masks, last_micro=micro + 1 == self.cfg.grad_accum))
+            self._optimizer_step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            results.append({"loss": sum(losses) / len(losses), "seconds": time.perf_counter() - start})
+            for callback in self.callbacks:
+                callback.on_step_end(self, results[-1]["loss"])
+        return results
 
     def _train_epoch(self, epoch: int, progress) -> float:
         cfg = self.cfg
@@ -344,41 +453,23 @@ class Trainer:
         total_micro = self.steps_per_epoch * cfg.grad_accum
         loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
         micro = self.batch
+        step_loss, step_seen = 0.0, 0
         for images, masks in loader:
             if micro >= total_micro:
                 break
-            images = normalize(images.to(self.device, non_blocking=True), self.model.meta.preprocessing)
-            masks = masks.to(self.device, non_blocking=True).long()
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             last_micro = (micro + 1) % cfg.grad_accum == 0
-            sync = self.train_model.no_sync() if self.ctx.enabled and not last_micro else contextlib.nullcontext()
-            with sync:
-                loss = self._forward_loss(images, masks)
-                value = float(loss.detach())  # the step's one host sync: finiteness check and running mean
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"loss is {value} at epoch {epoch + 1}, step {self.global_step + 1}; stopping. "
-                        f"The last good checkpoint is kept in {self.output_dir / 'last'}"
-                    )
-                self.scaler.scale(loss / cfg.grad_accum).backward()
+            value = self._micro_step(images, masks, last_micro)
             micro += 1
             loss_sum += value * images.shape[0]
             seen += images.shape[0]
+            step_loss, step_seen = step_loss + value * images.shape[0], step_seen + images.shape[0]
             if not last_micro:
                 continue
-            if cfg.clip_grad_norm:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if cfg.scheduler != "plateau":
-                self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.global_step += 1
+            self._optimizer_step()
             self.batch = micro
+            for callback in self.callbacks:
+                callback.on_step_end(self, step_loss / step_seen)
+            step_loss, step_seen = 0.0, 0
             rate = seen * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
             lr = self.optimizer.param_groups[-1]["lr"]
             if progress is not None:
@@ -413,6 +504,9 @@ class Trainer:
         start = time.perf_counter()
         reason = "completed"
         progress = None
+        self.interrupted, self._stop_reason = None, None
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         try:
             with self._signals():
                 if cfg.progress and self.ctx.is_main and sys.stderr.isatty():
@@ -432,12 +526,17 @@ class Trainer:
                         record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)})
                         self._log({"split": "val", "epoch": epoch + 1, "step": self.global_step, **metrics})
                         reason = self._after_validation(epoch, metrics) or reason
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(self, record)
                     self.history.append(record)
                     self.save_last()
                     if cfg.progress and progress is None and self.ctx.is_main:  # no terminal: a line per epoch
                         shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
                         print(f"epoch {epoch + 1}/{cfg.epochs} {json.dumps(shown)}", flush=True)
                     if reason == "early_stopping":
+                        break
+                    if self._stop_reason is not None:
+                        reason = self._stop_reason
                         break
                     if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
                         reason = "time_limit"
@@ -446,7 +545,7 @@ class Trainer:
             reason = f"interrupted ({signal.Signals(exc.signum).name})"
             if self.ctx.is_main:
                 print(f"segzoo: {exc}; resume with --resume", flush=True)
-            self._interrupted = exc
+            self.interrupted = exc
         finally:
             if progress is not None:
                 progress.close()
@@ -458,6 +557,8 @@ class Trainer:
                    "monitor": cfg.monitor, "seconds": time.perf_counter() - start, "output_dir": str(self.output_dir)}
         if self.ctx.is_main:
             (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for callback in self.callbacks:
+            callback.on_fit_end(self, summary)
         return summary
 
     def _after_validation(self, epoch: int, metrics: dict[str, Any]) -> str | None:
@@ -465,12 +566,16 @@ class Trainer:
         if cfg.monitor not in metrics:
             raise InvalidValueError(f"train.monitor {cfg.monitor!r} is not a metric; metrics: {sorted(metrics)}")
         value = float(metrics[cfg.monitor])
-        higher_is_better = cfg.monitor != "loss"
-        if cfg.scheduler == "plateau":
-            self.scheduler.step(value if higher_is_better else -value)
-        improved = math.isfinite(value) and (
-            self.best is None or (value > self.best if higher_is_better else value < self.best)
-        )
+        if self._scheduler_takes_metric:
+            self.scheduler.step(value)  # built with the monitor's mode
+        improved = self.monitor.improved(value, self.best)
+        outcome = self._record_validation(epoch, metrics, value, improved)
+        for callback in self.callbacks:
+            callback.on_validation_end(self, metrics, improved)
+        return outcome
+
+    def _record_validation(self, epoch: int, metrics: dict[str, Any], value: float, improved: bool) -> str | None:
+        cfg = self.cfg
         if improved:
             self.best, self.best_epoch, self.bad_validations = value, epoch + 1, 0
             if self.ctx.is_main:
