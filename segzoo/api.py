@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from segzoo import convert as _convert  # noqa: F401  (registers the built-in importers)
-from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.errors import InvalidValueError, MissingFileError, UnknownNameError
 from segzoo.io import StateFit
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
@@ -193,6 +193,19 @@ def resolve_source(
     raise MissingFileError(f"cannot load {text!r} ({what}); accepted forms: {FORMS}")
 
 
+def _check_plugins(file: WeightsFile, source: str) -> None:
+    """A model built from a plugin's encoder or decoder needs that plugin: say which, before building."""
+    registries = {"encoder": ENCODERS, "decoder": DECODERS}
+    for need in file.requires:
+        registry = registries.get(need.get("kind", ""))
+        if registry is not None and need.get("name") not in registry:
+            raise UnknownNameError(
+                f"weights {source!r} are a model built with the {need['kind']} {need['name']!r} of the plugin "
+                f"{need['distribution']!r} (version {need.get('version', '?')} when saved), which is not installed "
+                f"here: pip install {need['distribution']}"
+            )
+
+
 def from_pretrained(
     source: str | Path,
     *,
@@ -211,6 +224,7 @@ def from_pretrained(
     overrides = {k: v for k, v in overrides.items() if not (v is None and k in ("num_classes", "in_channels"))}
     weights_path = resolve_source(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     file: WeightsFile = read_weights(weights_path)
+    _check_plugins(file, str(source))
     config = apply_overrides(file.config, **overrides) if overrides else file.config
     meta = file.meta
     if config.num_classes != file.config.num_classes and meta.class_names is not None:

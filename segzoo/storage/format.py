@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.io import atomic_path
 
 __all__ = [
-    "WEIGHTS_NAME",
+    "WEIGHTS_NAME", "REQUIRES_KEY", "plugin_requirements",
     "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
 ]
 
@@ -31,6 +31,7 @@ WEIGHTS_NAME = "model.safetensors"  # the weights file of a save_pretrained fold
 CONFIG_KEY = "segzoo.config"
 META_KEY = "segzoo.meta"
 VERSION_KEY = "segzoo.version"
+REQUIRES_KEY = "segzoo.requires"  # the plugin distributions whose encoder / decoder the model is built from
 
 
 @dataclass
@@ -42,6 +43,29 @@ class WeightsFile:
     state_dict: dict[str, torch.Tensor]
     version: str
     path: Path
+    requires: list[dict[str, str]] = field(default_factory=list)  # see plugin_requirements
+
+
+def plugin_requirements(config: ModelConfig) -> list[dict[str, str]]:
+    """The encoder and decoder of ``config`` that come from neither segzoo nor timm: kind, name, the
+    distribution that registered it and its installed version. Written into every weights file, so that
+    loading one without the plugin names what to install."""
+    from importlib import metadata
+
+    from segzoo.registry import CORE_SOURCE, DECODERS, ENCODERS
+
+    found = []
+    for kind, registry, name in (("encoder", ENCODERS, config.encoder.name), ("decoder", DECODERS, config.decoder)):
+        entry = registry.entry(name)
+        fallback = registry.fallback.source if registry.fallback is not None else None
+        if entry.source in (CORE_SOURCE, fallback):
+            continue
+        try:
+            version = metadata.version(entry.source)
+        except metadata.PackageNotFoundError:  # registered in-process by a module that is not a distribution
+            version = "?"
+        found.append({"kind": kind, "name": name, "distribution": entry.source, "version": version})
+    return found
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -89,6 +113,7 @@ def write_weights(
         CONFIG_KEY: config.to_json(),
         META_KEY: json.dumps(meta.to_dict()),
         VERSION_KEY: __version__,
+        REQUIRES_KEY: json.dumps(plugin_requirements(config)),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -122,7 +147,8 @@ def read_weights(path: str | Path) -> WeightsFile:
     try:
         config = ModelConfig.from_json(header[CONFIG_KEY])
         meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
+        requires = json.loads(header.get(REQUIRES_KEY, "[]"))
     except (ValueError, TypeError) as exc:
         raise InvalidValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
     config, meta = standalone(config, meta)
-    return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path)
+    return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path, requires)
