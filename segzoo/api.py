@@ -103,7 +103,7 @@ def create(
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> list[str]:
+def load_weights_into(model: SegmentationModel, state: dict[str, torch.Tensor], source: str, strict: bool) -> list[str]:
     """Load ``state`` into ``model``.
 
     ``strict``: every key must match in name and shape, else an error names the first mismatches. Not strict:

@@ -13,7 +13,8 @@ from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
 from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
-from segzoo.tiling import check_options, predict_probs, probs_to_classes
+from segzoo.outputs import class_ids
+from segzoo.tiling import check_options, predict_probs
 
 __all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classes"]
 
@@ -97,7 +98,7 @@ def predict_files(
         probs = predict_probs(model, normalize(x, model.meta.preprocessing), **tiling)
         if probs.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
             probs = torch.nn.functional.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
-        pred = probs_to_classes(probs)[0].cpu().numpy()
+        pred = class_ids(probs, probabilities=True)[0].cpu().numpy()
         ids = output / f"{path.stem}.png"
         Image.fromarray(pred.astype(np.uint8)).save(ids)
         overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)

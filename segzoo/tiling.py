@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from segzoo.errors import InvalidValueError
-from segzoo.outputs import class_ids, probabilities
+from segzoo.outputs import probabilities
 
 __all__ = [
-    "TTA_VIEWS", "predict_probs", "probs_to_classes", "sliding_window", "window_weight", "window_starts",
+    "TTA_VIEWS", "predict_probs", "sliding_window", "window_weight", "window_starts",
     "check_options",
 ]
 
@@ -118,8 +118,3 @@ def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, 
                 views += 1
         results.append(total / views)
     return torch.cat(results)
-
-
-def probs_to_classes(probs: torch.Tensor) -> torch.Tensor:
-    """Class ids ``(N, H, W)`` of averaged probabilities (``segzoo.outputs.class_ids``)."""
-    return class_ids(probs, probabilities=True)

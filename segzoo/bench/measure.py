@@ -12,11 +12,6 @@ import torch
 __all__ = ["latencies", "train_step_times", "peak_memory", "matmul_peak_flops", "percentile", "count_flops"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def latencies(fn: Callable[[], object], iters: int, device: torch.device) -> list[float]:
     """Seconds per call; CUDA events on GPU, perf_counter with synchronisation elsewhere."""
     out = []

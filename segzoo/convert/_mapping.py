@@ -12,6 +12,7 @@ from torch import nn
 from segzoo.encoders.weights import load_pickled_state, read_state_dict
 from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.io import StateFit
+from segzoo.models.segmentation_model import SegmentationModel
 
 Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)
 
@@ -49,11 +50,11 @@ def rename(state: dict[str, torch.Tensor], rules: Sequence[Rule], source: str) -
 
 
 def load_converted(
-    model: nn.Module,
+    model: SegmentationModel,
     state: dict[str, torch.Tensor],
     source: str,
     fixups: Sequence[Callable[[dict[str, torch.Tensor]], None]] = (),
-) -> nn.Module:
+) -> SegmentationModel:
     """Load a renamed state dict strictly; missing / extra / mis-shaped keys are named in the error."""
     for fix in fixups:
         fix(state)

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from segzoo._version import __version__
 from segzoo.config import ModelConfig, ModelMeta
 from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.io import atomic_path
+
+if TYPE_CHECKING:  # storage sits below models: the type only, never the import
+    from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = [
     "WEIGHTS_NAME", "REQUIRES_KEY", "plugin_requirements",
@@ -88,7 +92,7 @@ def standalone(config: ModelConfig, meta: ModelMeta) -> tuple[ModelConfig, Model
 
 
 def write_weights(
-    model: torch.nn.Module, path: str | Path, meta: ModelMeta | None = None, dtype: torch.dtype | None = None
+    model: SegmentationModel, path: str | Path, meta: ModelMeta | None = None, dtype: torch.dtype | None = None
 ) -> Path:
     """Write ``model`` (a SegmentationModel) to a self-describing safetensors file, atomically.
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segzoo.errors import DownloadError, MissingFileError
 from segzoo.io import env_flag
 from segzoo.storage.save import WEIGHTS_NAME, save_pretrained
+
+if TYPE_CHECKING:  # storage sits below models: the type only, never the import
+    from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["download_weights", "push_to_hub", "offline_from_env"]
 
@@ -67,7 +70,7 @@ def download_weights(
 
 
 def push_to_hub(
-    model: Any,
+    model: SegmentationModel,
     repo_id: str,
     *,
     private: bool | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
@@ -12,13 +12,16 @@ from segzoo.errors import InvalidTypeError, NotAFolderError
 from segzoo.io import atomic_path
 from segzoo.storage.format import WEIGHTS_NAME, standalone, write_weights
 
+if TYPE_CHECKING:  # storage sits below models: the type only, never the import
+    from segzoo.models.segmentation_model import SegmentationModel
+
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 
 
-def _merge_meta(model: Any, overrides: Mapping[str, Any]) -> ModelMeta:
+def _merge_meta(model: SegmentationModel, overrides: Mapping[str, Any]) -> ModelMeta:
     data = model.meta.to_dict()
     for key, value in overrides.items():
         if value is None:
@@ -31,7 +34,7 @@ def _merge_meta(model: Any, overrides: Mapping[str, Any]) -> ModelMeta:
     return meta
 
 
-def model_card(model: Any, meta: ModelMeta, repo_id: str | None = None) -> str:
+def model_card(model: SegmentationModel, meta: ModelMeta, repo_id: str | None = None) -> str:
     """A README.md model card: architecture, classes, preprocessing, metrics, data, licence, how to load."""
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -84,7 +87,7 @@ def model_card(model: Any, meta: ModelMeta, repo_id: str | None = None) -> str:
 
 
 def save_pretrained(
-    model: Any,
+    model: SegmentationModel,
     directory: str | Path,
     *,
     class_names: Sequence[str] | None = None,
