@@ -53,6 +53,16 @@ def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: 
     return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
 
 
+def quantize(model: SegmentationModel, path: str, calibration, *, method: str = "minmax",
+             example_size: tuple[int, int] = (256, 320)) -> dict:
+    """Static INT8 ONNX model of ``model`` at ``path`` for CPU inference with onnxruntime, calibrated on
+    ``calibration`` (uint8 images); reports the class-id agreement with fp32 (see ``segzoo.deploy.quantize``).
+    Needs the ``export`` extra."""
+    from segzoo.deploy import quantize_onnx
+
+    return quantize_onnx(model, path, calibration, method=method, example_size=example_size)
+
+
 __all__ = [
     "__version__",
     "AuxHeadConfig",
@@ -80,6 +90,7 @@ __all__ = [
     "list_models",
     "model_info",
     "optimize",
+    "quantize",
     "register_converter",
     "register_decoder",
     "register_encoder",

@@ -188,8 +188,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
-    report = export_onnx(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
-                         example_size=tuple(args.size))
+    model = load_source(args.source)
+    if args.int8:
+        from segzoo.data.masks import read_image
+        from segzoo.deploy import quantize_onnx
+        from segzoo.inference import expand_inputs
+
+        if not args.calibration:
+            raise InvalidValueError("--int8 needs --calibration: images (files or folders) like the deployment data")
+        files = expand_inputs(args.calibration)[: args.calibration_count]
+        report = quantize_onnx(model, out, [read_image(f) for f in files], method=args.calibration_method,
+                               example_size=tuple(args.size), opset=args.opset)
+    else:
+        if args.calibration:
+            raise InvalidValueError("--calibration is only used with --int8")
+        report = export_onnx(model, out, dynamic=not args.static, opset=args.opset, example_size=tuple(args.size))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -287,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"), help="example input size")
     p.add_argument("--static", action="store_true", help="fixed input size (--size) instead of dynamic")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--int8", action="store_true", help="static INT8 (QDQ) for CPU inference with onnxruntime")
+    p.add_argument("--calibration", nargs="+", help="--int8: calibration images (files or folders)")
+    p.add_argument("--calibration-count", type=int, default=32, help="--int8: images used (default 32)")
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="--int8: how activation ranges are set (default minmax)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
 
