@@ -23,7 +23,7 @@ from benchmarks._report import write_result
 from segzoo.data.dataset import SegmentationDataset, build_pairs
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
-from segzoo.deploy import cpu_int8_support, export_onnx, quantize_onnx
+from segzoo.deploy import cpu_int8_support, export_onnx, quantize
 from segzoo.metrics import ConfusionMatrix
 from segzoo.outputs import class_ids
 from segzoo.tiling import predict_probs
@@ -77,13 +77,13 @@ def deploy_variants(weights: str, recipe_name: str, repeats: int, n_calibration:
     calibration = [read_image(p) for p, _ in build_pairs(recipe.data, "train")[:n_calibration]]  # never val
     onnx_fp32 = work / "fp32.onnx"
     export_onnx(model, onnx_fp32, example_size=(height, width))
-    int8 = quantize_onnx(model, work / "int8.onnx", calibration, example_size=(height, width))
+    int8 = quantize(model, calibration, example_size=(height, width))
     variants: dict[str, Logits] = {
         "eager fp32": lambda t: model(t),
         "fast fp32 (segzoo.optimize)": segzoo.optimize(model, dtype=None),
         "fast bf16 (segzoo.optimize)": segzoo.optimize(model, dtype=torch.bfloat16),
         "onnxruntime fp32": _ort(onnx_fp32),
-        "onnxruntime int8 (QDQ)": _ort(work / "int8.onnx"),
+        "onnxruntime int8 (QDQ)": int8,
     }
     rows = {}
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def deploy_variants(weights: str, recipe_name: str, repeats: int, n_calibration:
         "weights": weights, "image_size": [int(height), int(width)], "batch": 1, "variants": rows,
         "int8_speedup_vs_fast_fp32": round(rows["onnxruntime int8 (QDQ)"]["images_per_s"] / fast, 2),
         "int8_miou_drop": round(rows["eager fp32"]["val"]["miou"] - rows["onnxruntime int8 (QDQ)"]["val"]["miou"], 2),
-        "int8_calibration": {k: v for k, v in int8.items() if k not in ("path", "fp32_export_checks")},
+        "int8_report": {k: v for k, v in int8.report.items() if k != "fp32_export_checks"},
     }
 
 

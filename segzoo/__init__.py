@@ -53,14 +53,14 @@ def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: 
     return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
 
 
-def quantize(model: SegmentationModel, path: str, calibration, *, method: str = "minmax",
-             example_size: tuple[int, int] = (256, 320)) -> dict:
-    """Static INT8 ONNX model of ``model`` at ``path`` for CPU inference with onnxruntime, calibrated on
-    ``calibration`` (uint8 images); reports the class-id agreement with fp32 (see ``segzoo.deploy.quantize``).
-    Needs the ``export`` extra."""
-    from segzoo.deploy import quantize_onnx
+def quantize(model: SegmentationModel, calibration, *, method: str = "minmax",
+             example_size: tuple[int, int] = (256, 320)):
+    """A static INT8 model of ``model`` for CPU inference with onnxruntime, calibrated on ``calibration`` (uint8
+    images, as for ``model.predict``): a ``QuantizedModel`` with ``predict(images, tile=..., tta=...)``, ``save(path)``
+    and a ``report`` (see ``segzoo.deploy.quantize``). Needs the ``export`` extra."""
+    from segzoo.deploy import quantize as quantize_model
 
-    return quantize_onnx(model, path, calibration, method=method, example_size=example_size)
+    return quantize_model(model, calibration, method=method, example_size=example_size)
 
 
 __all__ = [

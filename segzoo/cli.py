@@ -1,4 +1,4 @@
-"""The ``segzoo`` command line: list, info, convert, train, eval, predict, export, publish, demo."""
+"""The ``segzoo`` command line: list, info, convert, train, eval, predict, export, quantize, publish, demo."""
 
 from __future__ import annotations
 
@@ -188,21 +188,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
-    model = load_source(args.source)
-    if args.int8:
-        from segzoo.data.masks import read_image
-        from segzoo.deploy import quantize_onnx
-        from segzoo.inference import expand_inputs
+    report = export_onnx(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
+                         example_size=tuple(args.size))
+    print(json.dumps(report, indent=2))
+    return 0
 
-        if not args.calibration:
-            raise InvalidValueError("--int8 needs --calibration: images (files or folders) like the deployment data")
-        files = expand_inputs(args.calibration)[: args.calibration_count]
-        report = quantize_onnx(model, out, [read_image(f) for f in files], method=args.calibration_method,
-                               example_size=tuple(args.size), opset=args.opset)
-    else:
-        if args.calibration:
-            raise InvalidValueError("--calibration is only used with --int8")
-        report = export_onnx(model, out, dynamic=not args.static, opset=args.opset, example_size=tuple(args.size))
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from segzoo.data.masks import read_image
+    from segzoo.deploy import load_source, quantize_to_file
+    from segzoo.inference import expand_inputs
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
+    if args.count < 1:
+        raise InvalidValueError(f"--count must be at least 1, got {args.count}")
+    files = expand_inputs(args.calibration)[: args.count]
+    model = load_source(args.source)
+    report = quantize_to_file(model, out, [read_image(f) for f in files], method=args.method,
+                              example_size=tuple(args.size))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -300,13 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"), help="example input size")
     p.add_argument("--static", action="store_true", help="fixed input size (--size) instead of dynamic")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--int8", action="store_true", help="static INT8 (QDQ) for CPU inference with onnxruntime")
-    p.add_argument("--calibration", nargs="+", help="--int8: calibration images (files or folders)")
-    p.add_argument("--calibration-count", type=int, default=32, help="--int8: images used (default 32)")
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"],
-                   help="--int8: how activation ranges are set (default minmax)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="static INT8 ONNX for CPUs (onnxruntime), calibrated on your images")
+    p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name, or a named model")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--calibration", nargs="+", required=True,
+                   help="calibration images (files or folders) like the deployment data, not the evaluation data")
+    p.add_argument("--count", type=int, default=32, help="calibration images used (default 32)")
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="how activation ranges are set (default minmax)")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),
+                   help="example input size of the fp32 export")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")
     p.add_argument("--output", "-o", help="folder for everything (default: a new temporary folder)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -159,7 +159,8 @@ def optimize(
     return wrapper
 
 
-def predict_classes(fast: nn.Module, images: Any, preprocessing: Any, **tiling: Any) -> torch.Tensor:
+def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, preprocessing: Any,
+                    **tiling: Any) -> torch.Tensor:
     """Class ids ``(N, H, W)`` for uint8 images (normalised with ``preprocessing``) or normalised floats.
     ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch`` of :func:`segzoo.tiling.predict_probs`."""
     import numpy as np
@@ -174,7 +175,8 @@ def predict_classes(fast: nn.Module, images: Any, preprocessing: Any, **tiling: 
         raise InvalidTypeError(f"predict expects a tensor or a numpy array, got {type(images).__name__}")
     if images.ndim == 3:
         images = images.unsqueeze(0)
-    device = next(fast.parameters()).device
+    # a module runs where its weights are; any other callable (an onnxruntime session) takes CPU tensors
+    device = next(fast.parameters()).device if isinstance(fast, nn.Module) else torch.device("cpu")
     images = images.to(device)
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)

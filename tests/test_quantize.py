@@ -1,7 +1,10 @@
-"""Static INT8 (QDQ) ONNX for CPUs: the graph is quantized, keeps dynamic sizes, stays close to fp32; bad
-calibration input and CLI misuse are clear errors. Figures on real weights: ``python -m benchmarks.deploy``."""
+"""Static INT8 (QDQ) ONNX for CPUs: the graph is quantized (head and resize kept in float), keeps dynamic sizes,
+stays close to fp32, predicts with the model's contract (tiling included), saves and loads; bad calibration input
+and CLI misuse are clear errors. Figures on real weights: ``python -m benchmarks.deploy``."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 import segzoo
 from segzoo.cli import main
-from segzoo.deploy import cpu_int8_support, quantize_onnx
+from segzoo.deploy import QuantizedModel, cpu_int8_support, quantize
 
 pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
 ort = pytest.importorskip("onnxruntime")
@@ -17,29 +20,52 @@ onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
+def quantized():
     torch.manual_seed(0)
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
     g = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, 48 + 8 * i, 64), dtype=torch.uint8, generator=g) for i in range(4)]
-    path = tmp_path_factory.mktemp("int8") / "m.int8.onnx"
-    return model, path, quantize_onnx(model, path, images, example_size=(64, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a tiny model may well not be faster in INT8
+        return model, segzoo.quantize(model, images, example_size=(64, 64))
 
 
-def test_graph_is_quantized_and_close_to_fp32_at_a_new_size(quantized):
-    model, path, report = quantized
-    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+def test_graph_is_quantized_but_the_head_stays_float(quantized):
+    _, q = quantized
+    graph = onnx.load_from_string(q.onnx_bytes).graph
+    ops = [node.op_type for node in graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > ops.count("Conv")
-    assert report["calibration_images"] == 4 and 0.0 <= report["class_agreement_on_calibration"] <= 1.0
+    head = [n for n in graph.node if n.op_type == "Conv" and any(i.startswith("head.") for i in n.input)]
+    assert head and head[0].input[1] == "head.weight"  # the float initializer, no DequantizeLinear in between
+    assert q.report["kept_float"] >= 1 and set(q.report["onnxruntime_ms"]) == {"fp32", "int8"}
+    assert 0.0 <= q.report["class_agreement_on_calibration"] <= 1.0 and q.report["calibration_images"] == 4
+
+
+def test_close_to_fp32_at_a_new_size(quantized):
+    model, q = quantized
     x = torch.randn(2, 3, 75, 53)  # batch 2, a size seen neither in export nor calibration
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": x.numpy()})[0]
+    got = q(x).numpy()
     with torch.no_grad():
         expected = model(x).numpy()
     assert got.shape == expected.shape
     spread = expected.max() - expected.min()
     assert np.abs(got - expected).max() < 0.15 * spread  # 8-bit: close, not equal
     assert not np.allclose(got, expected, atol=1e-6)  # it really is another graph
+
+
+def test_predict_contract_with_tiling_and_save_load(quantized, tmp_path):
+    model, q = quantized
+    image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    whole = q.predict(image)
+    tiled = q.predict(image, tile=32, overlap=0.25, tta=("hflip",))
+    assert whole.shape == tiled.shape == (1, 70, 90) and whole.dtype == torch.int64
+    path = q.save(tmp_path / "m.int8.onnx")
+    loaded = QuantizedModel.load(path)
+    assert torch.equal(loaded.predict(image), whole) and loaded.num_classes == 3
+    assert loaded.meta.preprocessing == model.meta.preprocessing and loaded.report["method"] == "minmax"
+    with pytest.raises(ValueError, match="without segzoo metadata"):
+        onnx.save(onnx.load_from_string(q.onnx_bytes), str(tmp_path / "plain.onnx"))
+        QuantizedModel.load(tmp_path / "plain.onnx")
 
 
 def test_cpu_flags_decide_seven_bit_weights():
@@ -54,14 +80,28 @@ def test_cpu_flags_decide_seven_bit_weights():
     ([torch.rand(3, 32, 32)], "calibration image 0: expected uint8"),
     ([torch.zeros(3, 32, 32, dtype=torch.uint8), np.zeros((32, 32, 1), np.uint8)], r"image\(s\) \[1\] have 1 channels"),
 ])
-def test_bad_calibration_names_the_image(images, match, tmp_path):
+def test_bad_calibration_names_the_image(images, match):
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
     with pytest.raises(ValueError, match=match):
-        quantize_onnx(model, tmp_path / "m.onnx", images)
-    assert not (tmp_path / "m.onnx").exists()
+        quantize(model, images)
 
 
-def test_cli_int8_needs_calibration(tmp_path, capsys):
-    assert main(["export", "unet_r18", str(tmp_path / "m.onnx"), "--int8"]) == 2
-    assert "--int8 needs --calibration" in capsys.readouterr().err
-    assert not (tmp_path / "m.onnx").exists()
+def test_cli_quantize(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((40, 56, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    weights = tmp_path / "w.safetensors"
+    from segzoo.storage.format import write_weights
+
+    write_weights(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), weights)
+    out = tmp_path / "m.int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(["quantize", str(weights), str(out), "--calibration", str(folder), "--size", "64", "64"]) == 0
+    assert QuantizedModel.load(out).report["calibration_images"] == 2
+    assert main(["quantize", str(weights), str(out), "--calibration", str(folder)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["quantize", str(weights), str(tmp_path / "x.onnx"), "--calibration", str(tmp_path / "none")]) == 2
