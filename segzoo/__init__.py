@@ -45,12 +45,12 @@ from segzoo.storage import save_pretrained
 
 def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: int | None = None,
            example_size: tuple[int, int] = (256, 320)) -> dict:
-    """Export ``model`` to ONNX at ``path`` with dynamic batch, height and width; the graph is checked with
-    onnxruntime at two other sizes before the file is kept (see ``segzoo.deploy.onnx``). Needs the ``export``
-    extra."""
-    from segzoo.deploy import export_onnx
+    """Export ``model`` with dynamic batch, height and width: ``.onnx`` (checked with onnxruntime; the ``export``
+    extra) or ``.pt2`` (a ``torch.export`` program). The result is compared with ``model`` at two other sizes
+    before the file is kept (see ``segzoo.deploy``)."""
+    from segzoo.deploy import export as export_model
 
-    return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
+    return export_model(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
 
 
 def quantize(model: SegmentationModel, calibration, *, method: str = "minmax",

@@ -183,13 +183,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from segzoo.deploy import export_onnx, load_source
+    from segzoo.deploy import export, load_source
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
-    report = export_onnx(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
-                         example_size=tuple(args.size))
+    report = export(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
+                    example_size=tuple(args.size))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -299,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace weights already published under this tag")
     p.set_defaults(func=_cmd_publish)
 
-    p = sub.add_parser("export", help="export to ONNX (dynamic batch/height/width), checked with onnxruntime")
+    p = sub.add_parser("export", help="export to ONNX (.onnx) or a torch.export program (.pt2), dynamic batch / "
+                                      "height / width, checked against PyTorch")
     p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name, or a named model")
-    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("out", help="the file to write: .onnx or .pt2")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"), help="example input size")
     p.add_argument("--static", action="store_true", help="fixed input size (--size) instead of dynamic")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")

@@ -73,3 +73,47 @@ def test_every_named_model_exports_with_parity(name, tmp_path):
     model = segzoo.create(name).eval()
     report = segzoo.export(model, str(tmp_path / f"{name}.onnx"), example_size=(96, 128))
     assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    # test_resnet is avg-down: its dilated form uses timm's AvgPool2dSame, whose math.ceil torch.export cannot
+    # serialise; the dilated EfficientNet exercises the same ASPP, pooling and resizes
+    ("deeplabv3plus_r50", {"encoder": "test_efficientnet"}),
+    ("unet_r18", {"encoder": "test_resnet"}),
+])
+def test_torch_export_program_matches_pytorch_at_other_sizes(name, kwargs, tmp_path):
+    from segzoo.deploy import load_program
+
+    model = segzoo.create(name, num_classes=4, **kwargs).eval()
+    report = segzoo.export(model, str(tmp_path / "m.pt2"), example_size=(64, 96))
+    assert report["format"] == "torch.export" and len(report["checks"]) == 2
+    assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
+    program = load_program(tmp_path / "m.pt2")
+    x = torch.randn(1, 3, 83, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), atol=1e-4, rtol=1e-4)
+    low = model.input_divisor + 1
+    assert program.limits["min_side"] == low
+    with pytest.raises(ValueError, match=rf"at least {low}x{low} pixels, got 83x{low - 1}"):
+        program(torch.randn(1, 3, 83, low - 1))
+
+
+def test_export_format_comes_from_the_suffix(tmp_path):
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
+    with pytest.raises(ValueError, match=r"m\.tflite'.*\.onnx.*\.pt2"):
+        segzoo.export(model, str(tmp_path / "m.tflite"))
+    with pytest.raises(ValueError, match="opset applies to ONNX"):
+        segzoo.export(model, str(tmp_path / "m.pt2"), opset=17)
+    assert not list(tmp_path.iterdir())
+
+
+def test_program_parity_failure_leaves_no_file(tmp_path, monkeypatch):
+    import segzoo.deploy.program as program_mod
+
+    real = program_mod.check_parity
+    monkeypatch.setattr(program_mod, "check_parity",
+                        lambda run, model, sizes, atol, what: real(lambda x: run(x) + 1.0, model, sizes, atol, what))
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
+    with pytest.raises(ExportError, match="exported program differs"):
+        segzoo.export(model, str(tmp_path / "m.pt2"), example_size=(64, 64))
+    assert not list(tmp_path.iterdir())

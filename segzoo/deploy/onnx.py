@@ -12,15 +12,18 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from segzoo.errors import InvalidValueError, SegzooError
 from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.outputs import class_ids
 
-__all__ = ["export_onnx", "check_onnx", "load_source", "ExportError", "PARITY_ATOL"]
+__all__ = [
+    "export_onnx", "check_onnx", "check_parity", "dynamic_shapes", "load_source", "ExportError", "PARITY_ATOL",
+]
 
 PARITY_ATOL = 1e-3
 MAX_SIDE = 8192
@@ -30,21 +33,18 @@ class ExportError(SegzooError, RuntimeError):
     """The exported graph does not reproduce the PyTorch model; nothing was written."""
 
 
-def _check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
+def check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
     """The (batch, height, width) sizes the export is checked at: two that differ from the example."""
     h, w = example_size
     d = model.input_divisor
     return [(1, h + d // 2 + 3, w + d + 5), (2, max(d, h // 2 + 7), max(d, w // 2 + 1))]
 
 
-def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple[int, int, int]],
-               atol: float = PARITY_ATOL) -> list[dict[str, float]]:
-    """Run ``path`` in onnxruntime at each (batch, height, width) and compare with ``model``; returns the figures,
-    raises ``ExportError`` naming the first size that does not match."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+def check_parity(run: Callable[[torch.Tensor], np.ndarray], model: SegmentationModel,
+                 sizes: Sequence[tuple[int, int, int]], atol: float = PARITY_ATOL,
+                 what: str = "the exported graph") -> list[dict[str, float]]:
+    """Compare ``run`` (an exported form of ``model``) with ``model`` at each (batch, height, width): max abs logit
+    difference at most ``atol`` and identical class ids, else ``ExportError`` naming the first size that fails."""
     g = torch.Generator().manual_seed(0)
     results = []
     for batch, height, width in sizes:
@@ -52,20 +52,44 @@ def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple
         with torch.inference_mode():
             expected = model(x).float().numpy()
         try:
-            got = session.run(None, {name: x.numpy()})[0]
-        except Exception as exc:  # onnxruntime's failures at run time (shape errors) name no Python type
-            raise ExportError(f"the exported graph fails at input size {batch}x{height}x{width}: {exc}") from exc
+            got = np.asarray(run(x))
+        except Exception as exc:  # runtimes' failures at run time (shape errors) name no common Python type
+            raise ExportError(f"{what} fails at input size {batch}x{height}x{width}: {exc}") from exc
         if got.shape != expected.shape:
-            raise ExportError(f"at input size {batch}x{height}x{width} the exported graph returns {got.shape}, "
+            raise ExportError(f"at input size {batch}x{height}x{width} {what} returns {got.shape}, "
                               f"PyTorch {expected.shape}")
         diff = float(np.abs(got - expected).max())
-        agree = float((got.argmax(1) == expected.argmax(1)).mean()) if expected.shape[1] > 1 else float(
-            ((got > 0) == (expected > 0)).mean())
+        agree = float((class_ids(torch.from_numpy(got)) == class_ids(torch.from_numpy(expected))).float().mean())
         results.append({"batch": batch, "height": height, "width": width, "max_abs_diff": diff, "argmax_agree": agree})
         if diff > atol or agree < 1.0:
-            raise ExportError(f"at input size {batch}x{height}x{width} the exported graph differs from PyTorch: "
+            raise ExportError(f"at input size {batch}x{height}x{width} {what} differs from PyTorch: "
                               f"max abs logit difference {diff:.2e} (allowed {atol:.0e}), argmax agreement {agree:.4f}")
     return results
+
+
+def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple[int, int, int]],
+               atol: float = PARITY_ATOL) -> list[dict[str, float]]:
+    """Run ``path`` in onnxruntime at each (batch, height, width) and compare with ``model`` (:func:`check_parity`)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return check_parity(lambda x: session.run(None, {name: x.numpy()})[0], model, sizes, atol)
+
+
+def dynamic_shapes() -> dict[str, dict[int, Any]]:
+    """Batch, height and width free (16 to MAX_SIDE pixels), for ``torch.export`` and the dynamo ONNX exporter."""
+    from torch.export import Dim
+
+    return {"x": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=16, max=MAX_SIDE),
+                  3: Dim("width", min=16, max=MAX_SIDE)}}
+
+
+def check_example_size(example_size: tuple[int, int]) -> tuple[int, int]:
+    h, w = example_size
+    if min(h, w) < 16 or max(h, w) > MAX_SIDE:
+        raise InvalidValueError(f"example_size must be between 16 and {MAX_SIDE} pixels per side, got {example_size}")
+    return int(h), int(w)
 
 
 def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
@@ -73,21 +97,16 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks."""
     if not isinstance(model, SegmentationModel):
         raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
-    h, w = example_size
-    if min(h, w) < 16 or max(h, w) > MAX_SIDE:
-        raise InvalidValueError(f"example_size must be between 16 and {MAX_SIDE} pixels per side, got {example_size}")
+    h, w = check_example_size(example_size)
     path = Path(path)
     model = model.eval()
     example = torch.randn(1, model.in_channels, h, w)
     kwargs = {}
     if dynamic:
-        from torch.export import Dim
-
-        kwargs["dynamic_shapes"] = {"x": {0: Dim("batch", min=1, max=1024), 2: Dim("height", min=16, max=MAX_SIDE),
-                                          3: Dim("width", min=16, max=MAX_SIDE)}}
+        kwargs["dynamic_shapes"] = dynamic_shapes()
     if opset is not None:
         kwargs["opset_version"] = opset
-    sizes = _check_sizes(model, example_size) if dynamic else [(1, h, w)]
+    sizes = check_sizes(model, example_size) if dynamic else [(1, h, w)]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)

@@ -1,0 +1,94 @@
+"""The PyTorch-native export: a ``torch.export`` ``ExportedProgram`` with dynamic batch, height and width, saved
+with ``torch.export.save`` (a ``.pt2`` file), for users who stay in PyTorch (AOTInductor, ExecuTorch, serving).
+
+Like the ONNX path, the saved program is loaded back and compared with the model at two sizes other than the
+example (max abs logit difference <= 1e-3, identical class ids) before the file is kept; a mismatch raises
+``ExportError`` and leaves nothing behind. Needs nothing beyond torch.
+
+The program takes any batch and any height and width greater than the model's input divisor (32 for most
+models): at that size or below the deepest feature is one pixel, a case ``torch.export`` specialises. It is
+traced at a batch of 2 and a size that needs padding, so that neither is baked in; :func:`load_program` checks
+the size and names the accepted ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.export import Dim
+
+from segzoo.deploy.onnx import PARITY_ATOL, check_example_size, check_parity
+from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.models.segmentation_model import SegmentationModel
+
+__all__ = ["export_program", "load_program"]
+
+LIMITS_FILE = "segzoo_limits.json"  # inside the .pt2 archive: the input sizes the program accepts
+
+
+def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool = True,
+                   example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
+    """Export ``model`` with ``torch.export`` to ``path`` (``.pt2``), checked after a save / load round trip."""
+    if not isinstance(model, SegmentationModel):
+        raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
+    h, w = check_example_size(example_size)
+    path = Path(path)
+    model = model.eval()
+    d = model.input_divisor
+    if dynamic:  # a batch of 2 and sizes off the divisor: no 0/1 batch or zero padding is specialised
+        h, w = (h if h % d else h + d // 2 + 1), (w if w % d else w + d // 2 + 1)
+        example = torch.randn(2, model.in_channels, h, w)
+        shapes = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
+    else:
+        example, shapes = torch.randn(1, model.in_channels, h, w), None
+    program = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    limits = {"dynamic": dynamic, "min_side": d + 1 if dynamic else None, "size": None if dynamic else [h, w],
+              "in_channels": model.in_channels}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".pt2", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.export.save(program, tmp, extra_files={LIMITS_FILE: json.dumps(limits)})
+        loaded = load_program(tmp)
+        sizes = [(1, h + d // 2 + 3, w + d + 5), (3, max(d + 1, h // 2 + 7), max(d + 1, w // 2 + 1))] if dynamic \
+            else [(1, h, w)]
+        with torch.inference_mode():
+            checks = check_parity(lambda x: loaded(x).float().numpy(), model, sizes, atol,
+                                  what="the exported program")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"path": str(path), "format": "torch.export", "dynamic": dynamic, "traced_size": [h, w],
+            "min_side": limits["min_side"], "checks": checks}
+
+
+class _SizeChecked(torch.nn.Module):
+    """A loaded program that names the sizes it accepts instead of failing on a symbolic guard."""
+
+    def __init__(self, module: torch.nn.Module, limits: dict, source: str) -> None:
+        super().__init__()
+        self.module, self.limits, self.source = module, limits, source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        fixed, low = self.limits.get("size"), self.limits.get("min_side")
+        if fixed is not None and [h, w] != list(fixed):
+            raise InvalidValueError(f"{self.source} was exported for {fixed[0]}x{fixed[1]} inputs only, got {h}x{w}")
+        if low is not None and min(h, w) < low:
+            raise InvalidValueError(f"{self.source} takes inputs of at least {low}x{low} pixels, got {h}x{w}")
+        return self.module(x)
+
+
+def load_program(path: str | Path) -> torch.nn.Module:
+    """A saved program as a callable module (logits of a normalised float batch) that checks the input size."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"exported program {str(path)!r} does not exist")
+    extra = {LIMITS_FILE: ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    limits = json.loads(extra[LIMITS_FILE]) if extra[LIMITS_FILE] else {}
+    return _SizeChecked(program.module(), limits, f"exported program {str(path)!r}")
