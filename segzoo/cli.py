@@ -150,6 +150,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile takes a number of pixels, 'auto' or 'none', got {text!r}") from None
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from segzoo.inference import expand_inputs, load_for_inference, predict_files
     from segzoo.training.trainer import pick_device
@@ -272,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="predictions")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--tile", type=int, help="predict by blended windows of this many pixels (large images)")
+    p.add_argument("--tile", type=_tile, default="auto",
+                   help="blended windows of this many pixels; 'auto' (default): 512-pixel windows for images over "
+                        "one megapixel, whole images below; 'none': always whole")
     p.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (default 0.25)")
     p.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"], help="test-time flips to average")
     p.add_argument("--scales", nargs="*", type=float, default=[1.0], help="test-time scales to average")

@@ -63,6 +63,17 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+# ``tile="auto"`` (the CLI's default): whole images up to AUTO_TILE_PIXELS, windows of AUTO_TILE above, where
+# memory would grow with the image (see benchmarks/deploy.py for the measured accuracy and time of each)
+AUTO_TILE = 512
+AUTO_TILE_PIXELS = 1024 * 1024
+
+
+def auto_tile(size: Sequence[int]) -> int | None:
+    """The window ``tile="auto"`` uses for an image of ``size`` (H, W): None (whole) for small images."""
+    return AUTO_TILE if int(size[0]) * int(size[1]) > AUTO_TILE_PIXELS else None
+
+
 @torch.inference_mode()
 def prediction_outputs(files: Iterable[Path], output: str | Path) -> list[Path]:
     """The files ``predict_files`` writes for ``files``: ``<stem>.png`` and ``<stem>_overlay.png`` in ``output``."""
@@ -80,7 +91,8 @@ def predict_files(
 
     from segzoo.data.palette import palette
 
-    check_options(tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
+    auto = tiling.get("tile") == "auto"
+    check_options(None if auto else tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
                   tiling.get("scales", (1.0,)), tiling.get("batch", 4))
     files = list(files)
     taken = [str(p) for p in prediction_outputs(files, output) if p.exists()]
@@ -95,7 +107,8 @@ def predict_files(
     for path in files:
         image = read_image(path)
         x = transform(image=image)["image"].unsqueeze(0).to(device)
-        probs = predict_probs(model, normalize(x, model.meta.preprocessing), **tiling)
+        options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else tiling
+        probs = predict_probs(model, normalize(x, model.meta.preprocessing), **options)
         if probs.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
             probs = torch.nn.functional.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
         pred = class_ids(probs, probabilities=True)[0].cpu().numpy()

@@ -115,3 +115,14 @@ def test_models_with_auxiliary_heads_predict_from_their_main_logits():
     with torch.no_grad():
         expected = torch.softmax(model.forward_heads(image).logits, 1)
     torch.testing.assert_close(predict_probs(model, image, tile=1024), expected)
+
+
+def test_cli_tiles_large_images_by_default():
+    from segzoo.cli import _tile
+    from segzoo.inference import AUTO_TILE, auto_tile
+
+    assert auto_tile((1024, 1024)) is None and auto_tile((360, 480)) is None
+    assert auto_tile((1817, 2061)) == AUTO_TILE == 512
+    assert _tile("auto") == "auto" and _tile("none") is None and _tile("384") == 384
+    with pytest.raises(Exception, match="'auto' or 'none', got 'big'"):
+        _tile("big")
