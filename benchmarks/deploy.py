@@ -121,6 +121,37 @@ def tiling_modes(weights: str, recipe_name: str, tile: int) -> dict:
     return {"weights": weights, "images": len(val), "modes": rows}
 
 
+_MEMORY_PROBE = """
+import json, resource, sys, time, numpy as np, torch, segzoo
+model = segzoo.from_pretrained(sys.argv[1]).eval()
+side, tile = int(sys.argv[2]), int(sys.argv[3])
+model.predict(np.zeros((tile, tile, 3), np.uint8), tile=tile)  # warm-up: one window's worth of memory
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+start = time.perf_counter()
+ids = model.predict(image, tile=tile, overlap=0.25)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"side": side, "tile": tile, "seconds": round(seconds, 1), "shape": list(ids.shape),
+                  "peak_rss_above_model_mib": round((peak - base) / 1024, 1),
+                  "image_and_ids_mib": round((image.nbytes + ids.numel() * 8) / 2**20, 1)}))
+"""
+
+
+def large_image_memory(weights: str, side: int, tile: int) -> dict:
+    """Peak memory of one ``side`` x ``side`` prediction by ``tile`` windows, above the loaded model (a fresh
+    process, so the peak is this prediction's)."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, weights, str(side), str(tile)], capture_output=True,
+                         text=True, check=True)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"{weights} {side}x{side} by {tile} windows: {result}", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="deeplabv3plus_mnv2.camvid")
@@ -136,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["deploy"] = deploy_variants(args.weights, args.recipe, args.repeats, args.calibration, Path(tmp))
     if args.aerial:
         result["tiling"] = tiling_modes(args.aerial, "aerial", args.tile)
+        result["large_image"] = large_image_memory(args.aerial, 4000, args.tile)
     return write_result(result, args.output, ["deploy"])
 
 
