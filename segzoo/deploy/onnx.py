@@ -85,7 +85,10 @@ def dynamic_shapes() -> dict[str, dict[int, Any]]:
                   3: Dim("width", min=16, max=MAX_SIDE)}}
 
 
-def check_example_size(example_size: tuple[int, int]) -> tuple[int, int]:
+def check_export_args(model: SegmentationModel, example_size: tuple[int, int]) -> tuple[int, int]:
+    """What every exporter checks first: a segzoo model, and an example size within 16..MAX_SIDE pixels."""
+    if not isinstance(model, SegmentationModel):
+        raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
     h, w = example_size
     if min(h, w) < 16 or max(h, w) > MAX_SIDE:
         raise InvalidValueError(f"example_size must be between 16 and {MAX_SIDE} pixels per side, got {example_size}")
@@ -95,9 +98,7 @@ def check_example_size(example_size: tuple[int, int]) -> tuple[int, int]:
 def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
                 example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
     """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks."""
-    if not isinstance(model, SegmentationModel):
-        raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
-    h, w = check_example_size(example_size)
+    h, w = check_export_args(model, example_size)
     path = Path(path)
     model = model.eval()
     example = torch.randn(1, model.in_channels, h, w)

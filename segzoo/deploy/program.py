@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.export import Dim
 
-from segzoo.deploy.onnx import PARITY_ATOL, check_example_size, check_parity
+from segzoo.deploy.onnx import PARITY_ATOL, check_export_args, check_parity
 from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.models.segmentation_model import SegmentationModel
 
@@ -33,9 +33,7 @@ LIMITS_FILE = "segzoo_limits.json"  # inside the .pt2 archive: the input sizes t
 def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool = True,
                    example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
     """Export ``model`` with ``torch.export`` to ``path`` (``.pt2``), checked after a save / load round trip."""
-    if not isinstance(model, SegmentationModel):
-        raise InvalidValueError(f"export takes a segzoo SegmentationModel, got {type(model).__name__}")
-    h, w = check_example_size(example_size)
+    h, w = check_export_args(model, example_size)
     path = Path(path)
     model = model.eval()
     d = model.input_divisor
