@@ -212,3 +212,21 @@ def test_normalize_matches_formula():
 def test_too_many_classes_for_uint8_masks():
     with pytest.raises(ValueError, match="1..255 classes"):
         MaskDecoder(300)
+
+
+def test_quarter_turns_move_image_and_mask_together():
+    """rotate90 (overhead imagery): every turn is seen, and the image still encodes the mask after it."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:16, :32] = 1  # an asymmetric block: each quarter turn puts it somewhere else
+    image = np.stack([mask * 200] * 3, -1).astype(np.uint8)
+    t = train_preset(64, scale=(1.0, 1.0), hflip=False, colour_jitter=0.0, rotate90=True)
+    seen = set()
+    for seed in range(24):
+        t.set_random_seed(seed)
+        out = t(image=image, mask=mask)
+        m = np.asarray(out["mask"])
+        assert (out["image"][0].numpy() == m * 200).all()
+        seen.add(m.tobytes())
+    assert len(seen) == 4
+    with pytest.raises(ValueError, match="rotate90 needs a square crop, got crop_size 64x48"):
+        train_preset((64, 48), rotate90=True)
