@@ -20,6 +20,7 @@ import torch
 
 import segzoo
 from benchmarks._report import write_result
+from segzoo.bench.measure import latencies
 from segzoo.data.dataset import SegmentationDataset, build_pairs
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
@@ -34,12 +35,7 @@ Logits = Callable[[torch.Tensor], torch.Tensor]
 
 def _median_ms(fn: Logits, x: torch.Tensor, repeats: int) -> float:
     fn(x)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(latencies(lambda: fn(x), repeats, torch.device("cpu"))))
 
 
 def _ort(path: Path) -> Logits:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,15 +83,12 @@ def headline(metrics: dict[str, Any], metric: str, classes: list[str]) -> tuple[
 @torch.inference_mode()
 def cpu_latency_ms(model: SegmentationModel, height: int, width: int, repeats: int = 5) -> float:
     """Median wall time (ms) of one eager fp32 forward pass of a 1 x 3 x height x width input on the CPU."""
+    from segzoo.bench.measure import latencies
+
     model = model.float().eval()
     x = torch.randn(1, model.in_channels, height, width)
     model(x)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
+    return 1000 * statistics.median(latencies(lambda: model(x), repeats, torch.device("cpu")))
 
 
 def _rounded(metrics: dict[str, Any], classes: list[str]) -> dict[str, float]:
