@@ -155,7 +155,9 @@ def optimize(
         # on CPU, Inductor's freezing (constant weights: prepacked oneDNN layouts, conv + activation fusion)
         # is where its inference speed comes from; the weights are frozen here anyway
         options = {"freezing": True} if device.type == "cpu" else None
-        wrapper.model = torch.compile(wrapper.model, options=options)
+        # static shapes: a new input size compiles again (fixed tiles never do) instead of tracing symbolic
+        # sizes, which for Swin-UNet's windows ran for over ten minutes in torch 2.15's shape solver
+        wrapper.model = torch.compile(wrapper.model, options=options, dynamic=False)
     return wrapper
 
 

@@ -92,6 +92,21 @@ def test_optimize_compile_backend_runs():
         torch.testing.assert_close(fast(x), model.eval()(x), rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
+def test_optimize_compile_swin_unet_at_two_sizes():
+    """Inductor, as optimize(compile=True) runs it, on a second input size: a recompile (about 30 s here), where
+    symbolic sizes (torch's default after a size change) had Swin-UNet in the shape solver for over ten minutes."""
+    torch._dynamo.reset()
+    kw = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+          "depths": (1, 1, 1), "head_dim": 8}
+    model = segzoo.create("swin_unet_t", num_classes=3, **kw).eval()
+    fast = segzoo.optimize(model, compile=True)
+    for size in [(64, 64), (64, 96)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-3, atol=1e-3)
+
+
 def test_folding_that_would_change_outputs_falls_back():
     """A convolution whose raw output is also used outside its BatchNorm (functionally) must not be folded."""
     class Reuse(torch.nn.Module):

@@ -215,7 +215,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            # static shapes (training crops have one size): symbolic sizes after a size change cost Swin-UNet
+            # over ten minutes in torch 2.15's shape solver
+            self.train_model = torch.compile(self.train_model, dynamic=False)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.optimizer = build_optimizer(model, cfg)
