@@ -38,6 +38,7 @@ def test_flops_scale_with_area():
 
 
 def test_unknown_name_is_an_error_with_suggestion():
-    out = subprocess.run([sys.executable, "-m", "segzoo", "info", "unet_r43"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "segzoo", "info", "unet_r43"], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 2
     assert "unet_r34" in out.stderr and "Traceback" not in out.stderr

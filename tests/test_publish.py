@@ -126,6 +126,6 @@ def test_readme_table_is_the_manifests():
     readme = (REPO / "README.md").read_text()
     assert f"{README_START}\n{zoo_table(read_manifest(REPO / 'weights'))}\n{README_END}" in readme
     listed = subprocess.run([sys.executable, "-m", "segzoo", "list", "--weights"], capture_output=True, text=True,
-                            cwd=str(REPO), check=True).stdout
+                            cwd=str(REPO), check=True, timeout=300).stdout
     assert listed.strip() == zoo_table(read_manifest(REPO / "weights")).strip()
     assert check_manifest(REPO / "weights") == []

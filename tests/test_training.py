@@ -112,9 +112,9 @@ def test_resume_with_other_classes_is_refused(shapes, tmp_path):
         Trainer(other, tmp_path, resume=True)
 
 
-def _cli(*args, env=None, **kw):
+def _cli(*args, env=None, timeout=300, **kw):
     return subprocess.run([sys.executable, "-m", "segzoo", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
+                          env={**os.environ, **(env or {})}, timeout=timeout, **kw)
 
 
 def _recipe_file(root: Path, path: Path, **train) -> Path:
@@ -133,7 +133,10 @@ def test_sigterm_saves_checkpoint_and_exits_cleanly(shapes, tmp_path):
     while not (tmp_path / "run" / "last").exists() and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # no-op once it has exited; never left running when the test fails
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "interrupted by SIGTERM" in out
     state = torch.load(tmp_path / "run" / "last" / "training_state.pt", weights_only=True)

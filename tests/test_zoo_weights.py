@@ -46,7 +46,8 @@ def test_loads_with_shared_absent(entry, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGZOO_")}
     env.update(PYTHONPATH=str(repo), TORCH_HOME=str(tmp_path / "torch"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     run = subprocess.run([sys.executable, "-c", ISOLATED, f"{entry['model']}.{entry['tag']}",
-                          str(REPO.parent / "shared")], capture_output=True, text=True, cwd=str(repo), env=env)
+                          str(REPO.parent / "shared")], capture_output=True, text=True, cwd=str(repo), env=env,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     decoder, *_, module = run.stdout.split()
     assert decoder == segzoo.model_info(entry["model"])["config"]["decoder"]
@@ -79,7 +80,7 @@ def test_predict_cli_with_a_zoo_name(entry, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     run = subprocess.run([sys.executable, "-m", "segzoo", "predict", str(tmp_path / "a.png"), "-w",
                           f"{entry['model']}.{entry['tag']}", "-o", str(tmp_path / "out")],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     ids = np.array(Image.open(tmp_path / "out" / "a.png"))
     assert ids.shape == (60, 80) and ids.max() < len(segzoo.from_pretrained(f"{entry['model']}.{entry['tag']}")
