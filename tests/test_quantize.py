@@ -20,14 +20,25 @@ onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
-def quantized():
+def workdir(tmp_path_factory):
+    """The working directory quantize runs in: onnxruntime's tools like to leave files in it."""
+    return tmp_path_factory.mktemp("cwd")
+
+
+@pytest.fixture(scope="module")
+def quantized(workdir):
     torch.manual_seed(0)
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
     g = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, 48 + 8 * i, 64), dtype=torch.uint8, generator=g) for i in range(4)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp:
         warnings.simplefilter("ignore", RuntimeWarning)  # a tiny model may well not be faster in INT8
+        mp.chdir(workdir)
         return model, segzoo.quantize(model, images, example_size=(64, 64))
+
+
+def test_leaves_nothing_in_the_working_directory(quantized, workdir):
+    assert sorted(p.name for p in workdir.iterdir()) == []
 
 
 def test_graph_is_quantized_but_the_head_stays_float(quantized):
