@@ -14,6 +14,7 @@ from helpers.hub_server import HubServer
 
 import segzoo
 from segzoo.bench.classic_unet import MilesialUNet
+from segzoo.errors import DownloadError
 from segzoo.registry import MODELS, Registry, RegistryEntry
 from segzoo.storage.format import write_weights
 from segzoo.storage.manifest import check_manifest, manifest_entry
@@ -111,6 +112,23 @@ def test_url_with_mismatched_hash_is_never_cached(tiny, monkeypatch, isolated):
         segzoo.create("tiny_zoo", pretrained=True)
     cache = isolated / "torch" / "hub" / "checkpoints" / "segzoo"
     assert not any(p.suffix == ".safetensors" for p in cache.rglob("*"))
+
+
+def test_stalled_server_is_a_download_error_not_a_hang(tiny, monkeypatch, isolated):
+    import socket
+
+    from segzoo.storage import specs
+
+    _, path, register = tiny
+    with socket.socket() as server:  # accepts the connection (the kernel's backlog), never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        register(monkeypatch, WeightSpec("toy", url=f"http://127.0.0.1:{server.getsockname()[1]}/w.safetensors",
+                                         sha256=sha(path)))
+        monkeypatch.setattr(specs, "DOWNLOAD_TIMEOUT_S", 0.5)
+        with pytest.raises(DownloadError, match=r"could not download http://127\.0\.0\.1:.*timed out"):
+            segzoo.create("tiny_zoo", pretrained=True)
+    assert not any((isolated / "torch").rglob("*.safetensors"))
 
 
 def test_spec_validation():

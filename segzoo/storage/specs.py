@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from segzoo.errors import (
     DownloadError,
@@ -28,7 +29,14 @@ from segzoo.io import atomic_path
 from segzoo.storage.format import sha256_of
 
 __all__ = [
-    "WeightSpec", "ChecksumError", "published", "weights_dir", "cache_dir", "specs_of", "spec_for", "resolve_spec",
+    "ChecksumError",
+    "WeightSpec",
+    "cache_dir",
+    "published",
+    "resolve_spec",
+    "spec_for",
+    "specs_of",
+    "weights_dir",
 ]
 
 
@@ -118,10 +126,15 @@ def _verify(path: Path, expected: str, what: str, remove: bool) -> None:
         )
 
 
-def _download(url: str, dst: Path) -> None:
-    import torch.hub
+DOWNLOAD_TIMEOUT_S = 60.0  # per connect and per read: a stalled server is an error, not a hang
 
-    torch.hub.download_url_to_file(url, str(dst), progress=False)
+
+def _download(url: str, dst: Path) -> None:
+    from urllib.request import Request, urlopen
+
+    request = Request(url, headers={"User-Agent": "segzoo"})
+    with urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(dst, "wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
 
 
 def resolve_spec(
