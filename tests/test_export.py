@@ -117,3 +117,24 @@ def test_program_parity_failure_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="exported program differs"):
         segzoo.export(model, str(tmp_path / "m.pt2"), example_size=(64, 64))
     assert not list(tmp_path.iterdir())
+
+
+TINY_SWIN_UNET = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+                  "depths": (1, 1, 1), "head_dim": 8}
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_swin_unet_exports_at_a_fixed_size_and_says_why(suffix, tmp_path):
+    from segzoo.deploy import load_program
+
+    model = segzoo.create("swin_unet_t", num_classes=3, **TINY_SWIN_UNET).eval()
+    with pytest.warns(UserWarning, match=r"SwinUNetDecoder exports at a fixed size, batch 1 x 64x96.*shifted windows"):
+        report = segzoo.export(model, str(tmp_path / f"m{suffix}"), example_size=(64, 96))
+    assert report["dynamic"] is False and all(c["max_abs_diff"] <= 1e-3 for c in report["checks"])
+    other = torch.randn(1, 3, 96, 64)
+    if suffix == ".onnx":  # onnxruntime's own error names the size the graph takes
+        with pytest.raises(Exception, match=r"Got: 96 Expected: 64"):
+            _run(tmp_path / "m.onnx", other)
+    else:
+        with pytest.raises(ValueError, match=r"64x96"):
+            load_program(tmp_path / "m.pt2")(other)

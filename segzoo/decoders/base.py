@@ -21,9 +21,12 @@ class Decoder(nn.Module):
     ``input_divisor`` is the multiple the input size must have for the decoder's
     own resampling to be exact (1: any size). ``default_output_stride`` is the
     encoder stride the design calls for (None: the encoder's natural stride).
+    ``static_export_reason``: why exporters must fix the input size for this decoder
+    (None: batch, height and width stay dynamic).
     """
 
     default_output_stride: ClassVar[int | None] = None
+    static_export_reason: ClassVar[str | None] = None
     out_channels: int
     output_reduction: int
     input_divisor: int = 1

@@ -80,6 +80,11 @@ class SwinUNetDecoder(Decoder):
     shallowest reduction returns to the input resolution.
     """
 
+    static_export_reason = (
+        "its shifted windows pad each stage to the window size, and torch 2.15's shape solver did not finish "
+        "tracing that for symbolic sizes in ten minutes"
+    )
+
     def __init__(
         self,
         encoder_channels: Sequence[int],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -95,10 +96,21 @@ def check_export_args(model: SegmentationModel, example_size: tuple[int, int]) -
     return int(h), int(w)
 
 
+def dynamic_or_why_not(model: SegmentationModel, dynamic: bool, example_size: tuple[int, int]) -> bool:
+    """``dynamic``, unless the model's decoder must export at a fixed size: then a warning that says why, and False."""
+    reason = model.decoder.static_export_reason
+    if dynamic and reason is not None:
+        warnings.warn(f"{type(model.decoder).__name__} exports at a fixed size, batch 1 x "
+                      f"{example_size[0]}x{example_size[1]} (example_size): {reason}", UserWarning, stacklevel=3)
+        return False
+    return dynamic
+
+
 def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
                 example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
     """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks."""
     h, w = check_export_args(model, example_size)
+    dynamic = dynamic_or_why_not(model, dynamic, (h, w))
     path = Path(path)
     model = model.eval()
     example = torch.randn(1, model.in_channels, h, w)

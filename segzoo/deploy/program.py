@@ -21,7 +21,12 @@ from pathlib import Path
 import torch
 from torch.export import Dim
 
-from segzoo.deploy.onnx import PARITY_ATOL, check_export_args, check_parity
+from segzoo.deploy.onnx import (
+    PARITY_ATOL,
+    check_export_args,
+    check_parity,
+    dynamic_or_why_not,
+)
 from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.models.segmentation_model import SegmentationModel
 
@@ -34,6 +39,7 @@ def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool 
                    example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
     """Export ``model`` with ``torch.export`` to ``path`` (``.pt2``), checked after a save / load round trip."""
     h, w = check_export_args(model, example_size)
+    dynamic = dynamic_or_why_not(model, dynamic, (h, w))
     path = Path(path)
     model = model.eval()
     d = model.input_divisor
