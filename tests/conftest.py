@@ -24,6 +24,11 @@ TINY_UNET = {"decoder": "unet", "encoder": "plain",
                            "upsampling": "bilinear"}}
 
 
+# swin_unet_t's overrides for a Swin-UNet small enough to build, run and export in seconds
+TINY_SWIN_UNET = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+                  "depths": (1, 1, 1), "head_dim": 8}
+
+
 def shared_weights_dir() -> Path:
     return Path(os.environ.get("SEGZOO_WEIGHTS", SHARED / "weights"))
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SWIN_UNET
 
 import segzoo
 from segzoo.cli import main
@@ -117,10 +118,6 @@ def test_program_parity_failure_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="exported program differs"):
         segzoo.export(model, str(tmp_path / "m.pt2"), example_size=(64, 64))
     assert not list(tmp_path.iterdir())
-
-
-TINY_SWIN_UNET = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
-                  "depths": (1, 1, 1), "head_dim": 8}
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".pt2"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_bn
+from conftest import TINY_SWIN_UNET, randomize_bn
 
 import segzoo
 from segzoo.fast import fold_batchnorm
@@ -20,8 +20,7 @@ def test_optimize_same_logits_and_argmax(name, encoder):
     if name == "unet_carvana":
         kw = {"encoder_params": {"widths": (8, 16, 32)}, "decoder_channels": (16, 8)}
     if name == "swin_unet_t":
-        kw = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
-              "depths": (1, 1, 1), "head_dim": 8}
+        kw = TINY_SWIN_UNET
     model = randomize_bn(segzoo.create(name, num_classes=5, **kw))
     fast = segzoo.optimize(model)
     x = torch.randn(2, 3, 61, 83)
@@ -97,9 +96,7 @@ def test_optimize_compile_swin_unet_at_two_sizes():
     """Inductor, as optimize(compile=True) runs it, on a second input size: a recompile (about 30 s here), where
     symbolic sizes (torch's default after a size change) had Swin-UNet in the shape solver for over ten minutes."""
     torch._dynamo.reset()
-    kw = {"encoder_params": {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
-          "depths": (1, 1, 1), "head_dim": 8}
-    model = segzoo.create("swin_unet_t", num_classes=3, **kw).eval()
+    model = segzoo.create("swin_unet_t", num_classes=3, **TINY_SWIN_UNET).eval()
     fast = segzoo.optimize(model, compile=True)
     for size in [(64, 64), (64, 96)]:
         x = torch.randn(1, 3, *size)
