@@ -1,9 +1,9 @@
 """Export to ONNX with dynamic batch, height and width, checked against PyTorch before the file is kept.
 
 ``segzoo.export(model, "model.onnx")`` traces the model with ``torch.onnx.export(dynamo=True)`` (``torch.export``
-underneath) at ``example_size``, then runs the graph in onnxruntime at two other sizes (one not a multiple of the
-model's input divisor, one with batch 2) and compares with the PyTorch model: max abs logit difference at most
-``atol`` and identical argmax. Only then is the file moved into place; a mismatch raises ``ExportError`` and leaves
+underneath) at a batch of 2 and about ``example_size`` (see :func:`trace_input`), then runs the graph in
+onnxruntime at three other sizes (:func:`check_sizes`) and compares with the PyTorch model: max abs logit
+difference at most ``atol`` and identical argmax. Only then is the file moved into place; a mismatch raises ``ExportError`` and leaves
 nothing behind. Needs the ``export`` extra (onnx, onnxscript, onnxruntime).
 """
 
@@ -34,11 +34,25 @@ class ExportError(SegzooError, RuntimeError):
     """The exported graph does not reproduce the PyTorch model; nothing was written."""
 
 
+def trace_input(model: SegmentationModel, example_size: tuple[int, int], dynamic: bool) -> torch.Tensor:
+    """The input an exporter traces with. Static: batch 1 at ``example_size``. Dynamic: a batch of 2 and each side
+    moved off the model's input divisor, so that the trace specialises neither a batch of 1 (UPerNet's graph then
+    failed in ``torch.export``: "Invalid ranges [2:1]") nor a zero padding."""
+    h, w = example_size
+    if not dynamic:
+        return torch.randn(1, model.in_channels, h, w)
+    d = model.input_divisor
+    return torch.randn(2, model.in_channels, h if h % d else h + d // 2 + 1, w if w % d else w + d // 2 + 1)
+
+
 def check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
-    """The (batch, height, width) sizes the export is checked at: two that differ from the example."""
+    """The (batch, height, width) sizes a dynamic export is checked at, none of them the traced one: two off the
+    input divisor (one with batch 1, one with batch 2 and about half the size) and one that is a multiple of it
+    (the most common case, and the one a guard on the padding would reject)."""
     h, w = example_size
     d = model.input_divisor
-    return [(1, h + d // 2 + 3, w + d + 5), (2, max(d, h // 2 + 7), max(d, w // 2 + 1))]
+    return [(1, h + d // 2 + 3, w + d + 5), (2, max(d + 1, h // 2 + 7), max(d + 1, w // 2 + 1)),
+            (1, d * max(2, -(-h // d)), d * max(2, -(-w // d)))]
 
 
 def check_parity(run: Callable[[torch.Tensor], np.ndarray], model: SegmentationModel,
@@ -113,7 +127,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     dynamic = dynamic_or_why_not(model, dynamic, (h, w))
     path = Path(path)
     model = model.eval()
-    example = torch.randn(1, model.in_channels, h, w)
+    example = trace_input(model, (h, w), dynamic)
     kwargs = {}
     if dynamic:
         kwargs["dynamic_shapes"] = dynamic_shapes()
@@ -130,7 +144,8 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"path": str(path), "dynamic": dynamic, "example_size": list(example_size), "checks": checks}
+    return {"path": str(path), "dynamic": dynamic, "example_size": list(example_size),
+            "traced_size": list(example.shape), "checks": checks}
 
 
 def load_source(source: str) -> SegmentationModel:

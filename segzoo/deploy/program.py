@@ -25,7 +25,9 @@ from segzoo.deploy.onnx import (
     PARITY_ATOL,
     check_export_args,
     check_parity,
+    check_sizes,
     dynamic_or_why_not,
+    trace_input,
 )
 from segzoo.errors import InvalidValueError, MissingFileError
 from segzoo.models.segmentation_model import SegmentationModel
@@ -43,12 +45,8 @@ def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool 
     path = Path(path)
     model = model.eval()
     d = model.input_divisor
-    if dynamic:  # a batch of 2 and sizes off the divisor: no 0/1 batch or zero padding is specialised
-        h, w = (h if h % d else h + d // 2 + 1), (w if w % d else w + d // 2 + 1)
-        example = torch.randn(2, model.in_channels, h, w)
-        shapes = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
-    else:
-        example, shapes = torch.randn(1, model.in_channels, h, w), None
+    example = trace_input(model, (h, w), dynamic)
+    shapes = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}} if dynamic else None
     program = torch.export.export(model, (example,), dynamic_shapes=shapes)
     limits = {"dynamic": dynamic, "min_side": d + 1 if dynamic else None, "size": None if dynamic else [h, w],
               "in_channels": model.in_channels}
@@ -58,15 +56,14 @@ def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool 
     try:
         torch.export.save(program, tmp, extra_files={LIMITS_FILE: json.dumps(limits)})
         loaded = load_program(tmp)
-        sizes = [(1, h + d // 2 + 3, w + d + 5), (3, max(d + 1, h // 2 + 7), max(d + 1, w // 2 + 1))] if dynamic \
-            else [(1, h, w)]
+        sizes = check_sizes(model, (h, w)) if dynamic else [(1, h, w)]
         with torch.inference_mode():
             checks = check_parity(lambda x: loaded(x).float().numpy(), model, sizes, atol,
                                   what="the exported program")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"path": str(path), "format": "torch.export", "dynamic": dynamic, "traced_size": [h, w],
+    return {"path": str(path), "format": "torch.export", "dynamic": dynamic, "traced_size": list(example.shape),
             "min_side": limits["min_side"], "checks": checks}
 
 

@@ -149,10 +149,16 @@ class SegmentationModel(nn.Module):
         if not x.is_floating_point():
             raise InvalidTypeError(f"expected a floating-point input (normalised image), got dtype {x.dtype}")
 
-    def _resize(self, logits: torch.Tensor, size: tuple[int, int], height: int, width: int) -> torch.Tensor:
-        if logits.shape[-2:] != size:
+    def _resize(self, logits: torch.Tensor, reduction: int, size: tuple[int, int], height: int,
+                width: int) -> torch.Tensor:
+        # Exported programs must hold at every size, so nothing here may depend on the size's value: resize by the
+        # architecture's declared reduction (comparing sizes is a guard), crop by gathering rows and columns (a
+        # cropped view's contiguity is a guard "padded width != width" that rejected sizes divisible by 32)
+        if reduction != 1:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
-        return logits[..., :height, :width]
+        rows = torch.arange(height, device=logits.device)
+        cols = torch.arange(width, device=logits.device)
+        return logits.index_select(-2, rows).index_select(-1, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes, H, W)``."""
@@ -171,8 +177,9 @@ class SegmentationModel(nn.Module):
         size = (height + pad_h, width + pad_w)
         features = self.encoder(x)
         return SegmentationOutput(
-            self._resize(self.head(self.decoder(features)), size, height, width),
-            None if self.aux_head is None else self._resize(self.aux_head(features[self.aux_index]), size, height,
+            self._resize(self.head(self.decoder(features)), self.decoder.output_reduction, size, height, width),
+            None if self.aux_head is None else self._resize(self.aux_head(features[self.aux_index]),
+                                                            self.encoder.reductions[self.aux_index], size, height,
                                                             width),
             None if self.classification_head is None else self.classification_head(features[-1]),
         )
