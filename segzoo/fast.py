@@ -164,7 +164,8 @@ def optimize(
 def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, preprocessing: Any,
                     **tiling: Any) -> torch.Tensor:
     """Class ids ``(N, H, W)`` for uint8 images (normalised with ``preprocessing``) or normalised floats.
-    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch`` of :func:`segzoo.tiling.predict_probs`."""
+    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch``, ``window`` of
+    :func:`segzoo.tiling.predict_probs`."""
     import numpy as np
 
     from segzoo.data.normalize import normalize
@@ -182,7 +183,8 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
     images = images.to(device)
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
-    if tiling.get("tile") or tiling.get("tta") or tuple(tiling.get("scales", (1.0,))) != (1.0,):
+    if (tiling.get("tile") or tiling.get("window") or tiling.get("tta")
+            or tuple(tiling.get("scales", (1.0,))) != (1.0,)):
         from segzoo.tiling import predict_probs
 
         return class_ids(predict_probs(fast, images, **tiling), probabilities=True)

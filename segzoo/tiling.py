@@ -5,6 +5,9 @@ aligned with the image's edge), windows are run in batches, and their class prob
 smooth weight that falls towards each window's border, so that seams do not show. Test-time augmentation runs the
 same over flipped (``tta``) and rescaled (``scales``) views and averages the probabilities. Memory is bounded by
 the tile and the batch, plus one probability map of the image: about ``4 * (classes + 1) * H * W`` bytes.
+
+A model that only runs at one input size (a static export, such as Swin-UNet's) predicts through ``window``: every
+view is cut into windows of exactly that size, padded by edge replication where the view is smaller.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from segzoo.errors import InvalidValueError
 from segzoo.outputs import probabilities
 
 __all__ = [
-    "TTA_VIEWS", "predict_probs", "sliding_window", "window_weight", "window_starts",
+    "TTA_VIEWS", "predict_probs", "sliding_window", "fixed_windows", "window_weight", "window_starts",
     "check_options",
 ]
 
@@ -68,13 +71,15 @@ def _probs(fn: Logits, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def sliding_window(fn: Logits, image: torch.Tensor, tile: int, overlap: float = 0.25, batch: int = 4
-                   ) -> torch.Tensor:
-    """Probabilities ``(1, K, H, W)`` of one normalised image ``(1, C, H, W)`` by blended ``tile`` windows."""
+def sliding_window(fn: Logits, image: torch.Tensor, tile: int | tuple[int, int], overlap: float = 0.25,
+                   batch: int = 4) -> torch.Tensor:
+    """Probabilities ``(1, K, H, W)`` of one normalised image ``(1, C, H, W)`` by blended ``tile`` windows
+    (square, or ``(height, width)``; a window never exceeds the image)."""
     _, _, height, width = image.shape
-    th, tw = min(tile, height), min(tile, width)
-    stride = max(1, int(round(tile * (1 - overlap))))
-    boxes = [(y, x) for y in window_starts(height, th, stride) for x in window_starts(width, tw, stride)]
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    th, tw = min(tile_h, height), min(tile_w, width)
+    boxes = [(y, x) for y in window_starts(height, th, max(1, int(round(tile_h * (1 - overlap)))))
+             for x in window_starts(width, tw, max(1, int(round(tile_w * (1 - overlap)))))]
     weight = window_weight(th, tw, image.device)
     probs = weight_sum = None
     for first in range(0, len(boxes), batch):
@@ -90,13 +95,29 @@ def sliding_window(fn: Logits, image: torch.Tensor, tile: int, overlap: float = 
     return probs / weight_sum
 
 
+def fixed_windows(fn: Logits, image: torch.Tensor, window: tuple[int, int], overlap: float = 0.25,
+                  batch: int = 4) -> torch.Tensor:
+    """:func:`sliding_window` for an ``fn`` that only takes ``window``-sized inputs: the image is first padded (edge
+    pixels repeated) to at least the window, so that every window has exactly that size."""
+    _, _, height, width = image.shape
+    pad_h, pad_w = max(0, window[0] - height), max(0, window[1] - width)
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+    return sliding_window(fn, image, window, overlap, batch)[..., :height, :width]
+
+
 @torch.inference_mode()
 def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, overlap: float = 0.25,
-                  tta: Sequence[str] = (), scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
+                  tta: Sequence[str] = (), scales: Sequence[float] = (1.0,), batch: int = 4,
+                  window: tuple[int, int] | None = None) -> torch.Tensor:
     """Class probabilities ``(N, K, H, W)`` of normalised images ``(N, C, H, W)``, averaged over the identity view,
     each flip in ``tta`` and each scale in ``scales``; each view is tiled when ``tile`` is set and the view is
-    larger than a tile. ``fn`` maps a batch of images to logits of the same size (a model's forward)."""
+    larger than a tile. ``fn`` maps a batch of images to logits of the same size (a model's forward). ``window``
+    (instead of ``tile``): ``fn`` takes only inputs of that (height, width); see :func:`fixed_windows`."""
     check_options(tile, overlap, tta, scales, batch)
+    if window is not None and tile is not None:
+        raise InvalidValueError(f"tile={tile} and window={window} exclude each other: a model that takes only "
+                                f"{window[0]}x{window[1]} inputs is tiled with windows of that size")
     results = []
     for image in images.split(1):
         size = image.shape[-2:]
@@ -106,7 +127,9 @@ def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, 
                                                             align_corners=False)
             for flip in (None, *tta):
                 view = scaled.flip(_FLIP_DIMS[flip]) if flip else scaled
-                if tile is not None and max(view.shape[-2:]) > tile:
+                if window is not None:
+                    probs = fixed_windows(fn, view, window, overlap, batch)
+                elif tile is not None and max(view.shape[-2:]) > tile:
                     probs = sliding_window(fn, view, tile, overlap, batch)
                 else:
                     probs = _probs(fn, view)

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SWIN_UNET
 
 import segzoo
 from segzoo.cli import main
@@ -77,6 +78,30 @@ def test_predict_contract_with_tiling_and_save_load(quantized, tmp_path):
     with pytest.raises(ValueError, match="without segzoo metadata"):
         onnx.save(onnx.load_from_string(q.onnx_bytes), str(tmp_path / "plain.onnx"))
         QuantizedModel.load(tmp_path / "plain.onnx")
+
+
+def test_fixed_size_model_calibrates_and_predicts_through_windows_of_its_size(workdir, tmp_path):
+    """Swin-UNet exports static: calibration images of any size are windowed to it, predict() tiles any image
+    with windows of that size (smaller images padded), and the size survives save / load."""
+    torch.manual_seed(0)
+    model = segzoo.create("swin_unet_t", num_classes=3, **TINY_SWIN_UNET).eval()
+    g = torch.Generator().manual_seed(2)
+    images = [torch.randint(0, 256, size, dtype=torch.uint8, generator=g) for size in [(3, 40, 50), (3, 80, 130)]]
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp:
+        warnings.simplefilter("ignore")  # the fixed-size export warning (tested in test_export) and INT8 speed
+        mp.chdir(workdir)
+        q = quantize(model, images, example_size=(64, 96))
+    assert q.fixed_size == (64, 96) and q.report["fixed_size"] == [64, 96]
+    with pytest.raises(ValueError, match=r"only 64x96 inputs.*got 70x90"):
+        q(torch.randn(1, 3, 70, 90))
+    for size in [(70, 150, 3), (40, 50, 3)]:  # larger than the window in one side, smaller in both
+        image = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
+        ids = q.predict(image, tta=("hflip",))
+        assert ids.shape == (1, *size[:2]) and 0 <= int(ids.min()) and int(ids.max()) < 3
+    loaded = QuantizedModel.load(q.save(tmp_path / "swin.int8.onnx"))
+    assert loaded.fixed_size == (64, 96) and torch.equal(loaded.predict(image), q.predict(image))
+    with pytest.raises(ValueError, match=r"tile=32 and window=\(64, 96\) exclude each other"):
+        q.predict(image, tile=32)
 
 
 def test_cpu_flags_decide_seven_bit_weights():

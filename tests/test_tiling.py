@@ -126,3 +126,22 @@ def test_cli_tiles_large_images_by_default():
     assert _tile("auto") == "auto" and _tile("none") is None and _tile("384") == 384
     with pytest.raises(Exception, match="'auto' or 'none', got 'big'"):
         _tile("big")
+
+
+@pytest.mark.parametrize("size", [(50, 130), (20, 30), (40, 60)])
+def test_fixed_windows_give_the_model_only_its_size_and_agree_with_a_whole_pass(size):
+    """A model that takes only 40x60 inputs (a static export) predicts any image through windows of exactly that
+    size, smaller images padded; for a pointwise model the blend equals the whole-image probabilities."""
+    model = Pointwise()
+    seen: list[tuple[int, int]] = []
+
+    def fixed(x):
+        seen.append(tuple(x.shape[-2:]))
+        return model(x)
+
+    image = torch.randn(2, 3, *size)
+    probs = predict_probs(fixed, image, window=(40, 60), tta=("hflip",))
+    assert set(seen) == {(40, 60)} and probs.shape == (2, 3, *size)
+    torch.testing.assert_close(probs, torch.softmax(model(image), 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(InvalidValueError, match=r"tile=32 and window=\(40, 60\) exclude each other"):
+        predict_probs(fixed, image, window=(40, 60), tile=32)

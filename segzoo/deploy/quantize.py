@@ -9,6 +9,10 @@ carry the class scores. On CPUs without VNNI (AVX512-VNNI, AVX-VNNI or AMX) weig
 :class:`QuantizedModel` with the model's ``predict`` contract (tiling and TTA included) and ``save(path)``; its
 report gives the class-id agreement with the fp32 model on the calibration images and the measured speed of
 INT8 against fp32 onnxruntime (a warning when INT8 is slower). Needs the ``export`` extra.
+
+An architecture that exports at a fixed size (Swin-UNet; see ``Decoder.static_export_reason``) gives a fixed-size
+INT8 graph: it calibrates on the centre window of that size of each image, and ``predict`` runs any image through
+windows of that size (``QuantizedModel.fixed_size``, kept by ``save`` / ``load``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segzoo.config import ModelMeta
 from segzoo.data.normalize import normalize
@@ -70,18 +75,34 @@ class QuantizedModel:
         self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The only (height, width) the graph takes when its architecture exports static (Swin-UNet), else None."""
+        size = self.report.get("fixed_size")
+        return None if size is None else (int(size[0]), int(size[1]))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)`` of a normalised float batch (CPU)."""
-        out = self.session.run(None, {self.input_name: x.detach().float().cpu().numpy()})[0]
-        return torch.from_numpy(out)
+        """Logits ``(N, num_classes, H, W)`` of a normalised float batch (CPU); a fixed-size graph runs the batch
+        one image at a time."""
+        fixed = self.fixed_size
+        if fixed is not None and tuple(x.shape[-2:]) != fixed:
+            raise InvalidValueError(f"this INT8 model takes only {fixed[0]}x{fixed[1]} inputs (its architecture "
+                                    f"exports at a fixed size), got {x.shape[-2]}x{x.shape[-1]}; predict() "
+                                    "tiles images of any size with windows of that size")
+        x = x.detach().float().cpu().numpy()
+        if fixed is not None:  # a static graph also has batch 1
+            return torch.from_numpy(np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0]
+                                                    for i in range(len(x))]))
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
     def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
                 scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
-        """Class ids ``(N, H, W)``, as ``SegmentationModel.predict`` (same inputs, tiling and TTA)."""
+        """Class ids ``(N, H, W)``, as ``SegmentationModel.predict`` (same inputs, tiling and TTA). A fixed-size
+        model always predicts through windows of its size (``tile`` must then be left unset)."""
         from segzoo.fast import predict_classes
 
         return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
-                               scales=tuple(scales), batch=batch)
+                               scales=tuple(scales), batch=batch, window=self.fixed_size)
 
     def save(self, path: str | Path) -> Path:
         """Write the INT8 ONNX file (classes, preprocessing and this report in its metadata), atomically."""
@@ -126,6 +147,16 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
         raise InvalidValueError(f"calibration image {index}: expected uint8 (C, H, W), got {image.dtype} "
                                 f"{tuple(image.shape)}")
     return image
+
+
+def _centre_window(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The centre ``size`` window of a normalised ``(1, C, H, W)`` image, edge pixels repeated where it is smaller
+    (as :func:`segzoo.tiling.fixed_windows` pads at prediction)."""
+    pad_h, pad_w = max(0, size[0] - x.shape[-2]), max(0, size[1] - x.shape[-1])
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]].contiguous()
 
 
 class _Reader:
@@ -207,10 +238,14 @@ def quantize(
     cpu = cpu_int8_support()
     reduce_range = cpu["reduce_range"] if reduce_range is None else bool(reduce_range)
     model = model.eval()
-    inputs = [normalize(image.unsqueeze(0), model.meta.preprocessing).float().numpy() for image in images]
+    inputs = [normalize(image.unsqueeze(0), model.meta.preprocessing).float() for image in images]
     with tempfile.TemporaryDirectory(prefix="segzoo-quantize-") as tmp:
         fp32, prepared, int8 = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         export = export_onnx(model, fp32, dynamic=True, opset=opset, example_size=example_size, atol=PARITY_ATOL)
+        fixed_size = None if export["dynamic"] else tuple(example_size)
+        if fixed_size is not None:  # a static graph calibrates on windows of its size, as it will predict
+            inputs = [_centre_window(x, fixed_size) for x in inputs]
+        inputs = [x.numpy() for x in inputs]
         # shape inference and graph optimisation, as onnxruntime advises; symbolic shapes fail on dynamic H, W
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         kept_float = _float_tail(prepared)
@@ -223,7 +258,8 @@ def quantize(
         )
         session_fp32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
         onnx_bytes = int8.read_bytes()
-    q = QuantizedModel(onnx_bytes, model.meta, model.num_classes, {})
+    q = QuantizedModel(onnx_bytes, model.meta, model.num_classes,
+                       {"fixed_size": None if fixed_size is None else list(fixed_size)})
     agree = []
     for x in inputs:
         with torch.inference_mode():
@@ -235,7 +271,7 @@ def quantize(
                       f"{inputs[0].shape[2]}x{inputs[0].shape[3]} image in onnxruntime; CPU int8 flags: "
                       f"{cpu['flags'] or 'none'}): keep the float model", RuntimeWarning, stacklevel=2)
     q.report = {
-        "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
+        "fixed_size": q.report["fixed_size"], "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
         "calibration_images": len(images), "kept_float": len(kept_float), "fp32_export_checks": export["checks"],
         "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
         "onnxruntime_ms": {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2)},
