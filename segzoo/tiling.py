@@ -78,8 +78,8 @@ def sliding_window(fn: Logits, image: torch.Tensor, tile: int | tuple[int, int],
     _, _, height, width = image.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     th, tw = min(tile_h, height), min(tile_w, width)
-    boxes = [(y, x) for y in window_starts(height, th, max(1, int(round(tile_h * (1 - overlap)))))
-             for x in window_starts(width, tw, max(1, int(round(tile_w * (1 - overlap)))))]
+    boxes = [(y, x) for y in window_starts(height, th, max(1, round(tile_h * (1 - overlap))))
+             for x in window_starts(width, tw, max(1, round(tile_w * (1 - overlap))))]
     weight = window_weight(th, tw, image.device)
     probs = weight_sum = None
     for first in range(0, len(boxes), batch):
