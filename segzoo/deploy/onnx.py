@@ -3,8 +3,8 @@
 ``segzoo.export(model, "model.onnx")`` traces the model with ``torch.onnx.export(dynamo=True)`` (``torch.export``
 underneath) at a batch of 2 and about ``example_size`` (see :func:`trace_input`), then runs the graph in
 onnxruntime at three other sizes (:func:`check_sizes`) and compares with the PyTorch model: max abs logit
-difference at most ``atol`` and identical argmax. Only then is the file moved into place; a mismatch raises ``ExportError`` and leaves
-nothing behind. Needs the ``export`` extra (onnx, onnxscript, onnxruntime).
+difference at most ``atol`` and identical argmax. Only then is the file moved into place; a mismatch raises
+``ExportError`` and leaves nothing behind. Needs the ``export`` extra (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations

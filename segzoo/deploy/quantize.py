@@ -258,8 +258,8 @@ def quantize(
         )
         session_fp32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
         onnx_bytes = int8.read_bytes()
-    q = QuantizedModel(onnx_bytes, model.meta, model.num_classes,
-                       {"fixed_size": None if fixed_size is None else list(fixed_size)})
+    fixed = {"fixed_size": None if fixed_size is None else list(fixed_size)}
+    q = QuantizedModel(onnx_bytes, model.meta, model.num_classes, fixed)
     agree = []
     for x in inputs:
         with torch.inference_mode():
@@ -271,7 +271,7 @@ def quantize(
                       f"{inputs[0].shape[2]}x{inputs[0].shape[3]} image in onnxruntime; CPU int8 flags: "
                       f"{cpu['flags'] or 'none'}): keep the float model", RuntimeWarning, stacklevel=2)
     q.report = {
-        "fixed_size": q.report["fixed_size"], "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
+        **fixed, "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
         "calibration_images": len(images), "kept_float": len(kept_float), "fp32_export_checks": export["checks"],
         "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
         "onnxruntime_ms": {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2)},
