@@ -68,6 +68,34 @@ def test_cli_exports_a_weights_file_and_refuses_to_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
 
 
+def test_adaptive_pooling_layer_matches_torch_and_exports_at_every_size(tmp_path):
+    """segzoo.layers.AdaptiveAvgPool2d: nn.AdaptiveAvgPool2d's values, and an ONNX graph that holds at sizes that
+    do not divide evenly (nn.AdaptiveAvgPool2d's graph gathered out of range there: UPerNet's pyramid pooling)."""
+    from segzoo.layers import AdaptiveAvgPool2d
+
+    for size in [(4, 5), (7, 13), (1, 1), (3, 2)]:
+        x = torch.randn(2, 4, *size) * 10
+        for bins in (1, 2, 3, 6, (2, 5)):
+            torch.testing.assert_close(AdaptiveAvgPool2d(bins)(x), torch.nn.AdaptiveAvgPool2d(bins)(x),
+                                       atol=1e-5, rtol=1e-5)
+
+    class Pyramid(torch.nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.pool = pool
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(self.pool(x), size=x.shape[-2:], mode="bilinear")
+
+    from torch.export import Dim
+    shapes = {"x": {0: Dim("batch", min=1, max=8), 2: Dim("height", min=2, max=512), 3: Dim("width", min=2, max=512)}}
+    torch.onnx.export(Pyramid(AdaptiveAvgPool2d(6)), (torch.randn(2, 3, 4, 5),), tmp_path / "p.onnx", dynamo=True,
+                      input_names=["x"], dynamic_shapes=shapes, verbose=False)
+    for size in [(5, 7), (13, 6), (4, 5)]:
+        x = torch.randn(1, 3, *size)
+        assert np.abs(_run(tmp_path / "p.onnx", x) - Pyramid(torch.nn.AdaptiveAvgPool2d(6))(x).numpy()).max() < 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
 @pytest.mark.parametrize("name", [n for n in segzoo.list_models()])

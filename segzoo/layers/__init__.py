@@ -3,9 +3,11 @@
 from segzoo.layers.aspp import ASPP
 from segzoo.layers.conv import ConvBNReLU, DoubleConv, SeparableConv2d
 from segzoo.layers.heads import AuxHead, ClassificationHead, SegmentationHead
+from segzoo.layers.pooling import AdaptiveAvgPool2d
 
 __all__ = [
     "ASPP",
+    "AdaptiveAvgPool2d",
     "AuxHead",
     "ClassificationHead",
     "ConvBNReLU",

@@ -9,16 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo import Decoder
-from segzoo.layers import ConvBNReLU
+from segzoo.layers import AdaptiveAvgPool2d, ConvBNReLU
 
 
 class PyramidPooling(nn.Module):
-    """PSPNet's pyramid pooling module: pooled context at several scales, concatenated and fused."""
+    """PSPNet's pyramid pooling module: pooled context at several scales, concatenated and fused. Pools with
+    segzoo's exportable ``AdaptiveAvgPool2d`` (the same values), so that ONNX graphs hold at every size."""
 
     def __init__(self, in_channels: int, channels: int, scales: Sequence[int]) -> None:
         super().__init__()
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvBNReLU(in_channels, channels, 1)) for s in scales
+            nn.Sequential(AdaptiveAvgPool2d(s), ConvBNReLU(in_channels, channels, 1)) for s in scales
         )
         self.fuse = ConvBNReLU(in_channels + len(scales) * channels, channels, 3)
 
