@@ -89,8 +89,8 @@ def test_adaptive_pooling_layer_matches_torch_and_exports_at_every_size(tmp_path
 
     from torch.export import Dim
     shapes = {"x": {0: Dim("batch", min=1, max=8), 2: Dim("height", min=2, max=512), 3: Dim("width", min=2, max=512)}}
-    torch.onnx.export(Pyramid(AdaptiveAvgPool2d(6)), (torch.randn(2, 3, 4, 5),), tmp_path / "p.onnx", dynamo=True,
-                      input_names=["x"], dynamic_shapes=shapes, verbose=False)
+    torch.onnx.export(Pyramid(AdaptiveAvgPool2d(6)).eval(), (torch.randn(2, 3, 4, 5),), tmp_path / "p.onnx",
+                      dynamo=True, input_names=["x"], dynamic_shapes=shapes, verbose=False)
     for size in [(5, 7), (13, 6), (4, 5)]:
         x = torch.randn(1, 3, *size)
         assert np.abs(_run(tmp_path / "p.onnx", x) - Pyramid(torch.nn.AdaptiveAvgPool2d(6))(x).numpy()).max() < 1e-5
