@@ -92,7 +92,7 @@ def sliding_window(fn: Logits, image: torch.Tensor, tile: int | tuple[int, int],
         for (y, x), p in zip(chunk, out):
             probs[0, :, y:y + th, x:x + tw] += p * weight
             weight_sum[y:y + th, x:x + tw] += weight
-    return probs / weight_sum
+    return probs.div_(weight_sum)  # in place: the map is the largest tensor of a tiled prediction
 
 
 def fixed_windows(fn: Logits, image: torch.Tensor, window: tuple[int, int], overlap: float = 0.25,
@@ -137,7 +137,7 @@ def predict_probs(fn: Logits, images: torch.Tensor, *, tile: int | None = None, 
                     probs = probs.flip(_FLIP_DIMS[flip])
                 if probs.shape[-2:] != size:
                     probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-                total = probs if total is None else total + probs
+                total = probs if total is None else total.add_(probs)
                 views += 1
-        results.append(total / views)
-    return torch.cat(results)
+        results.append(total.div_(views))
+    return results[0] if len(results) == 1 else torch.cat(results)  # one image: no copy of its map
