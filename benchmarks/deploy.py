@@ -118,18 +118,25 @@ def tiling_modes(weights: str, recipe_name: str, tile: int) -> dict:
 
 
 _MEMORY_PROBE = """
-import json, resource, sys, time, numpy as np, torch, segzoo
+import json, sys, time, numpy as np, torch, segzoo
+# /proc's VmRSS / VmHWM, not getrusage: ru_maxrss survives execve, so a child of the benchmark (whose own peak
+# is larger) read its parent's peak before and after, and reported 0 MiB
+def mib(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
 model = segzoo.from_pretrained(sys.argv[1]).eval()
 side, tile = int(sys.argv[2]), int(sys.argv[3])
 model.predict(np.zeros((tile, tile, 3), np.uint8), tile=tile)  # warm-up: one window's worth of memory
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = mib("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current RSS
 image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 start = time.perf_counter()
 ids = model.predict(image, tile=tile, overlap=0.25)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = mib("VmHWM")
 print(json.dumps({"side": side, "tile": tile, "seconds": round(seconds, 1), "shape": list(ids.shape),
-                  "peak_rss_above_model_mib": round((peak - base) / 1024, 1),
+                  "peak_rss_above_model_mib": round(peak - base, 1),
                   "image_and_ids_mib": round((image.nbytes + ids.numel() * 8) / 2**20, 1)}))
 """
 
