@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="class-id PNGs and coloured overlays for images or folders")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--weights", "-w", required=True)
+    p.add_argument("--weights", "-w", required=True,
+                   help="weights (file, folder, model.tag, hf-hub:org/name) or an INT8 .onnx from segzoo quantize")
     p.add_argument("--output", "-o", default="predictions")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -21,10 +21,15 @@ __all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classe
 
 def load_for_inference(weights: str | Path):
     """``(model, eval transform)``: the evaluation transform saved beside the weights, else the default one.
-    Normalisation comes from the model's preprocessing metadata, as in training."""
+    Normalisation comes from the model's preprocessing metadata, as in training. An ``.onnx`` file is an INT8
+    model written by ``segzoo quantize`` (a :class:`~segzoo.deploy.QuantizedModel`, CPU only)."""
     import segzoo
     from segzoo.data.transforms import eval_preset, from_dict
 
+    if Path(weights).suffix.lower() == ".onnx":
+        from segzoo.deploy import QuantizedModel
+
+        return QuantizedModel.load(weights), eval_preset()
     model = segzoo.from_pretrained(weights).eval()
     path = Path(weights)
     folder = path if path.is_dir() else path.parent
@@ -101,13 +106,19 @@ def predict_files(
                                 "(overwrite=True) to replace them, or another output folder")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    model = model.to(device).eval()
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    elif torch.device(device).type != "cpu":
+        raise InvalidValueError(f"an INT8 ONNX model runs on the CPU (onnxruntime), not on device {str(device)!r}")
+    window = getattr(model, "fixed_size", None)  # a fixed-size INT8 graph: windows of its size replace tiles
     colours = palette(model.num_classes, model.meta.class_colours)[:-1]
     written = []
     for path in files:
         image = read_image(path)
         x = transform(image=image)["image"].unsqueeze(0).to(device)
         options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else tiling
+        if window is not None:
+            options = {**options, "tile": None if auto else options.get("tile"), "window": window}
         probs = predict_probs(model, normalize(x, model.meta.preprocessing), **options)
         if probs.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
             probs = torch.nn.functional.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)

@@ -100,8 +100,28 @@ def test_fixed_size_model_calibrates_and_predicts_through_windows_of_its_size(wo
         assert ids.shape == (1, *size[:2]) and 0 <= int(ids.min()) and int(ids.max()) < 3
     loaded = QuantizedModel.load(q.save(tmp_path / "swin.int8.onnx"))
     assert loaded.fixed_size == (64, 96) and torch.equal(loaded.predict(image), q.predict(image))
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "small.png")  # segzoo predict: windows of 64x96 replace --tile auto
+    assert main(["predict", str(tmp_path / "small.png"), "-w", str(tmp_path / "swin.int8.onnx"),
+                 "-o", str(tmp_path / "out")]) == 0
+    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "small.png")), q.predict(image)[0].numpy())
     with pytest.raises(ValueError, match=r"tile=32 and window=\(64, 96\) exclude each other"):
         q.predict(image, tile=32)
+
+
+def test_cli_predict_runs_an_int8_file(quantized, tmp_path):
+    from PIL import Image
+
+    _, q = quantized
+    path = q.save(tmp_path / "m.int8.onnx")
+    image = np.random.default_rng(3).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "-w", str(path), "-o", str(tmp_path / "out"),
+                 "--tile", "32", "--tta", "hflip"]) == 0
+    written = np.array(Image.open(tmp_path / "out" / "a.png"))
+    assert np.array_equal(written, q.predict(image, tile=32, tta=("hflip",))[0].numpy())
+    assert (tmp_path / "out" / "a_overlay.png").is_file()
 
 
 def test_cpu_flags_decide_seven_bit_weights():
