@@ -123,6 +123,11 @@ def test_torch_export_program_matches_pytorch_at_other_sizes(name, kwargs, tmp_p
     for x in (torch.randn(1, 3, 83, 45), torch.randn(2, 3, 64, 128)):
         with torch.no_grad():
             torch.testing.assert_close(program(x), model(x), atol=1e-4, rtol=1e-4)
+    from segzoo.tiling import predict_probs  # programs tile like the model
+
+    x = torch.randn(1, 3, 90, 140)
+    torch.testing.assert_close(predict_probs(program, x, tile=48, tta=("hflip",)),
+                               predict_probs(model, x, tile=48, tta=("hflip",)), atol=1e-4, rtol=1e-4)
     low = model.input_divisor + 1
     assert program.limits["min_side"] == low
     with pytest.raises(ValueError, match=rf"at least {low}x{low} pixels, got 83x{low - 1}"):
