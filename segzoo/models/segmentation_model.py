@@ -152,13 +152,16 @@ class SegmentationModel(nn.Module):
     def _resize(self, logits: torch.Tensor, reduction: int, size: tuple[int, int], height: int,
                 width: int) -> torch.Tensor:
         # Exported programs must hold at every size, so nothing here may depend on the size's value: resize by the
-        # architecture's declared reduction (comparing sizes is a guard), crop by gathering rows and columns (a
-        # cropped view's contiguity is a guard "padded width != width" that rejected sizes divisible by 32)
+        # architecture's declared reduction (comparing sizes is a guard). While exporting, crop by gathering rows
+        # and columns: a cropped view's contiguity is a guard "padded width != width" that rejected sizes divisible
+        # by 32. Eagerly the view is free, where the gather costs copies (+130 ms per 8x352x352 training step).
         if reduction != 1:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
-        rows = torch.arange(height, device=logits.device)
-        cols = torch.arange(width, device=logits.device)
-        return logits.index_select(-2, rows).index_select(-1, cols)
+        if torch.compiler.is_exporting():
+            rows = torch.arange(height, device=logits.device)
+            cols = torch.arange(width, device=logits.device)
+            return logits.index_select(-2, rows).index_select(-1, cols)
+        return logits[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes, H, W)``."""
