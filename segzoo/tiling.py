@@ -22,8 +22,8 @@ from segzoo.errors import InvalidValueError
 from segzoo.outputs import probabilities
 
 __all__ = [
-    "TTA_VIEWS", "predict_probs", "sliding_window", "fixed_windows", "window_weight", "window_starts",
-    "check_options",
+    "TTA_VIEWS", "predict_probs", "sliding_window", "fixed_windows", "pad_to_at_least", "window_weight",
+    "window_starts", "check_options",
 ]
 
 TTA_VIEWS = ("hflip", "vflip")
@@ -95,15 +95,18 @@ def sliding_window(fn: Logits, image: torch.Tensor, tile: int | tuple[int, int],
     return probs.div_(weight_sum)  # in place: the map is the largest tensor of a tiled prediction
 
 
+def pad_to_at_least(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``image`` (N, C, H, W) padded at the bottom / right, edge pixels repeated, to at least ``size``."""
+    pad_h, pad_w = max(0, size[0] - image.shape[-2]), max(0, size[1] - image.shape[-1])
+    return F.pad(image, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else image
+
+
 def fixed_windows(fn: Logits, image: torch.Tensor, window: tuple[int, int], overlap: float = 0.25,
                   batch: int = 4) -> torch.Tensor:
     """:func:`sliding_window` for an ``fn`` that only takes ``window``-sized inputs: the image is first padded (edge
     pixels repeated) to at least the window, so that every window has exactly that size."""
-    _, _, height, width = image.shape
-    pad_h, pad_w = max(0, window[0] - height), max(0, window[1] - width)
-    if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-    return sliding_window(fn, image, window, overlap, batch)[..., :height, :width]
+    height, width = image.shape[-2:]
+    return sliding_window(fn, pad_to_at_least(image, window), window, overlap, batch)[..., :height, :width]
 
 
 @torch.inference_mode()

@@ -26,7 +26,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segzoo.config import ModelMeta
 from segzoo.data.normalize import normalize
@@ -35,6 +34,7 @@ from segzoo.errors import InvalidTypeError, InvalidValueError, MissingFileError
 from segzoo.io import atomic_path
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.outputs import class_ids
+from segzoo.tiling import pad_to_at_least
 
 __all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "CALIBRATION_METHODS"]
 
@@ -152,9 +152,7 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
 def _centre_window(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The centre ``size`` window of a normalised ``(1, C, H, W)`` image, edge pixels repeated where it is smaller
     (as :func:`segzoo.tiling.fixed_windows` pads at prediction)."""
-    pad_h, pad_w = max(0, size[0] - x.shape[-2]), max(0, size[1] - x.shape[-1])
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    x = pad_to_at_least(x, size)
     top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
     return x[..., top:top + size[0], left:left + size[1]].contiguous()
 
