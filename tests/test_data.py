@@ -230,3 +230,50 @@ def test_quarter_turns_move_image_and_mask_together():
     assert len(seen) == 4
     with pytest.raises(ValueError, match="rotate90 needs a square crop, got crop_size 64x48"):
         train_preset((64, 48), rotate90=True)
+
+
+def test_focus_crops_land_on_rare_classes_and_keep_image_and_mask_aligned():
+    """focus_p=1: every crop holds a pixel of a focus class present in the mask; uniform crops mostly miss it."""
+    mask = np.zeros((400, 400), np.uint8)
+    mask[300:304, 40:44] = 2  # a 4x4 patch of class 2: 0.01% of the pixels
+    mask[10:12, 380:382] = 3  # class 3 is present but not a focus class
+    image = np.stack([mask * 60] * 3, -1).astype(np.uint8)
+    hits = {}
+    for scale in ((0.75, 1.25), (1.0, 1.0)):  # at scale 1 the image is not resampled: it must equal the mask
+        focused = train_preset(48, scale=scale, hflip=False, colour_jitter=0.0, focus_classes=(2, 5), focus_p=1.0)
+        uniform = train_preset(48, scale=scale, hflip=False, colour_jitter=0.0)
+        for seed in range(40):
+            for name, t in (("focused", focused), ("uniform", uniform)):
+                t.set_random_seed(seed)
+                out = t(image=image, mask=mask)
+                m = np.asarray(out["mask"])
+                assert m.shape == (48, 48)
+                hits[name, scale] = hits.get((name, scale), 0) + int((m == 2).any())
+                if scale == (1.0, 1.0):
+                    assert (out["image"][0].numpy() == m * 60).all()
+        assert hits["focused", scale] == 40
+        assert hits["uniform", scale] < 10
+    # a mask without any focus class gets uniform crops (no error); the same seed gives the same crop
+    plain = np.zeros((100, 100), np.uint8)
+    focused.set_random_seed(1)
+    a = np.asarray(focused(image=np.stack([plain] * 3, -1), mask=plain)["mask"])
+    assert a.shape == (48, 48) and set(np.unique(a)) == {0}
+    focused.set_random_seed(4)
+    b = focused(image=image, mask=mask)
+    again = from_dict(to_dict(focused))  # focus settings survive serialisation
+    again.set_random_seed(4)
+    assert np.array_equal(np.asarray(again(image=image, mask=mask)["mask"]), np.asarray(b["mask"]))
+
+
+def test_focus_crops_bad_settings_are_named():
+    with pytest.raises(ValueError, match="focus_p 0.5 needs focus_classes"):
+        train_preset(32, focus_p=0.5)
+    with pytest.raises(ValueError, match=r"focus_p must be in \[0, 1\], got 1.5"):
+        train_preset(32, focus_classes=(1,), focus_p=1.5)
+    from segzoo.training.recipe import AugmentConfig
+
+    aug = AugmentConfig(focus_classes=["road", "pole"], focus_p=0.5)
+    with pytest.raises(ValueError, match=r"augment.focus_classes names \['pole'\].*\['road', 'sky'\]"):
+        aug.train_transform(255, ["road", "sky"])
+    crop = AugmentConfig(focus_classes=["sky"], focus_p=0.5).train_transform(255, ["road", "sky"]).transforms[0]
+    assert crop.focus_classes == (1,) and crop.focus_p == 0.5

@@ -100,17 +100,28 @@ class AugmentConfig:
     vflip: bool = False
     rotate90: bool = False  # random quarter turns: for overhead imagery
     colour_jitter: float = 0.2
+    # class-aware crops: this share of the training crops is placed over a pixel of one of these classes
+    # (names from data.classes), for classes too rare for uniform crops to show often
+    focus_classes: list[str] = field(default_factory=list)
+    focus_p: float = 0.0
     eval_max_size: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def preprocessing_config(self) -> Preprocessing:
         return Preprocessing.from_dict(self.preprocessing) if self.preprocessing else Preprocessing()
 
-    def train_transform(self, ignore_index: int):
+    def train_transform(self, ignore_index: int, classes: Sequence[str] = ()):
+        """The training preset; ``classes`` (the data's class names) resolve ``focus_classes`` to ids."""
         from segzoo.data.transforms import train_preset
 
+        unknown = [name for name in self.focus_classes if name not in classes]
+        if unknown:
+            raise InvalidValueError(f"augment.focus_classes names {unknown}, which are not among the data's "
+                                    f"classes {list(classes)}")
         return train_preset(self.crop_size, tuple(self.scale), self.hflip, self.vflip, self.colour_jitter,
-                            ignore_index, rotate90=self.rotate90)
+                            ignore_index, rotate90=self.rotate90,
+                            focus_classes=tuple(list(classes).index(name) for name in self.focus_classes),
+                            focus_p=self.focus_p)
 
     def eval_transform(self):
         from segzoo.data.transforms import eval_preset

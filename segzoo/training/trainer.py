@@ -193,7 +193,7 @@ class Trainer:
         train_pairs, val_pairs = build_pairs(data, "train"), build_pairs(data, "val")
         scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())  # every bad mask, before any work
         self.train_set = SegmentationDataset(
-            train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index), cfg.seed
+            train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes), cfg.seed
         )
         self.val_set = SegmentationDataset(val_pairs, data.decoder(), recipe.augment.eval_transform())
 
