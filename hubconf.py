@@ -95,3 +95,23 @@ def unet_r34(pretrained=False, **kwargs):
 def unet_r50(pretrained=False, **kwargs):
     """U-Net on ResNet-50, the structure of smp's Unet('resnet50')."""
     return _create("unet_r50", pretrained, kwargs)
+
+
+def unet_lite0(pretrained=False, **kwargs):
+    """U-Net on EfficientNet-Lite0 (timm efficientnet_lite0: PyTorch padding, ReLU6, no squeeze-excitation)."""
+    return _create("unet_lite0", pretrained, kwargs)
+
+
+def unet_lite2(pretrained=False, **kwargs):
+    """U-Net on EfficientNet-Lite2 (timm efficientnet_lite2: PyTorch padding, ReLU6, no squeeze-excitation)."""
+    return _create("unet_lite2", pretrained, kwargs)
+
+
+def deeplabv3plus_lite0(pretrained=False, **kwargs):
+    """DeepLabV3+ on EfficientNet-Lite0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _create("deeplabv3plus_lite0", pretrained, kwargs)
+
+
+def deeplabv3plus_lite2(pretrained=False, **kwargs):
+    """DeepLabV3+ on EfficientNet-Lite2: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _create("deeplabv3plus_lite2", pretrained, kwargs)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_path", "load_weights_only", "env_flag", "TRUE_VALUES", "StateFit"]
+__all__ = ["atomic_path", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES", "StateFit"]
 
 
 def _mode_for(path: Path) -> int:
@@ -71,6 +71,24 @@ def load_weights_only(path: str | Path, what: str = "checkpoint"):
             reason = "it is not a readable PyTorch file (truncated, corrupt or another format)"
         raise InvalidValueError(f"{what} {str(path)!r} was refused by torch.load(weights_only=True): {reason}"
                                 ) from exc
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file's header (no tensor is read); an unreadable file is an
+    ``InvalidValueError`` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    from segzoo.errors import InvalidValueError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"weights file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidValueError(
+            f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}") from exc
 
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segzoo.config import Preprocessing
 from segzoo.errors import InvalidValueError
 
 __all__ = ["Encoder", "OutputStrideError"]
@@ -22,11 +23,16 @@ class Encoder(nn.Module):
     feature size) describe feature ``i``. ``input_divisor`` is what the input's
     height and width must be a multiple of for the reductions to be exact; the
     model pads to it. Decoders use nothing else about an encoder.
+
+    ``preprocessing`` is the input normalisation the encoder's pretrained weights expect (read from the weights
+    file's header, or timm's pretrained config), or None for fresh weights: a model built on this encoder
+    normalises that way unless its caller says otherwise.
     """
 
     out_channels: tuple[int, ...]
     reductions: tuple[int, ...]
     input_divisor: int
+    preprocessing: Preprocessing | None = None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

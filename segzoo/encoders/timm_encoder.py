@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segzoo.config import EncoderConfig
+from segzoo.config import EncoderConfig, Preprocessing
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
 from segzoo.errors import InvalidValueError
@@ -68,7 +68,11 @@ class TimmEncoder(Encoder):
             )
         if config.uniform_dilation:
             self._make_dilation_uniform()
-        if config.weights not in (None, "imagenet"):
+        if config.weights == "imagenet":  # timm's download: its pretrained config says how it was trained
+            cfg = getattr(self.model, "pretrained_cfg", None) or {}
+            if "mean" in cfg and "std" in cfg:
+                self.preprocessing = Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]))
+        elif config.weights is not None:
             load_encoder_file(self, self.model, config.weights)
 
     def _make_dilation_uniform(self) -> None:

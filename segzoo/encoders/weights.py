@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -9,12 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segzoo.config import Preprocessing
 from segzoo.errors import InvalidValueError, MissingFileError
-from segzoo.io import StateFit, load_weights_only
+from segzoo.io import StateFit, load_weights_only, read_safetensors_metadata
 
 __all__ = [
     "read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file", "resolve_encoder_weights",
-    "encoder_weights_dirs", "WEIGHTS_ENV",
+    "encoder_weights_dirs", "weights_preprocessing", "WEIGHTS_ENV",
 ]
 
 WEIGHTS_ENV = "SEGZOO_WEIGHTS"
@@ -115,14 +117,54 @@ def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], source
 
 
 SEGZOO_ENCODER_PREFIX = "encoder."
+# storage.format.META_KEY (tested equal): encoders sit below storage and must not import it
+SEGZOO_META_KEY = "segzoo.meta"
+
+
+def _floats(text: str, path: Path, key: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidValueError(f"encoder weights {str(path)!r}: header key {key!r} is {text!r}, expected "
+                                "comma-separated numbers such as '0.5,0.5,0.5'") from None
+
+
+def weights_preprocessing(path: str | Path) -> Preprocessing | None:
+    """The input normalisation that a weights file's header states, or None where it states none.
+
+    Read from a plain safetensors file's ``input_mean`` / ``input_std`` (comma-separated, on the 0..1 scale, as
+    the offline ImageNet files carry them), or from a segzoo weights file's preprocessing. ``.pth`` files carry
+    no header: None.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    header = read_safetensors_metadata(path)
+    if SEGZOO_META_KEY in header:
+        try:
+            meta = json.loads(header[SEGZOO_META_KEY])
+            return Preprocessing.from_dict(meta["preprocessing"]) if "preprocessing" in meta else None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidValueError(f"encoder weights {str(path)!r}: header key {SEGZOO_META_KEY!r} holds no "
+                                    f"valid preprocessing: {exc}") from exc
+    if "input_mean" not in header and "input_std" not in header:
+        return None
+    missing = [k for k in ("input_mean", "input_std") if k not in header]
+    if missing:
+        raise InvalidValueError(f"encoder weights {str(path)!r}: header states one of input_mean / input_std "
+                                f"but not {missing[0]!r}")
+    return Preprocessing(_floats(header["input_mean"], path, "input_mean"),
+                         _floats(header["input_std"], path, "input_std"))
 
 
 def load_encoder_file(encoder: nn.Module, backbone: nn.Module, entry: str) -> list[str]:
     """Load encoder weights from ``entry`` (a path or a name, see :func:`resolve_encoder_weights`): a segzoo
     weights file (its ``encoder.*`` tensors, into ``encoder``) or a backbone state dict such as timm's (into
-    ``backbone``). Other tensors are ignored and reported."""
+    ``backbone``). Other tensors are ignored and reported. The normalisation the file's header states becomes
+    ``encoder.preprocessing`` (see :func:`weights_preprocessing`)."""
     path = str(resolve_encoder_weights(entry))
     state = read_state_dict(path)
+    encoder.preprocessing = weights_preprocessing(path)
     if any(k.startswith(SEGZOO_ENCODER_PREFIX) for k in state):
         n = len(SEGZOO_ENCODER_PREFIX)
         own = {k[n:]: v for k, v in state.items() if k.startswith(SEGZOO_ENCODER_PREFIX)}

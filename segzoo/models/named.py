@@ -86,6 +86,18 @@ def unet_mnv2() -> ModelConfig:
     return _unet("mobilenetv2_100")
 
 
+@register_model("unet_lite0", weights=manifest_specs("unet_lite0"))
+def unet_lite0() -> ModelConfig:
+    """U-Net on EfficientNet-Lite0 (timm efficientnet_lite0: PyTorch padding, ReLU6, no squeeze-excitation)."""
+    return _unet("efficientnet_lite0")
+
+
+@register_model("unet_lite2", weights=manifest_specs("unet_lite2"))
+def unet_lite2() -> ModelConfig:
+    """U-Net on EfficientNet-Lite2 (timm efficientnet_lite2: PyTorch padding, ReLU6, no squeeze-excitation)."""
+    return _unet("efficientnet_lite2")
+
+
 @register_model("fcn_r50")
 def fcn_r50() -> ModelConfig:
     """FCN on dilated ResNet-50 (output stride 8), the head of torchvision's fcn_resnet50."""
@@ -132,6 +144,18 @@ def deeplabv3plus_r101() -> ModelConfig:
 def deeplabv3plus_mnv2() -> ModelConfig:
     """DeepLabV3+ on MobileNetV2 1.0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("mobilenetv2_100")
+
+
+@register_model("deeplabv3plus_lite0", weights=manifest_specs("deeplabv3plus_lite0"))
+def deeplabv3plus_lite0() -> ModelConfig:
+    """DeepLabV3+ on EfficientNet-Lite0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _deeplabv3plus("efficientnet_lite0")
+
+
+@register_model("deeplabv3plus_lite2", weights=manifest_specs("deeplabv3plus_lite2"))
+def deeplabv3plus_lite2() -> ModelConfig:
+    """DeepLabV3+ on EfficientNet-Lite2: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
+    return _deeplabv3plus("efficientnet_lite2")
 
 
 @register_model("swin_unet_t")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segzoo.config import ModelConfig, ModelMeta
+from segzoo.config import ModelConfig, ModelMeta, Preprocessing
 from segzoo.decoders import build_decoder, decoder_params
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
 from segzoo.errors import InvalidTypeError, InvalidValueError
@@ -52,9 +52,13 @@ class SegmentationModel(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise InvalidTypeError(f"SegmentationModel expects a ModelConfig, got {type(config).__name__}")
-        self.meta = meta if meta is not None else ModelMeta()
-        self.meta.check(config.num_classes)
+        if meta is not None:
+            meta.check(config.num_classes)
         self.encoder = self._build_encoder(config)
+        # no meta given: normalise as the encoder's pretrained weights expect (ImageNet's mean/std otherwise)
+        self.meta = meta if meta is not None else ModelMeta(
+            preprocessing=dataclasses.replace(self.encoder.preprocessing) if self.encoder.preprocessing
+            else Preprocessing())
         decoder_args = {**_explicit_defaults(decoder_params(config.decoder)), **config.decoder_params}
         self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.encoder.reductions, decoder_args)
         self.head = SegmentationHead(self.decoder.out_channels, config.num_classes, config.head_kernel_size)

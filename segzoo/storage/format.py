@@ -20,8 +20,8 @@ import torch
 
 from segzoo._version import __version__
 from segzoo.config import ModelConfig, ModelMeta
-from segzoo.errors import InvalidValueError, MissingFileError
-from segzoo.io import atomic_path
+from segzoo.errors import InvalidValueError
+from segzoo.io import atomic_path, read_safetensors_metadata
 
 if TYPE_CHECKING:  # storage sits below models: the type only, never the import
     from segzoo.models.segmentation_model import SegmentationModel
@@ -126,15 +126,8 @@ def write_weights(
 
 
 def read_header(path: Path) -> dict[str, str]:
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise MissingFileError(f"weights file {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidValueError(f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}")
+    """The header metadata of a safetensors file (see ``segzoo.io.read_safetensors_metadata``)."""
+    return read_safetensors_metadata(path)
 
 
 def read_weights(path: str | Path) -> WeightsFile:

@@ -107,8 +107,10 @@ class AugmentConfig:
     eval_max_size: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
-    def preprocessing_config(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.preprocessing) if self.preprocessing else Preprocessing()
+    def preprocessing_config(self) -> Preprocessing | None:
+        """The recipe's normalisation, or None where it states none (the model's own is kept: the one its
+        encoder weights' header states, else ImageNet's)."""
+        return Preprocessing.from_dict(self.preprocessing) if self.preprocessing else None
 
     def train_transform(self, ignore_index: int, classes: Sequence[str] = ()):
         """The training preset; ``classes`` (the data's class names) resolve ``focus_classes`` to ids."""

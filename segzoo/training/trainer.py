@@ -201,7 +201,7 @@ class Trainer:
         model.meta = ModelMeta(
             class_names=list(data.classes),
             class_colours=data.class_colours(),
-            preprocessing=recipe.augment.preprocessing_config(),
+            preprocessing=recipe.augment.preprocessing_config() or model.meta.preprocessing,
             dataset=Path(data.root).name,
         )
         if cfg.channels_last:
