@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import shared_weights_dir
 from safetensors.torch import save_file
 
 from segzoo import EncoderConfig
@@ -152,3 +153,70 @@ def test_encoder_weights_from_a_segzoo_file(tmp_path):
     with pytest.warns(UserWarning):
         enc = build_encoder(EncoderConfig("plain", params={"widths": (8, 16)}, weights=str(path)))
     assert torch.equal(enc.state_dict()["stages.0.0.0.weight"], carvana.encoder.state_dict()["stages.0.0.0.weight"])
+
+
+def _timm_style_file(path, metadata):
+    """A plain backbone state dict (timm's layout) with a header, as the offline ImageNet files are."""
+    state = build_encoder(EncoderConfig("test_efficientnet")).model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    return path
+
+
+def test_preprocessing_comes_with_the_encoder_weights(tmp_path):
+    """A model whose encoder is initialised from a file normalises as the file's header says, unless the caller
+    gives a meta; fresh weights keep ImageNet's mean / std."""
+    import segzoo
+    from segzoo.config import ModelMeta, Preprocessing
+
+    path = _timm_style_file(tmp_path / "enc.safetensors", {"input_mean": "0.5,0.5,0.5", "input_std": "0.5,0.5,0.5"})
+    model = segzoo.create_model("unet", "test_efficientnet", num_classes=2, encoder_weights=str(path))
+    assert model.meta.preprocessing.mean == (0.5, 0.5, 0.5) and model.meta.preprocessing.std == (0.5, 0.5, 0.5)
+    assert segzoo.create_model("unet", "test_efficientnet", num_classes=2).meta.preprocessing == Preprocessing()
+    # an explicit meta wins
+    mine = ModelMeta(preprocessing=Preprocessing((0.1, 0.2, 0.3), (1.0, 1.0, 1.0)))
+    built = segzoo.SegmentationModel(model.config, mine)
+    assert built.meta.preprocessing.mean == (0.1, 0.2, 0.3)
+    # a header without normalisation, and a .pth file: ImageNet's
+    bare = _timm_style_file(tmp_path / "bare.safetensors", {"source": "somewhere"})
+    assert segzoo.create_model("unet", "test_efficientnet", num_classes=2,
+                               encoder_weights=str(bare)).meta.preprocessing == Preprocessing()
+    # a segzoo weights file used as encoder weights passes its own preprocessing on
+    model.meta.preprocessing = Preprocessing((0.25, 0.25, 0.25), (0.5, 0.5, 0.5))
+    from segzoo.storage.format import write_weights
+
+    trained = write_weights(model, tmp_path / "trained.safetensors")
+    with pytest.warns(UserWarning, match="ignored"):
+        child = segzoo.create_model("fcn", "test_efficientnet", num_classes=3, encoder_weights=str(trained))
+    assert child.meta.preprocessing.mean == (0.25, 0.25, 0.25)
+
+
+@pytest.mark.parametrize("metadata,match", [
+    ({"input_mean": "0.5,half,0.5", "input_std": "0.5,0.5,0.5"}, "input_mean.*comma-separated numbers"),
+    ({"input_mean": "0.5,0.5,0.5"}, "not 'input_std'"),
+    ({"input_mean": "0.5,0.5,0.5", "input_std": "0.5,0,0.5"}, "std must be positive"),
+])
+def test_bad_preprocessing_headers_are_named(tmp_path, metadata, match):
+    path = _timm_style_file(tmp_path / "enc.safetensors", metadata)
+    with pytest.raises(ValueError, match=match):
+        build_encoder(EncoderConfig("test_efficientnet", weights=str(path)))
+
+
+def test_segzoo_meta_key_is_the_storage_key():
+    from segzoo.encoders.weights import SEGZOO_META_KEY
+    from segzoo.storage.format import META_KEY
+
+    assert SEGZOO_META_KEY == META_KEY
+
+
+@pytest.mark.parametrize("name,file", [("unet_lite2", "tf_efficientnet_lite2.in1k"),
+                                        ("deeplabv3plus_lite0", "tf_efficientnet_lite0.in1k")])
+def test_efficientnet_lite_imagenet_weights_load_with_their_normalisation(name, file):
+    """The offline EfficientNet-Lite files load into the PyTorch-padded timm models; mean = std = 0.5 follows."""
+    import segzoo
+
+    path = shared_weights_dir() / f"{file}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"offline ImageNet weights not found at {path} (set SEGZOO_WEIGHTS)")
+    with pytest.warns(UserWarning, match="classifier"):
+        model = segzoo.create(name, num_classes=3, encoder_weights=file)
+    assert model.meta.preprocessing.mean == (0.5, 0.5, 0.5) == model.meta.preprocessing.std

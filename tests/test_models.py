@@ -15,7 +15,7 @@ from segzoo import ModelConfig, build_model
 CORE_MODELS = [
     "unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2", "fcn_r50", "fcn_r101",
     "deeplabv3_r50", "deeplabv3_r101", "deeplabv3_mnv2", "deeplabv3plus_r50", "deeplabv3plus_r101",
-    "deeplabv3plus_mnv2", "swin_unet_t",
+    "deeplabv3plus_mnv2", "swin_unet_t", "unet_lite0", "unet_lite2", "deeplabv3plus_lite0", "deeplabv3plus_lite2",
 ]
 
 
@@ -58,6 +58,22 @@ def test_reference_design_configs():
     carvana = segzoo.create("unet_carvana")
     assert carvana.encoder.out_channels == (64, 128, 256, 512, 1024)
     assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in carvana.modules()) == 4
+
+
+@pytest.mark.parametrize("name,encoder,stride,channels", [
+    ("unet_lite0", "efficientnet_lite0", 32, (16, 24, 40, 112, 320)),
+    ("unet_lite2", "efficientnet_lite2", 32, (16, 24, 48, 120, 352)),
+    ("deeplabv3plus_lite0", "efficientnet_lite0", 16, (16, 24, 40, 112, 320)),
+    ("deeplabv3plus_lite2", "efficientnet_lite2", 16, (16, 24, 48, 120, 352)),
+])
+def test_efficientnet_lite_models(name, encoder, stride, channels):
+    """PyTorch-padded EfficientNet-Lite (export-friendly), the design stride of each decoder, real reductions."""
+    model = segzoo.create(name, num_classes=11).eval()
+    assert model.config.encoder.name == encoder
+    assert model.config.encoder.output_stride == stride == max(model.encoder.reductions)
+    assert model.encoder.out_channels == channels
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 70, 90)).shape == (1, 11, 70, 90)
 
 
 @pytest.mark.parametrize("name", CORE_MODELS)

@@ -336,3 +336,23 @@ def test_plateau_schedule_follows_the_monitor_direction(shapes, tmp_path):
     assert trainer.scheduler.mode == "min"
     trainer = Trainer(tiny_recipe(shapes, scheduler="plateau"), tmp_path / "b")
     assert trainer.scheduler.mode == "max"
+
+
+def test_recipe_inherits_the_encoder_weights_normalisation_unless_it_states_one(shapes, tmp_path):
+    """A recipe without ``augment.preprocessing`` trains with the normalisation its encoder weights' header
+    states (the EfficientNet-Lite / MobileNetV2 files: mean = std = 0.5), not ImageNet's; a stated one wins."""
+    from segzoo.config import Preprocessing
+    from segzoo.storage.format import write_weights
+
+    seed = Trainer(tiny_recipe(shapes), tmp_path / "seed").model
+    seed.meta.preprocessing = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    weights = write_weights(seed, tmp_path / "seed.safetensors")
+    recipe = tiny_recipe(shapes)
+    recipe.model.overrides["encoder_weights"] = str(weights)
+    with pytest.warns(UserWarning, match="ignored"):
+        inherited = Trainer(recipe, tmp_path / "inherited").model.meta.preprocessing
+    assert inherited.mean == (0.5, 0.5, 0.5) and inherited.std == (0.5, 0.5, 0.5)
+    recipe.augment.preprocessing = {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2]}
+    with pytest.warns(UserWarning, match="ignored"):
+        stated = Trainer(recipe, tmp_path / "stated").model.meta.preprocessing
+    assert stated.mean == (0.4, 0.4, 0.4)
