@@ -44,13 +44,15 @@ from segzoo.storage import save_pretrained
 
 
 def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: int | None = None,
-           example_size: tuple[int, int] = (256, 320)) -> dict:
+           example_size: tuple[int, int] = (256, 320), uint8_input: bool = False) -> dict:
     """Export ``model`` with dynamic batch, height and width: ``.onnx`` (checked with onnxruntime; the ``export``
-    extra) or ``.pt2`` (a ``torch.export`` program). The result is compared with ``model`` at two other sizes
-    before the file is kept (see ``segzoo.deploy``)."""
+    extra) or ``.pt2`` (a ``torch.export`` program). The result is compared with ``model`` at other sizes
+    before the file is kept, and carries classes, colours, preprocessing and input layout in its metadata;
+    ``uint8_input`` bakes the normalisation into the graph (see ``segzoo.deploy``)."""
     from segzoo.deploy import export as export_model
 
-    return export_model(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
+    return export_model(model, path, dynamic=dynamic, opset=opset, example_size=example_size,
+                        uint8_input=uint8_input)
 
 
 def quantize(model: SegmentationModel, calibration, *, method: str = "minmax",

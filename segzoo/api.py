@@ -19,7 +19,7 @@ from segzoo.io import StateFit
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import CONVERTERS, DECODERS, ENCODERS, MODELS
-from segzoo.storage.format import WEIGHTS_NAME, WeightsFile, read_weights, write_weights
+from segzoo.storage.format import WEIGHTS_NAME, WeightsFile, read_weights, sha256_of, write_weights
 from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for
 
 __all__ = [
@@ -226,10 +226,8 @@ def from_pretrained(
     file: WeightsFile = read_weights(weights_path)
     _check_plugins(file, str(source))
     config = apply_overrides(file.config, **overrides) if overrides else file.config
-    meta = file.meta
-    if config.num_classes != file.config.num_classes and meta.class_names is not None:
-        meta.class_names = None  # the published names no longer describe the new head
-    model = build_model(config)
-    model.meta = meta
+    # another head: the published class names and colours no longer describe it (dropped together)
+    model = build_model(config, file.meta.for_classes(config.num_classes))
     load_weights_into(model, file.state_dict, str(source), strict=strict and not overrides)
+    model.loaded_from = {"source": str(source), "sha256": sha256_of(weights_path)}
     return model.eval()

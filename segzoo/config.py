@@ -228,6 +228,11 @@ class ModelMeta(_JsonConfig):
     # provenance: what the encoder was initialised from before training (a name, path or "imagenet"); a saved
     # model never reads it again, its weights file holds every tensor
     encoder_weights: str | None = None
+    # provenance of a fine-tuned model: the weights it started from, {"source": ..., "sha256": ...}
+    parent: dict[str, str] | None = None
+    # what training these weights further requires, e.g. {"freeze_encoder_bn": True} for a backbone whose
+    # BatchNorm was folded (batch statistics would rescale every pretrained activation); a fine-tune inherits it
+    training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):
@@ -242,6 +247,22 @@ class ModelMeta(_JsonConfig):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidValueError(f"metric {key!r} must be a finite number, got {value!r}")
         self.metrics = {str(k): float(v) for k, v in self.metrics.items()}
+        if self.parent is not None and (not isinstance(self.parent, Mapping)
+                                        or not all(isinstance(v, str) for v in self.parent.values())):
+            raise InvalidTypeError(f"meta parent must map 'source' / 'sha256' to strings, got {self.parent!r}")
+        if not isinstance(self.training, Mapping):
+            raise InvalidTypeError(f"meta training must be a mapping of settings, got {self.training!r}")
+        self.training = dict(self.training)
+
+    def for_classes(self, num_classes: int) -> ModelMeta:
+        """This meta for a model with ``num_classes`` classes: a copy, with the class names and colours (which
+        describe another head) dropped together when their count differs."""
+        meta = ModelMeta.from_dict(self.to_dict())
+        if meta.class_names is not None and len(meta.class_names) != num_classes:
+            meta.class_names = None
+        if meta.class_colours is not None and len(meta.class_colours) != num_classes:
+            meta.class_colours = None
+        return meta
 
     def check(self, num_classes: int) -> None:
         if self.class_names is not None and len(self.class_names) != num_classes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "SegzooError", "InvalidValueError", "InvalidTypeError", "MissingFileError", "NotAFolderError",
-    "UnknownNameError", "OutputExistsError", "DownloadError",
+    "UnknownNameError", "OutputExistsError", "DownloadError", "WriteError",
 ]
 
 
@@ -47,3 +47,7 @@ class OutputExistsError(SegzooError, FileExistsError):
 
 class DownloadError(SegzooError, OSError):
     """A download that could not be made (offline, unreachable, refused)."""
+
+
+class WriteError(SegzooError, OSError):
+    """An output that could not be written (no space left, no permission); what was there before is intact."""

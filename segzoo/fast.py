@@ -161,31 +161,49 @@ def optimize(
     return wrapper
 
 
-def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, preprocessing: Any,
-                    **tiling: Any) -> torch.Tensor:
-    """Class ids ``(N, H, W)`` for uint8 images (normalised with ``preprocessing``) or normalised floats.
-    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch``, ``window`` of
-    :func:`segzoo.tiling.predict_probs`."""
+def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, preprocessing: Any, *,
+                    output_size: tuple[int, int] | None = None, **tiling: Any) -> torch.Tensor:
+    """The one prediction path behind ``model.predict``, ``QuantizedModel.predict``, exported programs and
+    ``segzoo predict``: class ids of uint8 images (normalised with ``preprocessing``) or of normalised floats.
+
+    ``images``: ``(N, C, H, W)`` / ``(C, H, W)`` tensors or ``(N, H, W, C)`` / ``(H, W, C)`` arrays; one image gives
+    ``(H, W)``, a batch ``(N, H, W)``. ``output_size`` (H, W): probabilities are resized to it before the argmax (an
+    eval transform that resized the input). ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch``,
+    ``window`` of :func:`segzoo.tiling.predict_probs`."""
     import numpy as np
 
     from segzoo.data.normalize import normalize
 
     if isinstance(images, np.ndarray):
-        if images.ndim == 3:  # one H x W x C image
+        single = images.ndim == 3
+        if single:  # one H x W x C image
             images = images[None]
         images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    if not isinstance(images, torch.Tensor):
+    elif isinstance(images, torch.Tensor):
+        single = images.ndim == 3
+        if single:
+            images = images.unsqueeze(0)
+    else:
         raise InvalidTypeError(f"predict expects a tensor or a numpy array, got {type(images).__name__}")
-    if images.ndim == 3:
-        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise InvalidTypeError(f"predict expects images of shape (N, C, H, W), (C, H, W), (N, H, W, C) or "
+                               f"(H, W, C), got {tuple(images.shape)}")
     # a module runs where its weights are; any other callable (an onnxruntime session) takes CPU tensors
-    device = next(fast.parameters()).device if isinstance(fast, nn.Module) else torch.device("cpu")
+    parameter = next(fast.parameters(), None) if isinstance(fast, nn.Module) else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
     images = images.to(device)
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
-    if (tiling.get("tile") or tiling.get("window") or tiling.get("tta")
+    resize = output_size is not None and tuple(output_size) != tuple(images.shape[-2:])
+    if (resize or tiling.get("tile") or tiling.get("window") or tiling.get("tta")
             or tuple(tiling.get("scales", (1.0,))) != (1.0,)):
         from segzoo.tiling import predict_probs
 
-        return class_ids(predict_probs(fast, images, **tiling), probabilities=True)
-    return class_ids(fast(images))
+        probs = predict_probs(fast, images, **tiling)
+        if resize:
+            probs = torch.nn.functional.interpolate(probs, size=tuple(output_size), mode="bilinear",
+                                                    align_corners=False)
+        ids = class_ids(probs, probabilities=True)
+    else:
+        ids = class_ids(fast(images))
+    return ids[0] if single else ids

@@ -10,26 +10,35 @@ import numpy as np
 import torch
 
 from segzoo.data.masks import read_image
-from segzoo.data.normalize import normalize
 from segzoo.data.pairs import IMAGE_SUFFIXES
 from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
-from segzoo.outputs import class_ids
-from segzoo.tiling import check_options, predict_probs
+from segzoo.tiling import check_options
 
-__all__ = ["load_for_inference", "predict_files", "expand_inputs", "check_classes"]
+__all__ = ["load_for_inference", "place", "predict_files", "prediction_outputs", "expand_inputs", "check_classes"]
 
 
 def load_for_inference(weights: str | Path):
-    """``(model, eval transform)``: the evaluation transform saved beside the weights, else the default one.
-    Normalisation comes from the model's preprocessing metadata, as in training. An ``.onnx`` file is an INT8
-    model written by ``segzoo quantize`` (a :class:`~segzoo.deploy.QuantizedModel`, CPU only)."""
+    """``(model, eval transform)`` for anything ``segzoo predict`` / ``eval`` take: a weights source (file, folder,
+    ``model.tag``, ``hf-hub:org/name``), a segzoo ``.onnx`` (fp32 or INT8: an :class:`~segzoo.deploy.OnnxModel`,
+    CPU only) or a ``.pt2`` program (:func:`~segzoo.deploy.load_program`). Every kind has ``meta`` (classes,
+    preprocessing), ``num_classes`` and returns logits of normalised float batches. The evaluation transform is
+    the one saved beside the weights, else the default one."""
     import segzoo
     from segzoo.data.transforms import eval_preset, from_dict
 
-    if Path(weights).suffix.lower() == ".onnx":
-        from segzoo.deploy import QuantizedModel
+    suffix = Path(weights).suffix.lower()
+    if suffix == ".onnx":
+        from segzoo.deploy import OnnxModel
 
-        return QuantizedModel.load(weights), eval_preset()
+        return OnnxModel.load(weights), eval_preset()
+    if suffix == ".pt2":
+        from segzoo.deploy import load_program
+
+        program = load_program(weights)
+        if program.num_classes is None:
+            raise InvalidValueError(f"{str(weights)!r} is a .pt2 program exported before segzoo described its "
+                                    "exports: its classes are unknown; export it again with segzoo export")
+        return program, eval_preset()
     model = segzoo.from_pretrained(weights).eval()
     path = Path(weights)
     folder = path if path.is_dir() else path.parent
@@ -39,6 +48,15 @@ def load_for_inference(weights: str | Path):
     else:
         transform = eval_preset()
     return model, transform
+
+
+def place(model: Any, device: str | torch.device) -> Any:
+    """``model`` on ``device`` in eval mode; an ONNX model runs on the CPU only (said by name otherwise)."""
+    if isinstance(model, torch.nn.Module):
+        return model.to(device).eval()
+    if torch.device(device).type != "cpu":
+        raise InvalidValueError(f"an ONNX model runs on the CPU (onnxruntime), not on device {str(device)!r}")
+    return model
 
 
 def check_classes(model: torch.nn.Module, classes: Sequence[str], model_what: str, data_what: str) -> None:
@@ -79,53 +97,85 @@ def auto_tile(size: Sequence[int]) -> int | None:
     return AUTO_TILE if int(size[0]) * int(size[1]) > AUTO_TILE_PIXELS else None
 
 
-@torch.inference_mode()
 def prediction_outputs(files: Iterable[Path], output: str | Path) -> list[Path]:
-    """The files ``predict_files`` writes for ``files``: ``<stem>.png`` and ``<stem>_overlay.png`` in ``output``."""
-    return [Path(output) / f"{Path(f).stem}{suffix}.png" for f in files for suffix in ("", "_overlay")]
+    """The files ``predict_files`` writes for ``files``: ``<stem>.png`` and ``<stem>_overlay.png`` in ``output``.
+    Two inputs that would write the same file (``x.jpg`` and ``x.png``; ``y.png`` and ``y_overlay.png``) are an
+    error naming both, raised before anything is written."""
+    owners: dict[Path, Path] = {}
+    outputs = []
+    for f in files:
+        for suffix in ("", "_overlay"):
+            out = Path(output) / f"{Path(f).stem}{suffix}.png"
+            if out in owners:
+                raise InvalidValueError(f"inputs {str(owners[out])!r} and {str(f)!r} would both write "
+                                        f"{str(out)!r}; rename one, or predict them into different folders")
+            owners[out] = Path(f)
+            outputs.append(out)
+    return outputs
+
+
+def class_id_image(pred: np.ndarray, num_classes: int):
+    """A PIL image of class ids: 8-bit up to 256 classes, 16-bit above (never wrapped)."""
+    from PIL import Image
+
+    if num_classes > 65536:
+        raise InvalidValueError(f"class-id PNGs hold at most 65536 classes, the model has {num_classes}")
+    if num_classes <= 256:
+        return Image.fromarray(pred.astype(np.uint8))
+    return Image.fromarray(pred.astype(np.uint16))
 
 
 def predict_files(
-    model: torch.nn.Module, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
-    alpha: float = 0.5, overwrite: bool = False, **tiling: Any,
+    model: Any, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
+    alpha: float = 0.5, overwrite: bool = False, progress: bool = True, legend: bool = True, **tiling: Any,
 ) -> list[Path]:
-    """For each image: ``<stem>.png`` (class ids, uint8) and ``<stem>_overlay.png`` (colours over the image).
-    Existing files of those names are an error unless ``overwrite`` (checked before anything is written).
-    ``tiling``: ``tile``, ``overlap``, ``tta``, ``scales``, ``batch`` of :func:`segzoo.tiling.predict_probs`."""
+    """For each image: ``<stem>.png`` (class ids; 16-bit above 256 classes) and ``<stem>_overlay.png`` (colours
+    over the image, with a class legend). Existing files of those names are an error unless ``overwrite``, and
+    two inputs writing one name always are (checked before anything is written); each pair of files is written
+    to temporary names and renamed into place, so a kill leaves no truncated PNG.
+
+    ``model``: anything :func:`load_for_inference` returns. A :class:`~segzoo.SegmentationModel` predicts through
+    the fast path (``segzoo.optimize``), every kind through :func:`segzoo.fast.predict_classes`, the function
+    behind ``model.predict``. ``tiling``: ``tile`` (or ``"auto"``), ``overlap``, ``tta``, ``scales``, ``batch``."""
     from PIL import Image
 
-    from segzoo.data.palette import palette
+    from segzoo.data.palette import draw_legend, palette
+    from segzoo.fast import optimize, predict_classes
+    from segzoo.io import atomic_paths
+    from segzoo.models.segmentation_model import SegmentationModel
+    from segzoo.progress import progress as report
 
     auto = tiling.get("tile") == "auto"
     check_options(None if auto else tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
                   tiling.get("scales", (1.0,)), tiling.get("batch", 4))
     files = list(files)
-    taken = [str(p) for p in prediction_outputs(files, output) if p.exists()]
+    outputs = prediction_outputs(files, output)
+    taken = [str(p) for p in outputs if p.exists()]
     if taken and not overwrite:
         raise OutputExistsError(f"{len(taken)} output file(s) exist, e.g. {taken[0]!r}; pass --overwrite "
                                 "(overwrite=True) to replace them, or another output folder")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device).eval()
-    elif torch.device(device).type != "cpu":
-        raise InvalidValueError(f"an INT8 ONNX model runs on the CPU (onnxruntime), not on device {str(device)!r}")
-    window = getattr(model, "fixed_size", None)  # a fixed-size INT8 graph: windows of its size replace tiles
+    model = place(model, device)
+    runner = optimize(model) if isinstance(model, SegmentationModel) else model
+    window = getattr(model, "fixed_size", None)  # a fixed-size graph: windows of its size replace tiles
     colours = palette(model.num_classes, model.meta.class_colours)[:-1]
+    names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
     written = []
-    for path in files:
+    for path, ids_path, overlay_path in report(zip(files, outputs[::2], outputs[1::2]), len(files), "predict",
+                                               enabled=progress, ):
         image = read_image(path)
-        x = transform(image=image)["image"].unsqueeze(0).to(device)
-        options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else tiling
+        x = transform(image=image)["image"]
+        options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else dict(tiling)
         if window is not None:
             options = {**options, "tile": None if auto else options.get("tile"), "window": window}
-        probs = predict_probs(model, normalize(x, model.meta.preprocessing), **options)
-        if probs.shape[-2:] != image.shape[:2]:  # the eval transform resized: back to the file's size
-            probs = torch.nn.functional.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
-        pred = class_ids(probs, probabilities=True)[0].cpu().numpy()
-        ids = output / f"{path.stem}.png"
-        Image.fromarray(pred.astype(np.uint8)).save(ids)
+        pred = predict_classes(runner, x, model.meta.preprocessing, output_size=image.shape[:2], **options)
+        pred = pred.cpu().numpy()
         overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)
-        Image.fromarray(overlay).save(output / f"{path.stem}_overlay.png")
-        written.append(ids)
+        if legend:
+            overlay = draw_legend(overlay, names, colours, present=np.unique(pred))
+        with atomic_paths([ids_path, overlay_path]) as (ids_tmp, overlay_tmp):
+            class_id_image(pred, model.num_classes).save(ids_tmp, format="PNG")
+            Image.fromarray(overlay).save(overlay_tmp, format="PNG")
+        written.append(ids_path)
     return written

@@ -13,16 +13,65 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_path", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES", "StateFit"]
+__all__ = ["atomic_path", "atomic_paths", "write_error", "new_file_mode", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES", "StateFit"]
 
 
-def _mode_for(path: Path) -> int:
-    """The replaced file's mode, or what ``open`` would give a new file (mkstemp's is 0600)."""
+def new_file_mode(path: str | Path) -> int:
+    """The replaced file's mode, or what ``open`` would give a new file under the umask (mkstemp's is 0600)."""
+    path = Path(path)
     if path.exists():
         return path.stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def write_error(path: str | Path, exc: OSError) -> Exception:
+    """A ``WriteError`` naming ``path`` and the reason ("no space left on device", ...) for an OS error while
+    writing it; other errors are returned unchanged."""
+    import errno
+
+    from segzoo.errors import WriteError
+
+    if isinstance(exc, WriteError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS,
+                                                        errno.EFBIG):
+        return exc
+    return WriteError(exc.errno, f"cannot write {str(path)!r}: {os.strerror(exc.errno).lower()}; "
+                                 "what was there before is unchanged")
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``paths``; on success each replaces its target (after all were
+    written), on failure every temporary file is removed. A crash or exception never leaves a half-written target
+    nor clobbers one that was there; a full disk is a ``WriteError`` naming the file."""
+    paths = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        for tmp, path in zip(temps, paths):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, new_file_mode(path))
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        culprit = next((p for t, p in zip(temps, paths) if exc.filename in (str(t), str(p))), paths[0])
+        error = write_error(culprit, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -31,20 +80,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     A crash or exception never leaves a half-written ``path`` nor clobbers the one that was there.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, _mode_for(path))
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with atomic_paths([path]) as (tmp,):
+        yield tmp
 
 
 def load_weights_only(path: str | Path, what: str = "checkpoint"):

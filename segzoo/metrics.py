@@ -71,7 +71,17 @@ class ConfusionMatrix:
             "mean_acc": float(acc.nanmean()) if (gt > 0).any() else float("nan"),
             "iou": iou.tolist(),
             "dice": dice.tolist(),
+            "acc": acc.tolist(),
         }
+
+    def per_class(self, names: list[str]) -> dict[str, dict[str, float]]:
+        """IoU, Dice, accuracy (recall) and pixel count of each class, keyed by class name."""
+        if len(names) != self.num_classes:
+            raise InvalidValueError(f"{len(names)} class names for a {self.num_classes}-class confusion matrix")
+        result = self.compute()
+        pixels = self.matrix.sum(1).tolist()
+        return {name: {"iou": result["iou"][i], "dice": result["dice"][i], "accuracy": result["acc"][i],
+                       "pixels": int(pixels[i])} for i, name in enumerate(names)}
 
 
 @dataclass(frozen=True)

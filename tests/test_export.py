@@ -148,7 +148,8 @@ def test_program_parity_failure_leaves_no_file(tmp_path, monkeypatch):
 
     real = program_mod.check_parity
     monkeypatch.setattr(program_mod, "check_parity",
-                        lambda run, model, sizes, atol, what: real(lambda x: run(x) + 1.0, model, sizes, atol, what))
+                        lambda run, model, sizes, atol, what, **kw: real(lambda x: run(x) + 1.0, model, sizes, atol,
+                                                                         what, **kw))
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
     with pytest.raises(ExportError, match="exported program differs"):
         segzoo.export(model, str(tmp_path / "m.pt2"), example_size=(64, 64))

@@ -151,7 +151,10 @@ def test_train_eval_predict_commands(shapes, tmp_path):
     ev = _cli("eval", str(recipe), "-w", str(tmp_path / "run" / "best"), "--output", str(tmp_path / "m.json"))
     assert ev.returncode == 0, ev.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert 0 <= metrics["miou"] <= 1 and metrics["images"] == 6
+    assert 0 <= metrics["miou"] <= 1 and metrics["pairs"]["scored"] == 6 and metrics["pairs"]["found"] == 24
+    assert "scoring 6 of 24 pairs: the val split" in ev.stderr and "eval: 6 of 6 images" in ev.stderr
+    assert list(metrics["per_class"]) == SHAPE_CLASSES
+    assert set(metrics["per_class"]["background"]) == {"iou", "dice", "accuracy", "pixels"}
     pred = _cli("predict", str(shapes / "images"), "-w", str(tmp_path / "run" / "best"), "-o", str(tmp_path / "p"))
     assert pred.returncode == 0, pred.stderr
     from PIL import Image
@@ -194,7 +197,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process(shapes, tmp_path):
     one = _cli("eval", str(recipe), "-w", weights, "--split", "train", "--output", str(tmp_path / "one.json"))
     assert one.returncode == 0, one.stderr
     a, b = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
-    assert a["miou"] == b["miou"] and a["iou"] == b["iou"] and a["pixel_acc"] == b["pixel_acc"]
+    assert a["miou"] == b["miou"] and a["per_class"] == b["per_class"] and a["pixel_acc"] == b["pixel_acc"]
 
 
 def test_demo_command(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 
 from segzoo.errors import InvalidValueError
 
-__all__ = ["read_image", "MaskDecoder"]
+__all__ = ["read_image", "MaskDecoder", "mask_kind"]
 
 
 def _cv2():
@@ -128,3 +128,19 @@ class MaskDecoder:
                 f"mask {str(path)!r} has colours {colours} ({int((~found).sum())} pixels) not in the colour table"
             )
         return ids[pos].astype(np.uint8)
+
+
+def mask_kind(path: Path, class_colours: Sequence[Sequence[int]] | None) -> str:
+    """How a mask file encodes classes, as far as the file tells: ``"colours"`` for RGB(A) masks, and for palette
+    masks whose palette holds exactly the given class colours; ``"ids"`` for single-channel masks and other
+    palette masks (the index is the class, as in Pascal VOC)."""
+    image = _open_mask(path)
+    if image.mode in ("RGB", "RGBA"):
+        return "colours"
+    if image.mode == "P" and class_colours:
+        used = [int(i) for i in np.unique(np.asarray(image))]
+        table = np.asarray(image.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+        known = {tuple(int(v) for v in rgb) for rgb in class_colours}
+        if used and all(i < len(table) and tuple(int(v) for v in table[i]) in known for i in used):
+            return "colours"
+    return "ids"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from segzoo.errors import InvalidValueError, MissingFileError
 
-__all__ = ["IMAGE_SUFFIXES", "folder_pairs", "list_file_pairs"]
+__all__ = ["IMAGE_SUFFIXES", "folder_pairs", "direct_pairs", "list_file_pairs"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -19,6 +19,34 @@ def _images_in(folder: Path) -> dict[str, Path]:
                 raise InvalidValueError(f"{str(folder)!r} holds two files with the stem {path.stem!r}: {files[path.stem].name}, {path.name}")
             files[path.stem] = path
     return files
+
+
+def _matched(image_dir: Path, mask_dir: Path, where: str) -> list[tuple[Path, Path]]:
+    """The files of two folders paired by stem; unmatched files are an error that lists them."""
+    imgs, msks = _images_in(image_dir), _images_in(mask_dir)
+    lonely_images = sorted(set(imgs) - set(msks))
+    lonely_masks = sorted(set(msks) - set(imgs))
+    if lonely_images or lonely_masks:
+        raise InvalidValueError(
+            f"unmatched files in {where!r}: images without a mask "
+            f"{[imgs[s].name for s in lonely_images[:10]]}, masks without an image "
+            f"{[msks[s].name for s in lonely_masks[:10]]}"
+            + (" (more not shown)" if len(lonely_images) + len(lonely_masks) > 20 else "")
+        )
+    return [(imgs[s], msks[s]) for s in sorted(imgs)]
+
+
+def direct_pairs(images: str | Path, masks: str | Path) -> list[tuple[Path, Path]]:
+    """Every image of the folder ``images`` with the mask of the same stem in the folder ``masks`` (e.g. CamVid's
+    ``test/`` and ``testannot/``); unmatched files are an error that lists them."""
+    images, masks = Path(images), Path(masks)
+    for what, folder in (("images", images), ("masks", masks)):
+        if not folder.is_dir():
+            raise MissingFileError(f"--{what} {str(folder)!r} is not a folder")
+    pairs = _matched(images, masks, f"{images} + {masks}")
+    if not pairs:
+        raise InvalidValueError(f"no images in {str(images)!r} ({sorted(IMAGE_SUFFIXES)})")
+    return pairs
 
 
 def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks") -> list[tuple[Path, Path]]:
@@ -37,17 +65,7 @@ def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks")
         mask_dir = image_dir.parent / masks
         if not mask_dir.is_dir():
             raise MissingFileError(f"{str(image_dir)!r} has no sibling masks folder {str(mask_dir)!r}")
-        imgs, msks = _images_in(image_dir), _images_in(mask_dir)
-        lonely_images = sorted(set(imgs) - set(msks))
-        lonely_masks = sorted(set(msks) - set(imgs))
-        if lonely_images or lonely_masks:
-            raise InvalidValueError(
-                f"unmatched files in {str(image_dir.parent)!r}: images without a mask "
-                f"{[imgs[s].name for s in lonely_images[:10]]}, masks without an image "
-                f"{[msks[s].name for s in lonely_masks[:10]]}"
-                + (" (more not shown)" if len(lonely_images) + len(lonely_masks) > 20 else "")
-            )
-        pairs += [(imgs[s], msks[s]) for s in sorted(imgs)]
+        pairs += _matched(image_dir, mask_dir, str(image_dir.parent))
     if not pairs:
         raise InvalidValueError(
             f"no image/mask pairs under {str(root)!r} "

@@ -8,7 +8,7 @@ import numpy as np
 
 from segzoo.errors import InvalidValueError
 
-__all__ = ["palette", "IGNORE_COLOUR"]
+__all__ = ["palette", "draw_legend", "IGNORE_COLOUR"]
 
 IGNORE_COLOUR = (255, 255, 255)
 # Distinct colours for classes without published ones (class 0 dark, then a 20-colour categorical cycle)
@@ -32,3 +32,35 @@ def palette(num_classes: int, class_colours: Sequence[Sequence[int]] | None = No
     else:
         colours = _DEFAULT[np.arange(num_classes) % len(_DEFAULT)]
     return np.concatenate([colours, np.array([IGNORE_COLOUR], np.uint8)])
+
+
+def draw_legend(image: np.ndarray, names: Sequence[str], colours: np.ndarray,
+                present: Sequence[int] | None = None) -> np.ndarray:
+    """``image`` (H, W, 3 uint8) with a class legend in its top-left corner: a swatch and the name of each class
+    in ``present`` (all classes when None), on a translucent panel, its text scaled to the image (Pillow only)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = [int(i) for i in (range(len(names)) if present is None else present) if 0 <= int(i) < len(names)]
+    if not rows:
+        return image
+    height, width = image.shape[:2]
+    size = max(10, min(height, width) // 28)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    canvas = Image.fromarray(image).convert("RGBA")
+    layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    pad, line = size // 2, size + size // 3
+    text_w = max(draw.textlength(names[i], font=font) for i in rows)
+    panel = (0, 0, int(min(width, 3 * pad + size + text_w)), int(min(height, 2 * pad + line * len(rows))))
+    draw.rectangle(panel, fill=(0, 0, 0, 150))
+    for k, i in enumerate(rows):
+        top = pad + k * line
+        if top + size > height:
+            break
+        draw.rectangle((pad, top, pad + size, top + size), fill=tuple(int(v) for v in colours[i]) + (255,),
+                       outline=(255, 255, 255, 255))
+        draw.text((2 * pad + size, top), names[i], fill=(255, 255, 255, 255), font=font)
+    return np.asarray(Image.alpha_composite(canvas, layer).convert("RGB"))

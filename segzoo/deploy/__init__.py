@@ -6,31 +6,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from segzoo.deploy.onnx import ExportError, check_onnx, export_onnx, load_source
-from segzoo.deploy.program import export_program, load_program
+from segzoo.deploy.program import LoadedProgram, export_program, load_program
 from segzoo.deploy.quantize import (
     QuantizedModel,
     cpu_int8_support,
     quantize,
     quantize_to_file,
 )
+from segzoo.deploy.runtime import OnnxModel
 from segzoo.errors import InvalidValueError
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",
-           "quantize", "quantize_to_file", "QuantizedModel", "cpu_int8_support"]
+           "quantize", "quantize_to_file", "QuantizedModel", "OnnxModel", "LoadedProgram", "cpu_int8_support"]
 
 EXPORTERS = {".onnx": "ONNX (onnxruntime-checked)", ".pt2": "torch.export program"}
 
 
 def export(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
-           example_size: tuple[int, int] = (256, 320)) -> dict:
-    """Export by the file's suffix: ``.onnx`` (:func:`export_onnx`) or ``.pt2`` (:func:`export_program`)."""
+           example_size: tuple[int, int] = (256, 320), uint8_input: bool = False) -> dict:
+    """Export by the file's suffix: ``.onnx`` (:func:`export_onnx`) or ``.pt2`` (:func:`export_program`).
+    ``uint8_input``: the graph takes uint8 images 0..255 and normalises them itself."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
-        return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size)
+        return export_onnx(model, path, dynamic=dynamic, opset=opset, example_size=example_size,
+                           uint8_input=uint8_input)
     if suffix == ".pt2":
         if opset is not None:
             raise InvalidValueError("opset applies to ONNX files, not to a .pt2 torch.export program")
-        return export_program(model, path, dynamic=dynamic, example_size=example_size)
+        return export_program(model, path, dynamic=dynamic, example_size=example_size, uint8_input=uint8_input)
     raise InvalidValueError(f"cannot tell the export format of {str(path)!r} from its suffix {suffix!r}; use one of "
                             f"{', '.join(f'{k} ({v})' for k, v in EXPORTERS.items())}")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from segzoo.errors import InvalidValueError, SegzooError
+from segzoo.io import new_file_mode
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.outputs import class_ids
 
@@ -57,15 +58,22 @@ def check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list
 
 def check_parity(run: Callable[[torch.Tensor], np.ndarray], model: SegmentationModel,
                  sizes: Sequence[tuple[int, int, int]], atol: float = PARITY_ATOL,
-                 what: str = "the exported graph") -> list[dict[str, float]]:
+                 what: str = "the exported graph", uint8_input: bool = False) -> list[dict[str, float]]:
     """Compare ``run`` (an exported form of ``model``) with ``model`` at each (batch, height, width): max abs logit
-    difference at most ``atol`` and identical class ids, else ``ExportError`` naming the first size that fails."""
+    difference at most ``atol`` and identical class ids, else ``ExportError`` naming the first size that fails.
+    ``uint8_input``: ``run`` takes uint8 images, ``model`` their normalisation (its preprocessing)."""
+    from segzoo.deploy.runtime import Uint8Input, uint8_images
+
+    reference = Uint8Input(model, model.meta.preprocessing).eval() if uint8_input else model
     g = torch.Generator().manual_seed(0)
     results = []
     for batch, height, width in sizes:
-        x = torch.randn(batch, model.in_channels, height, width, generator=g)
+        if uint8_input:
+            x = uint8_images(batch, model.in_channels, height, width, g)
+        else:
+            x = torch.randn(batch, model.in_channels, height, width, generator=g)
         with torch.inference_mode():
-            expected = model(x).float().numpy()
+            expected = reference(x).float().numpy()
         try:
             got = np.asarray(run(x))
         except Exception as exc:  # runtimes' failures at run time (shape errors) name no common Python type
@@ -83,13 +91,14 @@ def check_parity(run: Callable[[torch.Tensor], np.ndarray], model: SegmentationM
 
 
 def check_onnx(path: str | Path, model: SegmentationModel, sizes: Sequence[tuple[int, int, int]],
-               atol: float = PARITY_ATOL) -> list[dict[str, float]]:
+               atol: float = PARITY_ATOL, uint8_input: bool = False) -> list[dict[str, float]]:
     """Run ``path`` in onnxruntime at each (batch, height, width) and compare with ``model`` (:func:`check_parity`)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return check_parity(lambda x: session.run(None, {name: x.numpy()})[0], model, sizes, atol)
+    return check_parity(lambda x: session.run(None, {name: x.numpy()})[0], model, sizes, atol,
+                        uint8_input=uint8_input)
 
 
 def dynamic_shapes() -> dict[str, dict[int, Any]]:
@@ -121,13 +130,25 @@ def dynamic_or_why_not(model: SegmentationModel, dynamic: bool, example_size: tu
 
 
 def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
-                example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL) -> dict:
-    """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks."""
+                example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL,
+                uint8_input: bool = False) -> dict:
+    """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks.
+
+    The file's ``metadata_props`` describe it (classes, colours, preprocessing, input layout, config, source
+    sha256: :func:`segzoo.deploy.runtime.describe`). ``uint8_input``: the graph takes uint8 NCHW images 0..255 and
+    normalises them itself with the model's preprocessing."""
+    from segzoo.deploy.runtime import Uint8Input, add_metadata, check_uint8_preprocessing, describe
+
     h, w = check_export_args(model, example_size)
     dynamic = dynamic_or_why_not(model, dynamic, (h, w))
     path = Path(path)
     model = model.eval()
     example = trace_input(model, (h, w), dynamic)
+    traced: torch.nn.Module = model
+    if uint8_input:
+        check_uint8_preprocessing(model)
+        traced = Uint8Input(model, model.meta.preprocessing).eval()
+        example = torch.randint(0, 256, example.shape, dtype=torch.uint8)
     kwargs = {}
     if dynamic:
         kwargs["dynamic_shapes"] = dynamic_shapes()
@@ -138,14 +159,16 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        torch.onnx.export(model.eval(), (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
+        torch.onnx.export(traced, (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
                           external_data=False, verbose=False, **kwargs)
-        checks = check_onnx(tmp, model, sizes, atol)
+        checks = check_onnx(tmp, model, sizes, atol, uint8_input=uint8_input)
+        add_metadata(Path(tmp), describe(model, uint8_input))
+        os.chmod(tmp, new_file_mode(path))  # mkstemp's 0600 would ignore the umask
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return {"path": str(path), "dynamic": dynamic, "example_size": list(example_size),
-            "traced_size": list(example.shape), "checks": checks}
+            "traced_size": list(example.shape), "uint8_input": uint8_input, "checks": checks}
 
 
 def load_source(source: str) -> SegmentationModel:

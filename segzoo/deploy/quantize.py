@@ -30,6 +30,7 @@ import torch
 from segzoo.config import ModelMeta
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, export_onnx
+from segzoo.deploy.runtime import INPUT_KEY, META_KEY, OnnxModel, add_metadata, describe
 from segzoo.errors import InvalidTypeError, InvalidValueError, MissingFileError
 from segzoo.io import atomic_path
 from segzoo.models.segmentation_model import SegmentationModel
@@ -40,8 +41,7 @@ __all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "CALIBRATION_METHOD
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-_META_KEY = "segzoo.meta"  # ONNX metadata_props: the model's ModelMeta (classes, preprocessing), as JSON
-_REPORT_KEY = "segzoo.quantization"
+REPORT_KEY = "segzoo.quantization"  # ONNX metadata_props: how the INT8 file was calibrated and measured
 
 
 def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -61,56 +61,26 @@ def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
     return {"flags": found, "vnni": bool(found), "reduce_range": not found, "known": bool(flags)}
 
 
-class QuantizedModel:
-    """An INT8 onnxruntime session behind the model contract: ``q(x)`` logits of normalised float images,
-    ``q.predict(images, tile=..., tta=...)`` class ids of uint8 images, ``q.save(path)``, ``QuantizedModel.load``."""
+class QuantizedModel(OnnxModel):
+    """An INT8 onnxruntime session behind the model contract (see :class:`~segzoo.deploy.runtime.OnnxModel`):
+    ``q(x)`` logits of normalised float images, ``q.predict(images, tile=..., tta=...)`` class ids of uint8
+    images, ``q.save(path)``, ``QuantizedModel.load``; ``q.report`` says how it was calibrated and measured."""
 
-    def __init__(self, onnx_bytes: bytes, meta: ModelMeta, num_classes: int, report: dict[str, Any]) -> None:
-        import onnxruntime as ort
+    def __init__(self, onnx_bytes: bytes, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
+                 input_layout: dict[str, Any] | None = None, source: str = "this INT8 model") -> None:
+        super().__init__(onnx_bytes, meta, num_classes, report, input_layout, source)
 
-        self.onnx_bytes = onnx_bytes
-        self.meta = meta
-        self.num_classes = num_classes
-        self.report = report
-        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    @property
-    def fixed_size(self) -> tuple[int, int] | None:
-        """The only (height, width) the graph takes when its architecture exports static (Swin-UNet), else None."""
-        size = self.report.get("fixed_size")
-        return None if size is None else (int(size[0]), int(size[1]))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes, H, W)`` of a normalised float batch (CPU); a fixed-size graph runs the batch
-        one image at a time."""
-        fixed = self.fixed_size
-        if fixed is not None and tuple(x.shape[-2:]) != fixed:
-            raise InvalidValueError(f"this INT8 model takes only {fixed[0]}x{fixed[1]} inputs (its architecture "
-                                    f"exports at a fixed size), got {x.shape[-2]}x{x.shape[-1]}; predict() "
-                                    "tiles images of any size with windows of that size")
-        x = x.detach().float().cpu().numpy()
-        if fixed is not None:  # a static graph also has batch 1
-            return torch.from_numpy(np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0]
-                                                    for i in range(len(x))]))
-        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
-
-    def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
-                scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
-        """Class ids ``(N, H, W)``, as ``SegmentationModel.predict`` (same inputs, tiling and TTA). A fixed-size
-        model always predicts through windows of its size (``tile`` must then be left unset)."""
-        from segzoo.fast import predict_classes
-
-        return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
-                               scales=tuple(scales), batch=batch, window=self.fixed_size)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the INT8 ONNX file (classes, preprocessing and this report in its metadata), atomically."""
+    def save(self, path: str | Path, props: dict[str, str] | None = None) -> Path:
+        """Write the INT8 ONNX file (classes, preprocessing, input layout and this report in its metadata),
+        atomically; ``props`` adds metadata (the fp32 model's :func:`~segzoo.deploy.runtime.describe`)."""
         import onnx
 
         proto = onnx.load_from_string(self.onnx_bytes)
+        kept = {p.key: p.value for p in proto.metadata_props}
         del proto.metadata_props[:]
-        for key, value in ((_META_KEY, json.dumps(self.meta.to_dict())), (_REPORT_KEY, json.dumps(self.report))):
+        values = {**kept, **(props or {}), META_KEY: json.dumps(self.meta.to_dict()),
+                  INPUT_KEY: json.dumps(self.input_layout), REPORT_KEY: json.dumps(self.report)}
+        for key, value in values.items():
             proto.metadata_props.add(key=key, value=value)
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -119,20 +89,12 @@ class QuantizedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> QuantizedModel:
-        """A file written by :meth:`save`."""
-        import onnx
-
-        path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"INT8 model {str(path)!r} does not exist")
-        proto = onnx.load(str(path))
-        props = {p.key: p.value for p in proto.metadata_props}
-        if _META_KEY not in props:
-            raise InvalidValueError(f"{str(path)!r} is an ONNX file without segzoo metadata (not written by "
-                                    "QuantizedModel.save)")
-        meta = ModelMeta.from_dict(json.loads(props[_META_KEY]))
-        num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
-        return cls(proto.SerializeToString(), meta, num_classes, json.loads(props.get(_REPORT_KEY, "{}")))
+        """A file written by :meth:`save`; an fp32 segzoo ONNX file is an error that says to use ``OnnxModel``."""
+        model = OnnxModel.load(path)
+        if not isinstance(model, QuantizedModel):
+            raise InvalidValueError(f"{str(path)!r} is an fp32 segzoo ONNX export, not an INT8 file from segzoo "
+                                    "quantize; load it with segzoo.deploy.OnnxModel.load")
+        return model
 
 
 def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
@@ -255,6 +217,7 @@ def quantize(
                               "entropy": CalibrationMethod.Entropy}[method],
         )
         session_fp32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+        add_metadata(int8, describe(model))  # classes, preprocessing, config, source sha256 (the fp32 export's)
         onnx_bytes = int8.read_bytes()
     fixed = {"fixed_size": None if fixed_size is None else list(fixed_size)}
     q = QuantizedModel(onnx_bytes, model.meta, model.num_classes, fixed)

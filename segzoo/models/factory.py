@@ -11,6 +11,7 @@ from segzoo.config import (
     ClassificationHeadConfig,
     EncoderConfig,
     ModelConfig,
+    ModelMeta,
 )
 from segzoo.decoders import decoder_params
 from segzoo.errors import InvalidTypeError
@@ -94,11 +95,15 @@ def apply_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(config, encoder=EncoderConfig.from_dict(encoder), decoder_params=decoder, **model)
 
 
-def build_model(config: ModelConfig) -> SegmentationModel:
-    """Build the model a config describes; ``build_model(model.config)`` re-creates ``model`` exactly."""
+def build_model(config: ModelConfig, meta: ModelMeta | None = None) -> SegmentationModel:
+    """Build the model a config describes; ``build_model(model.config)`` re-creates ``model`` exactly.
+    ``meta`` (classes, colours, preprocessing) is checked against the config; None: the encoder weights'
+    normalisation, no class names."""
     if not isinstance(config, ModelConfig):
         raise InvalidTypeError(f"build_model expects a ModelConfig, got {type(config).__name__}")
-    return SegmentationModel(config)
+    if meta is not None and not isinstance(meta, ModelMeta):
+        raise InvalidTypeError(f"build_model expects a ModelMeta or None as meta, got {type(meta).__name__}")
+    return SegmentationModel(config, meta)
 
 
 def named_config(name: str) -> ModelConfig:

@@ -54,6 +54,9 @@ class SegmentationModel(nn.Module):
             raise InvalidTypeError(f"SegmentationModel expects a ModelConfig, got {type(config).__name__}")
         if meta is not None:
             meta.check(config.num_classes)
+        # where the weights were read from ({"source", "sha256"}; set by from_pretrained, never saved): exports
+        # and fine-tuned models name it as their provenance
+        self.loaded_from: dict[str, str] | None = None
         self.encoder = self._build_encoder(config)
         # no meta given: normalise as the encoder's pretrained weights expect (ImageNet's mean/std otherwise)
         self.meta = meta if meta is not None else ModelMeta(

@@ -70,6 +70,10 @@ def model_card(model: SegmentationModel, meta: ModelMeta, repo_id: str | None = 
     if meta.encoder_weights:
         lines.append(f"- encoder initialised from `{meta.encoder_weights}` before training (provenance only: "
                      "loading reads this model's own weights file and nothing else)")
+    if meta.parent:
+        lines.append(f"- fine-tuned from `{meta.parent.get('source')}` (sha256 `{meta.parent.get('sha256')}`)")
+    if meta.training:
+        lines.append("- further training requires: " + ", ".join(f"`{k}: {v}`" for k, v in meta.training.items()))
     lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]
     lines += [
         "",

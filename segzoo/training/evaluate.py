@@ -23,12 +23,22 @@ def evaluate(
     preprocessing: Preprocessing,
     amp_dtype: torch.dtype | None = None,
     loss_fn: torch.nn.Module | None = None,
+    confusion: ConfusionMatrix | None = None,
+    progress: bool = False,
 ) -> dict[str, float | list[float]]:
-    model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    """Metrics of ``model`` (a module, or any callable from normalised images to logits: an ONNX model, a
+    program) over ``batches``. ``confusion``: accumulate into this matrix (to plot it afterwards); ``progress``:
+    report the batches done (tqdm on a terminal, a line every few seconds otherwise)."""
+    from segzoo.progress import progress as report
+
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    cm = confusion if confusion is not None else ConfusionMatrix(num_classes, ignore_index, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
-    for images, masks in batches:
+    sampler = getattr(batches, "sampler", None)
+    total = len(sampler) if sampler is not None else (len(batches) if hasattr(batches, "__len__") else 0)
+    for images, masks in report(batches, total, "eval", enabled=progress, size=lambda batch: len(batch[0])):
         images, masks = normalize(images.to(device), preprocessing), masks.to(device).long()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from segzoo.data.palette import palette  # noqa: E402
 
-__all__ = ["plot_curves", "plot_predictions"]
+__all__ = ["plot_curves", "plot_predictions", "plot_confusion"]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, monitor: str = "miou") -> Path:
@@ -69,5 +69,29 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
             axes[row][col].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80, format=file_format)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: torch.Tensor, names: Sequence[str], path: Path) -> Path:
+    """The confusion matrix, each row (a true class) normalised to the share of its pixels predicted as each
+    class, with the percentages written in the cells."""
+    m = matrix.double().cpu().numpy()
+    rows = m.sum(1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("confusion (share of each true class)")
+    if k <= 30:
+        for t in range(k):
+            for q in range(k):
+                if share[t, q] >= 0.005:
+                    ax.text(q, t, f"{100 * share[t, q]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if share[t, q] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

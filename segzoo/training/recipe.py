@@ -75,20 +75,39 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str):
 
 @dataclass
 class ModelSpec:
-    """A named model (``name``) or a free composition (``decoder`` + ``encoder``), plus overrides."""
+    """A named model (``name``), a free composition (``decoder`` + ``encoder``) or trained weights to fine-tune
+    (``pretrained``: a zoo name such as ``deeplabv3plus_mnv2.camvid``, a file or a folder), plus overrides.
+
+    With ``pretrained`` every tensor is loaded except those the data's class count changes (the head,
+    re-initialised and said once); ``num_classes``, when given, must be the data's.
+    """
 
     name: str | None = None
     decoder: str | None = None
     encoder: str | None = None
+    pretrained: str | None = None
+    num_classes: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def build(self, num_classes: int):
         import segzoo
 
+        if self.num_classes is not None and self.num_classes != num_classes:
+            raise InvalidValueError(f"recipe model.num_classes is {self.num_classes}, but data.classes names "
+                                    f"{num_classes} classes")
+        if self.pretrained:
+            others = [k for k in ("name", "decoder", "encoder") if getattr(self, k)]
+            if others:
+                raise InvalidValueError(f"recipe model.pretrained ({self.pretrained!r}) brings its architecture; "
+                                        f"drop model.{others[0]} ({getattr(self, others[0])!r})")
+            if "encoder_weights" in self.overrides:
+                raise InvalidValueError(f"recipe model.pretrained ({self.pretrained!r}) brings trained encoder "
+                                        "weights; drop model.overrides.encoder_weights")
+            return segzoo.from_pretrained(self.pretrained, num_classes=num_classes, **self.overrides).train()
         if self.name:
             return segzoo.create(self.name, num_classes=num_classes, **self.overrides)
         if not (self.decoder and self.encoder):
-            raise InvalidValueError("recipe 'model' needs 'name', or 'decoder' and 'encoder'")
+            raise InvalidValueError("recipe 'model' needs 'name', 'decoder' and 'encoder', or 'pretrained'")
         return segzoo.create_model(self.decoder, self.encoder, num_classes, **self.overrides)
 
 
@@ -191,6 +210,10 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    # "section.key" of every value the recipe file (or an override) states, as opposed to a default: a
+    # fine-tune inherits its weights' requirements where the recipe states nothing
+    stated: frozenset[str] = frozenset()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         unknown = sorted(set(data) - {"model", "data", "augment", "train"})
@@ -200,11 +223,14 @@ class Recipe:
             raise InvalidValueError("recipe needs 'model' and 'data' sections")
         # no I/O here: the data root and encoder weights are resolved where they are used
         # (segzoo.data.dataset.resolve_data_root, segzoo.encoders.weights.resolve_encoder_weights)
+        stated = frozenset(f"{section}.{key}" for section in ("model", "data", "augment", "train")
+                           if isinstance(data.get(section), Mapping) for key in data[section])
         return cls(
             _build(ModelSpec, data["model"], "model"),
             _build(DataConfig, data["data"], "data"),
             _build(AugmentConfig, data.get("augment"), "augment"),
             _build(TrainConfig, data.get("train"), "train"),
+            stated,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -39,6 +40,7 @@ from segzoo.training.checkpoint import (
 )
 from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
+from segzoo.training.finetune import INHERITED, inherit
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
 
@@ -198,12 +200,23 @@ class Trainer:
         self.val_set = SegmentationDataset(val_pairs, data.decoder(), recipe.augment.eval_transform())
 
         model = recipe.model.build(data.num_classes)
+        if recipe.model.pretrained:  # a fine-tune: its weights' preprocessing and requirements, unless stated
+            preprocessing = inherit(recipe, model, recipe.model.pretrained)
+        else:
+            preprocessing = recipe.augment.preprocessing_config() or model.meta.preprocessing
         model.meta = ModelMeta(
             class_names=list(data.classes),
             class_colours=data.class_colours(),
-            preprocessing=recipe.augment.preprocessing_config() or model.meta.preprocessing,
+            preprocessing=preprocessing,
             dataset=Path(data.root).name,
+            encoder_weights=model.meta.encoder_weights if recipe.model.pretrained else None,
+            parent=model.loaded_from if recipe.model.pretrained else None,
+            training={key: getattr(cfg, key) for key in INHERITED},
         )
+        if recipe.augment.crop_size % model.input_divisor:
+            warnings.warn(f"augment.crop_size {recipe.augment.crop_size} is not a multiple of the model's input "
+                          f"divisor {model.input_divisor}: every crop is padded to the next multiple",
+                          UserWarning, stacklevel=2)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.to(self.device)

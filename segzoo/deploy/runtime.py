@@ -1,0 +1,193 @@
+"""Exported files that describe themselves, and running them.
+
+Every file segzoo exports (fp32 ONNX, INT8 ONNX, ``.pt2``) carries what a user needs to feed it: class names and
+colours, the preprocessing (mean, std, input range), the input layout (NCHW, float normalised or uint8 0..255),
+the model config, the segzoo version and the sha256 of the weights file it was exported from. In ONNX files this
+is ``metadata_props``; in ``.pt2`` archives an extra file. :class:`OnnxModel` runs any segzoo ``.onnx`` behind the
+model contract (``q(x)`` logits of normalised float images, ``q.predict(uint8_images, tile=...)``), so that
+``segzoo predict`` / ``eval`` take fp32 and INT8 files alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from segzoo._version import __version__
+from segzoo.config import ModelMeta, Preprocessing
+from segzoo.errors import InvalidValueError, MissingFileError
+
+__all__ = ["OnnxModel", "Uint8Input", "describe", "read_description", "INPUT_FLOAT", "INPUT_UINT8", "META_KEY",
+           "INPUT_KEY", "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY"]
+
+META_KEY = "segzoo.meta"  # ModelMeta as JSON: classes, colours, preprocessing
+INPUT_KEY = "segzoo.input"  # {"layout": "NCHW", "dtype": ..., "normalised": ...}
+CONFIG_KEY = "segzoo.config"  # the ModelConfig the graph was exported from
+VERSION_KEY = "segzoo.version"
+SOURCE_KEY = "segzoo.source"  # {"source": what was loaded, "sha256": of that weights file}, when known
+INPUT_FLOAT = {"layout": "NCHW", "dtype": "float32", "normalised": True,
+               "note": "RGB, normalised with the preprocessing in segzoo.meta: ((x / 255) * (hi - lo) + lo - mean) / std"}
+INPUT_UINT8 = {"layout": "NCHW", "dtype": "uint8", "normalised": False,
+               "note": "RGB 0..255; the graph normalises with the preprocessing in segzoo.meta"}
+
+
+def describe(model: Any, uint8_input: bool = False) -> dict[str, str]:
+    """The metadata an export of ``model`` (a SegmentationModel) carries, as string key/values."""
+    props = {
+        META_KEY: json.dumps(model.meta.to_dict()),
+        INPUT_KEY: json.dumps(INPUT_UINT8 if uint8_input else INPUT_FLOAT),
+        CONFIG_KEY: model.config.to_json(),
+        VERSION_KEY: __version__,
+    }
+    if getattr(model, "loaded_from", None):
+        props[SOURCE_KEY] = json.dumps(model.loaded_from)
+    return props
+
+
+def read_description(props: dict[str, str], where: str) -> tuple[ModelMeta, dict[str, Any]]:
+    """``(meta, input)`` from an export's metadata; a file without segzoo metadata is an error naming it."""
+    if META_KEY not in props:
+        raise InvalidValueError(f"{where} carries no segzoo metadata (key {META_KEY!r}): it was not written by "
+                                "segzoo export / quantize, so its classes and preprocessing are unknown")
+    try:
+        meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
+        layout = json.loads(props[INPUT_KEY]) if INPUT_KEY in props else dict(INPUT_FLOAT)
+    except (ValueError, TypeError) as exc:
+        raise InvalidValueError(f"{where}: invalid segzoo metadata: {exc}") from exc
+    if layout.get("dtype") not in ("float32", "uint8"):
+        raise InvalidValueError(f"{where}: input dtype {layout.get('dtype')!r} in {INPUT_KEY!r}, expected float32 "
+                                "or uint8")
+    return meta, layout
+
+
+class Uint8Input(torch.nn.Module):
+    """``model`` behind a uint8 input: ``(N, C, H, W)`` 0..255 normalised inside the graph with ``preprocessing``
+    (the form mobile and browser runtimes want)."""
+
+    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.model = model
+        lo, hi = preprocessing.input_range
+        self.register_buffer("scale", torch.tensor([(hi - lo) / 255.0 / s for s in preprocessing.std]).view(1, -1, 1, 1))
+        self.register_buffer("shift", torch.tensor(
+            [(lo - m) / s for m, s in zip(preprocessing.mean, preprocessing.std)]).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.float() * self.scale + self.shift)
+
+
+def denormalise(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """The uint8 image a normalised float batch came from (rounded; views that tiling interpolated lose at most
+    half a grey level)."""
+    lo, hi = pre.input_range
+    mean = torch.tensor(pre.mean).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std).view(1, -1, 1, 1)
+    return ((x * std + mean - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class OnnxModel:
+    """A segzoo ONNX file in an onnxruntime session, behind the model contract: ``m(x)`` logits ``(N, K, H, W)``
+    of a normalised float batch (CPU), ``m.predict(images, tile=..., tta=...)`` class ids of uint8 images,
+    ``m.meta`` (classes, preprocessing), ``m.num_classes``, ``m.fixed_size``. A graph with a uint8 input is fed
+    the uint8 image the normalised batch came from."""
+
+    def __init__(self, onnx_bytes: bytes, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
+                 input_layout: dict[str, Any] | None = None, source: str = "ONNX model") -> None:
+        import onnxruntime as ort
+
+        self.onnx_bytes = onnx_bytes
+        self.meta = meta
+        self.num_classes = num_classes
+        self.report = dict(report or {})
+        self.input_layout = dict(input_layout or INPUT_FLOAT)
+        self.source = source
+        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    @property
+    def uint8_input(self) -> bool:
+        return self.input_layout.get("dtype") == "uint8"
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The only (height, width) the graph takes when its architecture exports static (Swin-UNet), else None."""
+        size = self.report.get("fixed_size")
+        return None if size is None else (int(size[0]), int(size[1]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a normalised float batch; a fixed-size graph runs the batch one image at a time."""
+        fixed = self.fixed_size
+        if fixed is not None and tuple(x.shape[-2:]) != fixed:
+            raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs (its architecture "
+                                    f"exports at a fixed size), got {x.shape[-2]}x{x.shape[-1]}; predict() "
+                                    "tiles images of any size with windows of that size")
+        x = x.detach().float().cpu()
+        if self.uint8_input:
+            x = denormalise(x, self.meta.preprocessing)
+        array = x.numpy()
+        if fixed is not None:  # a static graph also has batch 1
+            return torch.from_numpy(np.concatenate([self.session.run(None, {self.input_name: array[i:i + 1]})[0]
+                                                    for i in range(len(array))]))
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+    def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
+                scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
+        """Class ids ``(N, H, W)`` (one image: ``(H, W)``), as ``SegmentationModel.predict`` (same inputs, tiling
+        and TTA). A fixed-size model always predicts through windows of its size (``tile`` must be unset)."""
+        from segzoo.fast import predict_classes
+
+        return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
+                               scales=tuple(scales), batch=batch, window=self.fixed_size)
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnnxModel:
+        """Any ``.onnx`` written by segzoo (``export`` or ``quantize``); the INT8 ones come back as
+        :class:`~segzoo.deploy.QuantizedModel`."""
+        import onnx
+
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"ONNX model {str(path)!r} does not exist")
+        try:
+            proto = onnx.load(str(path))
+        except Exception as exc:  # onnx raises DecodeError / ValueError / google.protobuf errors
+            raise InvalidValueError(f"{str(path)!r} is not a readable ONNX file: {exc}") from exc
+        props = {p.key: p.value for p in proto.metadata_props}
+        meta, layout = read_description(props, repr(str(path)))
+        num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+        from segzoo.deploy.quantize import REPORT_KEY, QuantizedModel
+
+        kind = QuantizedModel if REPORT_KEY in props else cls
+        report = json.loads(props.get(REPORT_KEY, "{}"))
+        return kind(proto.SerializeToString(), meta, num_classes, report, layout, source=repr(str(path)))
+
+
+def add_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write ``props`` into the ONNX file at ``path`` (in place: ``path`` is a temporary file of the exporter)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    existing = {p.key for p in proto.metadata_props}
+    for key, value in props.items():
+        if key in existing:
+            next(p for p in proto.metadata_props if p.key == key).value = value
+        else:
+            proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def check_uint8_preprocessing(model: Any) -> None:
+    """A uint8-input export needs one mean and std per input channel."""
+    pre = model.meta.preprocessing
+    if len(pre.mean) != model.in_channels:
+        raise InvalidValueError(f"uint8_input: the model's preprocessing has {len(pre.mean)} channel means for "
+                                f"{model.in_channels} input channels")
+
+
+def uint8_images(batch: int, channels: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Random uint8 images, the parity inputs of a uint8-input export."""
+    return torch.randint(0, 256, (batch, channels, height, width), generator=generator, dtype=torch.uint8)
