@@ -46,7 +46,7 @@ def run_demo(output: str | Path | None = None, seconds: float = 60.0, n_images: 
     summary = trainer.fit()
     model, transform = load_for_inference(output / "run" / "best")
     val_images = [image for image, _ in trainer.val_set.pairs[:4]]
-    predictions = predict_files(model, transform, val_images, output / "predictions")
+    predictions = predict_files(model, transform, val_images, output / "predictions", overlay_min_side=384)
     final = {
         "best_miou": summary["best"],
         "epochs": summary["epochs"],

@@ -127,7 +127,8 @@ def class_id_image(pred: np.ndarray, num_classes: int):
 
 def predict_files(
     model: Any, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
-    alpha: float = 0.5, overwrite: bool = False, progress: bool = True, legend: bool = True, **tiling: Any,
+    alpha: float = 0.5, overwrite: bool = False, progress: bool = True, legend: bool = True,
+    overlay_min_side: int | None = None, **tiling: Any,
 ) -> list[Path]:
     """For each image: ``<stem>.png`` (class ids; 16-bit above 256 classes) and ``<stem>_overlay.png`` (colours
     over the image, with a class legend). Existing files of those names are an error unless ``overwrite``, and
@@ -136,7 +137,9 @@ def predict_files(
 
     ``model``: anything :func:`load_for_inference` returns. A :class:`~segzoo.SegmentationModel` predicts through
     the fast path (``segzoo.optimize``), every kind through :func:`segzoo.fast.predict_classes`, the function
-    behind ``model.predict``. ``tiling``: ``tile`` (or ``"auto"``), ``overlap``, ``tta``, ``scales``, ``batch``."""
+    behind ``model.predict``. ``overlay_min_side``: overlays of smaller images are enlarged (nearest neighbour, an
+    integer factor) to at least this many pixels per side, to be seen. ``tiling``: ``tile`` (or ``"auto"``),
+    ``overlap``, ``tta``, ``scales``, ``batch``."""
     from PIL import Image
 
     from segzoo.data.palette import draw_legend, palette
@@ -172,6 +175,9 @@ def predict_files(
         pred = predict_classes(runner, x, model.meta.preprocessing, output_size=image.shape[:2], **options)
         pred = pred.cpu().numpy()
         overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)
+        if overlay_min_side and min(overlay.shape[:2]) < overlay_min_side:
+            factor = -(-overlay_min_side // min(overlay.shape[:2]))
+            overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
         if legend:
             overlay = draw_legend(overlay, names, colours, present=np.unique(pred))
         with atomic_paths([ids_path, overlay_path]) as (ids_tmp, overlay_tmp):

@@ -276,3 +276,48 @@ def test_overlays_carry_a_class_legend(shapes, trained, tmp_path):
     corner = (slice(0, 8), slice(0, 8))
     assert not np.array_equal(with_legend[corner], without[corner])
     assert np.array_equal(with_legend[-8:, -8:], without[-8:, -8:])  # the rest of the overlay is untouched
+
+
+def test_small_overlays_are_enlarged_to_be_seen(shapes, trained, tmp_path):
+    from segzoo.inference import load_for_inference, predict_files
+
+    model, transform = load_for_inference(trained)
+    image = sorted((shapes / "images").iterdir())[0]
+    predict_files(model, transform, [image], tmp_path, progress=False, overlay_min_side=100)
+    assert Image.open(tmp_path / f"{image.stem}_overlay.png").size == (128, 128)  # 32 x 4
+    assert Image.open(tmp_path / f"{image.stem}.png").size == (32, 32)  # class ids stay pixel-aligned
+
+
+def test_predictions_plot_has_a_class_legend(shapes, tmp_path, monkeypatch):
+    """predictions.png names the classes its colours stand for."""
+    import matplotlib.figure
+
+    trainer = Trainer(Recipe.from_dict(_recipe(shapes, epochs=1, plots=True)), tmp_path)
+    seen = []
+    original = matplotlib.figure.Figure.legend
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend",
+                        lambda self, *a, **k: seen.append(k) or original(self, *a, **k))
+    trainer.fit()
+    labels = [h.get_label() for call in seen for h in call.get("handles", [])]
+    assert labels == SHAPE_CLASSES and (tmp_path / "predictions.png").stat().st_size > 1000
+
+
+def test_the_readme_fine_tune_example_runs(trained, tmp_path):
+    """The README's fine-tune recipe, verbatim but for the parent (a tiny model), the data folder and the
+    schedule, trains end to end."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(  # my\.yaml: fine-tune.*?)```", readme, re.S).group(1)
+    recipe = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
+    assert recipe["model"] == {"pretrained": "deeplabv3plus_mnv2.camvid", "num_classes": 2}
+    recipe["model"]["pretrained"] = str(trained)
+    recipe["data"]["root"] = str(_two_class_data(tmp_path / "mine"))
+    recipe["augment"]["crop_size"] = 32
+    recipe["train"].update(epochs=1, batch_size=4, progress=False, plots=False)
+    with pytest.warns(UserWarning, match="re-initialised"):
+        summary = Trainer(Recipe.from_dict(recipe), tmp_path / "run").fit()
+    assert summary["reason"] == "completed"
+    assert segzoo.from_pretrained(tmp_path / "run" / "best").meta.class_names == ["background", "object"]

@@ -67,7 +67,12 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
             axes[row][col].imshow(img)
             axes[row][col].set_title(title)
             axes[row][col].axis("off")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
+    handles = [Patch(facecolor=colours[i] / 255.0, edgecolor="black", label=name) for i, name in enumerate(names)]
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / n))
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.savefig(path, dpi=80, format=file_format)
     plt.close(fig)
     return path
