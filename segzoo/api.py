@@ -7,6 +7,7 @@ This module sits above ``models`` (configs -> modules), ``storage`` (the weights
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,12 @@ from typing import Any
 import torch
 
 from segzoo import convert as _convert  # noqa: F401  (registers the built-in importers)
-from segzoo.errors import InvalidValueError, MissingFileError, UnknownNameError
+from segzoo.errors import InvalidValueError, MissingFileError, SegzooError, UnknownNameError
 from segzoo.io import StateFit
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.registry import CONVERTERS, DECODERS, ENCODERS, MODELS
-from segzoo.storage.format import WEIGHTS_NAME, WeightsFile, read_weights, sha256_of, write_weights
+from segzoo.storage.format import WEIGHTS_NAME, WeightsHeader, read_weights_header, sha256_of, write_weights
 from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for
 
 __all__ = [
@@ -193,17 +194,46 @@ def resolve_source(
     raise MissingFileError(f"cannot load {text!r} ({what}); accepted forms: {FORMS}")
 
 
-def _check_plugins(file: WeightsFile, source: str) -> None:
+def _check_plugins(file: WeightsHeader, source: str) -> None:
     """A model built from a plugin's encoder or decoder needs that plugin: say which, before building."""
     registries = {"encoder": ENCODERS, "decoder": DECODERS}
     for need in file.requires:
         registry = registries.get(need.get("kind", ""))
         if registry is not None and need.get("name") not in registry:
+            distribution = need.get("distribution", "?")
             raise UnknownNameError(
-                f"weights {source!r} are a model built with the {need['kind']} {need['name']!r} of the plugin "
-                f"{need['distribution']!r} (version {need.get('version', '?')} when saved), which is not installed "
-                f"here: pip install {need['distribution']}"
+                f"weights {source!r} are a model built with the {need['kind']} {need.get('name')!r} of the plugin "
+                f"{distribution!r} (version {need.get('version', '?')} when saved), which is not installed "
+                f"here: pip install {distribution}"
             )
+
+
+def _check_header_fits(file: WeightsHeader, source: str, strict: bool = True) -> None:
+    """The model the header's config describes has exactly the tensors (names and shapes) the header lists;
+    not ``strict`` (loading what fits), it may differ, but may not be much larger than the file."""
+    from segzoo.models.segmentation_model import SegmentationModel
+
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in SegmentationModel(file.config).state_dict().items()}
+    except (SegzooError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        # an untrusted header: whatever its values make a builder raise is the file's fault, said as such
+        raise InvalidValueError(f"weights {source!r}: the config in the file's header cannot build a model: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    if not strict:
+        ours, theirs = (sum(math.prod(v) for v in table.values()) for table in (shapes, file.shapes))
+        if ours <= max(2 * theirs, theirs + 1_000_000):
+            return
+    mismatched = [f"{k}: config {shapes[k]} vs file {file.shapes[k]}" for k in shapes
+                  if k in file.shapes and shapes[k] != file.shapes[k]]
+    missing = [k for k in shapes if k not in file.shapes]
+    extra = [k for k in file.shapes if k not in shapes]
+    if mismatched or missing or extra:
+        parts = [f"{len(mismatched)} shape mismatch(es), first: {mismatched[:3]}" if mismatched else "",
+                 f"{len(missing)} tensor(s) the config needs but the file lacks, first: {missing[:3]}" if missing else "",
+                 f"{len(extra)} tensor(s) the config does not have, first: {extra[:3]}" if extra else ""]
+        raise InvalidValueError(f"weights {source!r}: the header's config does not describe the file's tensors "
+                                f"({'; '.join(p for p in parts if p)}); the file is corrupt or was edited")
 
 
 def from_pretrained(
@@ -223,11 +253,14 @@ def from_pretrained(
     """
     overrides = {k: v for k, v in overrides.items() if not (v is None and k in ("num_classes", "in_channels"))}
     weights_path = resolve_source(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    file: WeightsFile = read_weights(weights_path)
+    file = read_weights_header(weights_path)
     _check_plugins(file, str(source))
+    # the header's config decides what building allocates: it must describe the tensors the same header lists
+    # (checked on the meta device, where nothing is allocated) before anything real is built or read
+    _check_header_fits(file, str(source), strict)
     config = apply_overrides(file.config, **overrides) if overrides else file.config
     # another head: the published class names and colours no longer describe it (dropped together)
     model = build_model(config, file.meta.for_classes(config.num_classes))
-    load_weights_into(model, file.state_dict, str(source), strict=strict and not overrides)
+    load_weights_into(model, file.load_state_dict(), str(source), strict=strict and not overrides)
     model.loaded_from = {"source": str(source), "sha256": sha256_of(weights_path)}
     return model.eval()

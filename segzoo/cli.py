@@ -227,9 +227,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if folder == (args.recipe is not None):
         raise InvalidValueError("give a recipe (its validation split is scored) or --images DIR --masks DIR "
                                 "(every pair is scored), not " + ("both" if folder else "neither"))
-    if not folder and (args.mask_values or args.colours or args.ignore_colour):
-        raise InvalidValueError("--mask-values, --colours and --ignore-colour apply to --images/--masks; a recipe "
-                                "states its masks' encoding in its data section")
+    if not folder and (args.mask_values or args.colours or args.ignore_colour or args.ignore_index is not None):
+        raise InvalidValueError("--mask-values, --colours, --ignore-colour and --ignore-index apply to "
+                                "--images/--masks; a recipe states its masks' encoding in its data section")
+    if folder and (args.split is not None or args.set):
+        raise InvalidValueError("--split and --set apply to a recipe; --images/--masks score every pair given")
+    args.split = args.split or "val"
+    args.ignore_index = 255 if args.ignore_index is None else args.ignore_index
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise OutputExistsError(f"--output {args.output!r} exists; pass --overwrite to replace it")
     model, transform = load_for_inference(args.weights)
@@ -291,6 +295,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from segzoo.inference import expand_inputs, load_for_inference, predict_files
     from segzoo.training.trainer import pick_device
 
+    if args.tile is None and (args.overlap is not None or args.batch is not None):
+        raise InvalidValueError("--overlap and --batch apply to windows; --tile none predicts whole images")
+    args.overlap = 0.25 if args.overlap is None else args.overlap
+    args.batch = 4 if args.batch is None else args.batch
     device = pick_device(args.device)
     files = expand_inputs(args.inputs)
     model, transform = load_for_inference(args.weights)
@@ -411,9 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the weights' class colours when the masks are RGB")
     p.add_argument("--ignore-colour", type=_rgb, action="append", default=[], metavar="R,G,B",
                    help="with --images and colour masks: a colour to ignore (repeatable)")
-    p.add_argument("--ignore-index", type=int, default=255,
+    p.add_argument("--ignore-index", type=int, default=None,
                    help="with --images: the mask value that is ignored (default 255; CamVid's void is 11)")
-    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--split", default=None, choices=["train", "val"], help="the recipe's split (default val)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: the recipe's, else the best one)")
     p.add_argument("--output", help="write the metrics as JSON here too")
@@ -432,10 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default="auto",
                    help="blended windows of this many pixels; 'auto' (default): 512-pixel windows for images over "
                         "one megapixel, whole images below; 'none': always whole")
-    p.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (default 0.25)")
+    p.add_argument("--overlap", type=float, default=None, help="overlap of neighbouring windows (default 0.25)")
     p.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"], help="test-time flips to average")
     p.add_argument("--scales", nargs="*", type=float, default=[1.0], help="test-time scales to average")
-    p.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--batch", type=int, default=None, help="windows per forward pass (default 4)")
     p.add_argument("--no-legend", action="store_true", help="overlays without the class legend")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_predict)

@@ -162,6 +162,14 @@ class ModelConfig(_JsonConfig):
             raise InvalidValueError(f"output_stride must be a power of two (8, 16, 32, ...) or None, got {stride!r}")
         if enc.depth is not None and (not isinstance(enc.depth, int) or enc.depth < 1):
             raise InvalidValueError(f"encoder depth must be a positive integer or None, got {enc.depth!r}")
+        if self.aux_head is not None and not isinstance(self.aux_head, AuxHeadConfig):
+            raise InvalidTypeError(f"aux_head must be a mapping of AuxHeadConfig fields or None, got {self.aux_head!r}")
+        if self.classification_head is not None and not isinstance(self.classification_head,
+                                                                   ClassificationHeadConfig):
+            raise InvalidTypeError(f"classification_head must be a mapping of ClassificationHeadConfig fields or None, "
+                                   f"got {self.classification_head!r}")
+        if not isinstance(self.decoder, str):
+            raise InvalidTypeError(f"decoder must be a name, got {self.decoder!r}")
         if self.head_kernel_size not in (1, 3):
             raise InvalidValueError(f"head_kernel_size must be 1 or 3, got {self.head_kernel_size!r}")
         if self.classification_head is not None and self.classification_head.num_classes < 1:
@@ -205,6 +213,15 @@ class Preprocessing(_JsonConfig):
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         self.input_range = tuple(float(v) for v in self.input_range)  # type: ignore[assignment]
+        values = self.mean + self.std + self.input_range
+        if not all(math.isfinite(v) for v in values):
+            raise InvalidValueError(f"preprocessing holds a non-finite number: mean {self.mean}, std {self.std}, "
+                                    f"input_range {self.input_range}")
+        if len(self.input_range) != 2 or self.input_range[0] >= self.input_range[1]:
+            raise InvalidValueError(f"preprocessing input_range must be (low, high) with low < high, got "
+                                    f"{self.input_range}")
+        if not self.mean:
+            raise InvalidValueError("preprocessing needs a mean and std per channel, got none")
         if len(self.mean) != len(self.std):
             raise InvalidValueError(f"preprocessing mean {self.mean} and std {self.std} differ in length")
         if any(v <= 0 for v in self.std):
@@ -237,10 +254,21 @@ class ModelMeta(_JsonConfig):
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):
             self.preprocessing = Preprocessing.from_dict(self.preprocessing)
+        if not isinstance(self.preprocessing, Preprocessing):
+            raise InvalidTypeError(f"preprocessing must be a mapping of mean / std / input_range, got "
+                                   f"{self.preprocessing!r}")
         if self.class_names is not None:
+            if isinstance(self.class_names, (str, bytes)) or not isinstance(self.class_names, (list, tuple)):
+                raise InvalidTypeError(f"class_names must be a list of names, got {self.class_names!r}")
             self.class_names = [str(c) for c in self.class_names]
         if self.class_colours is not None:
-            self.class_colours = [[int(v) for v in rgb] for rgb in self.class_colours]
+            colours = self.class_colours
+            if (not isinstance(colours, (list, tuple)) or not all(
+                    isinstance(rgb, (list, tuple)) and len(rgb) == 3
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgb)
+                    for rgb in colours)):
+                raise InvalidValueError(f"class_colours must be RGB triples of integers in 0..255, got {colours!r}")
+            self.class_colours = [[int(v) for v in rgb] for rgb in colours]
         if not isinstance(self.metrics, Mapping):
             raise InvalidTypeError(f"metrics must be a mapping of names to numbers, got {self.metrics!r}")
         for key, value in self.metrics.items():

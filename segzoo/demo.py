@@ -20,8 +20,9 @@ def run_demo(output: str | Path | None = None, seconds: float = 60.0, n_images: 
 
     if n_images < 8:
         raise InvalidValueError(f"the demo needs at least 8 images (train and validation), got {n_images}")
-    if not seconds > 0:
-        raise InvalidValueError(f"the demo's training time must be positive, got {seconds} seconds")
+    if not 0 < seconds < 24 * 3600:
+        raise InvalidValueError(f"the demo's training time must be a positive number of seconds under a day, got "
+                                f"{seconds}")
     output = Path(output) if output else Path(tempfile.mkdtemp(prefix="segzoo-demo-"))
     data_root = write_shapes_dataset(output / "data", n_images=n_images, size=96)
     print(f"segzoo demo: {n_images} synthetic images ({', '.join(SHAPE_CLASSES)}) in {data_root}", flush=True)

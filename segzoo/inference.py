@@ -43,10 +43,15 @@ def load_for_inference(weights: str | Path):
     path = Path(weights)
     folder = path if path.is_dir() else path.parent
     saved = folder / "transforms.json"
-    if saved.is_file():
-        transform = from_dict(json.loads(saved.read_text())["eval"])
-    else:
-        transform = eval_preset()
+    if not saved.is_file():
+        return model, eval_preset()
+    try:
+        record = json.loads(saved.read_text())
+        transform = from_dict(record["eval"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidValueError(f"{str(saved)!r} (the evaluation transform saved beside the weights) is not "
+                                f"valid: {type(exc).__name__}: {exc}; fix or delete it (the default transform is "
+                                "then used)") from exc
     return model, transform
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_path", "atomic_paths", "write_error", "new_file_mode", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES", "StateFit"]
+__all__ = ["atomic_path", "atomic_paths", "atomic_folder", "folder_lock", "RunLock", "exchange_paths", "write_error", "new_file_mode", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES", "StateFit"]
 
 
 def new_file_mode(path: str | Path) -> int:
@@ -21,9 +21,7 @@ def new_file_mode(path: str | Path) -> int:
     path = Path(path)
     if path.exists():
         return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
 def write_error(path: str | Path, exc: OSError) -> Exception:
@@ -33,11 +31,10 @@ def write_error(path: str | Path, exc: OSError) -> Exception:
 
     from segzoo.errors import WriteError
 
-    if isinstance(exc, WriteError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS,
-                                                        errno.EFBIG):
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EFBIG):
         return exc
     return WriteError(exc.errno, f"cannot write {str(path)!r}: {os.strerror(exc.errno).lower()}; "
-                                 "what was there before is unchanged")
+                                 "what was there before is unchanged, and no partial output was left")
 
 
 @contextlib.contextmanager
@@ -82,6 +79,148 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     with atomic_paths([path]) as (tmp,):
         yield tmp
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or file system cannot, so that the caller falls back to two renames."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive OS lock (``flock``) on the folder holding ``path``, held while the block runs: writers of
+    folders there take turns instead of mixing their files. It dies with the process (a killed writer leaves no
+    stale lock) and leaves no file behind. A no-op where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    parent = Path(path).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, keep_others: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; on success it replaces ``path`` as a whole, on failure it
+    is removed. A reader sees the old folder or the complete new one, never a mix: the swap is one atomic
+    exchange on Linux (two renames elsewhere, with the old folder kept aside until the new one is in place).
+    Concurrent writers of folders in the same parent take turns (:func:`folder_lock`). ``keep_others``: files of
+    the old folder that the new one does not write are carried over (hard links), so nothing a user kept there
+    is lost."""
+    import shutil
+
+    path = Path(path)
+    with folder_lock(path):
+        # a writer killed between its two renames set the old folder aside: put it back first
+        aside = sorted(path.parent.glob(f".{path.name}.*.old/{path.name}"))
+        if aside and not path.exists():
+            os.replace(aside[-1], path)
+        # temporary folders of writers that were killed (under the lock no live writer owns one)
+        for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.*.old")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            if keep_others and path.is_dir():
+                for old in path.iterdir():
+                    target = tmp / old.name
+                    if target.exists() or not old.is_file():
+                        continue
+                    try:
+                        os.link(old, target)
+                    except OSError:
+                        shutil.copy2(old, target)
+            for f in tmp.iterdir():
+                if f.is_file():
+                    with open(f, "rb") as handle:
+                        os.fsync(handle.fileno())
+            os.chmod(tmp, 0o777 & ~_umask())
+            if path.is_dir() and exchange_paths(tmp, path):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+            elif path.is_dir():
+                aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, aside / path.name)
+                os.replace(tmp, path)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = write_error(path, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+class RunLock:
+    """An exclusive, non-blocking OS lock on ``folder`` for as long as this object lives (or until
+    :meth:`release`): a second owner gets an error naming the folder and the first owner's pid. The lock is held
+    on ``folder/.segzoo.lock`` (which records the pid) with ``flock``: it dies with the process, so a killed
+    owner never leaves a stale lock. A no-op where ``fcntl`` does not exist (Windows)."""
+
+    NAME = ".segzoo.lock"
+
+    def __init__(self, folder: str | Path, what: str = "folder") -> None:
+        from segzoo.errors import InvalidValueError
+
+        self.folder = Path(folder)
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InvalidValueError(f"{what} {str(self.folder)!r} is in use by another process (pid {owner}); "
+                                    "wait for it to finish, or use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def load_weights_only(path: str | Path, what: str = "checkpoint"):

@@ -41,8 +41,8 @@ def check_options(tile: int | None, overlap: float, tta: Sequence[str], scales: 
     unknown = [v for v in tta if v not in TTA_VIEWS]
     if unknown:
         raise InvalidValueError(f"unknown test-time augmentation(s) {unknown}; available: {list(TTA_VIEWS)}")
-    if not scales or any(not isinstance(s, (int, float)) or s <= 0 for s in scales):
-        raise InvalidValueError(f"scales must be positive numbers, got {list(scales)!r}")
+    if not scales or any(not isinstance(s, (int, float)) or not 0.05 <= s <= 8 for s in scales):
+        raise InvalidValueError(f"scales must be numbers from 0.05 to 8, got {list(scales)!r}")
     if batch < 1:
         raise InvalidValueError(f"batch must be at least 1, got {batch!r}")
 

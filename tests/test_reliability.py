@@ -276,7 +276,7 @@ def test_bad_input(case, world, tmp_path, monkeypatch, capsys, plugin_encoders):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
-    def offline(url, dst):
+    def offline(url, dst, size=None):
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr("segzoo.storage.specs._download", offline)

@@ -60,6 +60,19 @@ class DataConfig:
     palette: dict[str, list[int]] | None = None  # display colours of the classes (default: ``colours``)
     limit: int | None = None  # keep the first N pairs of each split (smoke runs)
 
+    def __post_init__(self) -> None:
+        if self.layout not in ("folder", "list"):
+            raise InvalidValueError(f"data.layout must be 'folder' or 'list', got {self.layout!r}")
+        fraction = self.val_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise InvalidValueError(f"data.val_fraction must be a share in (0, 1), e.g. 0.15, got {fraction!r}")
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise InvalidValueError(f"data.classes must be distinct names, got {self.classes!r}")
+        if not 0 <= self.ignore_index <= 255:
+            raise InvalidValueError(f"data.ignore_index must be in 0..255 (masks are 8-bit), got {self.ignore_index!r}")
+        if self.limit is not None and self.limit < 1:
+            raise InvalidValueError(f"data.limit must be at least 1 (or null), got {self.limit!r}")
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

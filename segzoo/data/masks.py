@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -22,12 +23,57 @@ def _cv2():
     return cv2
 
 
+PIXELS_ENV = "SEGZOO_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 150_000_000  # 150 megapixels (12000 x 12500, 450 MB as RGB), under PIL's own bomb error
+
+
+def max_image_pixels() -> int:
+    """The most pixels an image or mask may have before it is decoded (``$SEGZOO_MAX_IMAGE_PIXELS``, default 150
+    million): a small file that claims a huge size is refused instead of exhausting the memory."""
+    text = os.environ.get(PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidValueError(f"${PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def _check_size(path: Path, what: str) -> None:
+    """Read the size from the file's header (nothing is decoded) and refuse images above the pixel limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = max_image_pixels()
+    guard = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here: segzoo's own limit applies, below
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return  # not a format PIL reads headers of: the decoder below names the problem
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+    if width * height > limit:
+        raise InvalidValueError(f"{what} {str(path)!r} is {width}x{height} ({width * height / 1e6:.0f} megapixels), "
+                                f"above the limit of {limit / 1e6:.0f} megapixels (${PIXELS_ENV}); split it into "
+                                "tiles, or raise the limit if the machine has the memory")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 array (H, W, 3); a corrupt or unreadable file is an error naming it."""
+    """An RGB uint8 array (H, W, 3) of the pixels as stored: EXIF orientation is ignored, as for masks, so that
+    an image and its mask always share one pixel grid. A corrupt or unreadable file, or one above the pixel
+    limit (:func:`max_image_pixels`), is an error naming it."""
     cv2 = _cv2()
 
+    path = Path(path)
+    if path.is_file():
+        _check_size(path, "image")
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data is not None and data.size else None
     if image is None:
         raise InvalidValueError(f"cannot read image {str(path)!r}: missing, empty or corrupt")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -36,11 +82,14 @@ def read_image(path: Path) -> np.ndarray:
 def _open_mask(path: Path):
     from PIL import Image, UnidentifiedImageError
 
+    _check_size(Path(path), "mask")
     try:
         image = Image.open(path)
         image.load()
         return image
-    except (OSError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InvalidValueError(f"mask {str(path)!r} is too large to decode safely: {exc}") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InvalidValueError(f"cannot read mask {str(path)!r}: {exc}") from exc
 
 

@@ -137,6 +137,10 @@ def load_program(path: str | Path) -> LoadedProgram:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"exported program {str(path)!r} does not exist")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # before torch.export.load, which logs a traceback for other files
+        raise InvalidValueError(f"{str(path)!r} is not a readable torch.export program (.pt2): not a zip archive")
     extra = {LIMITS_FILE: "", META_FILE: ""}
     try:
         program = torch.export.load(str(path), extra_files=extra)

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # storage sits below models: the type only, never the import
 
 __all__ = [
     "WEIGHTS_NAME", "REQUIRES_KEY", "plugin_requirements",
-    "WeightsFile", "write_weights", "read_weights", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
+    "WeightsFile", "WeightsHeader", "write_weights", "read_weights", "read_weights_header",
+    "FORBIDDEN_ENCODER_PARAMS", "sha256_of", "standalone", "CONFIG_KEY", "META_KEY", "VERSION_KEY",
 ]
 
 WEIGHTS_NAME = "model.safetensors"  # the weights file of a save_pretrained folder and of a checkpoint
@@ -99,7 +100,7 @@ def write_weights(
     ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors at that precision; loading casts them back
     to the model's dtype.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     meta = meta if meta is not None else model.meta
     meta.check(model.config.num_classes)
@@ -120,8 +121,9 @@ def write_weights(
         REQUIRES_KEY: json.dumps(plugin_requirements(config)),
     }
     path = Path(path)
+    data = save(state, metadata=header)  # serialised in memory, written by Python: a full disk is an OSError
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=header)
+        tmp.write_bytes(data)
     return path
 
 
@@ -130,9 +132,43 @@ def read_header(path: Path) -> dict[str, str]:
     return read_safetensors_metadata(path)
 
 
-def read_weights(path: str | Path) -> WeightsFile:
-    """Read a segzoo weights file; a file without a segzoo config in its header is an error that says so."""
-    from safetensors.torch import load_file
+# encoder builder parameters a weights file may not carry: each makes building read another file or the network
+# (timm's checkpoint_path, pretrained weights, their config); loading a segzoo file reads that file and nothing else
+FORBIDDEN_ENCODER_PARAMS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                            "pretrained_strict", "cache_dir")
+
+
+@dataclass
+class WeightsHeader:
+    """What a segzoo weights file's header says, read without loading a tensor: the model, its metadata and the
+    name, shape and dtype of every tensor (how much memory loading it will take)."""
+
+    config: ModelConfig
+    meta: ModelMeta
+    shapes: dict[str, tuple[int, ...]]
+    version: str
+    path: Path
+    requires: list[dict[str, str]] = field(default_factory=list)
+
+    def load_state_dict(self) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(self.path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InvalidValueError(f"{str(self.path)!r}: cannot read its tensors (truncated?): {exc}") from exc
+
+
+def _header_error(path: Path, what: str) -> InvalidValueError:
+    return InvalidValueError(f"{str(path)!r}: invalid segzoo header: {what}")
+
+
+def read_weights_header(path: str | Path) -> WeightsHeader:
+    """Read and check a segzoo weights file's header (no tensor is loaded). A plain state dict, a malformed value
+    (wrong type, odd nesting, an encoder parameter that would read another file) is an error naming the file and
+    the key."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     header = read_header(path)
@@ -143,9 +179,36 @@ def read_weights(path: str | Path) -> WeightsFile:
         )
     try:
         config = ModelConfig.from_json(header[CONFIG_KEY])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise _header_error(path, f"{CONFIG_KEY!r}: {exc}") from exc
+    forbidden = sorted(set(config.encoder.params) & set(FORBIDDEN_ENCODER_PARAMS))
+    if forbidden:
+        raise _header_error(path, f"the encoder parameters {forbidden} would make loading read other files or the "
+                                  "network; a segzoo weights file must hold every tensor itself")
+    try:
         meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise _header_error(path, f"{META_KEY!r}: {exc}") from exc
+    try:
         requires = json.loads(header.get(REQUIRES_KEY, "[]"))
+        if not isinstance(requires, list) or not all(isinstance(r, dict) for r in requires):
+            raise TypeError(f"expected a list of mappings, got {requires!r}")
     except (ValueError, TypeError) as exc:
-        raise InvalidValueError(f"{str(path)!r}: invalid segzoo header: {exc}") from exc
+        raise _header_error(path, f"{REQUIRES_KEY!r}: {exc}") from exc
+    try:
+        meta.check(config.num_classes)
+    except InvalidValueError as exc:
+        raise _header_error(path, str(exc)) from exc
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
     config, meta = standalone(config, meta)
-    return WeightsFile(config, meta, load_file(str(path)), header.get(VERSION_KEY, "?"), path, requires)
+    return WeightsHeader(config, meta, shapes, header.get(VERSION_KEY, "?"), path, requires)
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    """Read a segzoo weights file (header checked by :func:`read_weights_header`, then every tensor)."""
+    head = read_weights_header(path)
+    return WeightsFile(head.config, head.meta, head.load_state_dict(), head.version, head.path, head.requires)

@@ -67,7 +67,8 @@ def manifest_specs(model: str, directory: Path | None = None) -> dict[str, Weigh
         if entry.get("model") == model:
             metrics = entry.get("metrics") or {}
             specs[entry["tag"]] = WeightSpec(
-                entry["tag"], file=entry["file"], sha256=entry["sha256"], dataset=entry.get("dataset"),
+                entry["tag"], file=entry["file"], sha256=entry["sha256"], size=entry.get("size"),
+                dataset=entry.get("dataset"),
                 license=entry.get("license"),
                 metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k},
                 description=f"trained by segzoo on {entry.get('dataset')}",

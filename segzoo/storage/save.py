@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from segzoo._version import __version__
 from segzoo.config import ModelMeta, Preprocessing
-from segzoo.errors import InvalidTypeError, NotAFolderError
-from segzoo.io import atomic_path
+from segzoo.errors import InvalidTypeError, InvalidValueError, NotAFolderError
+from segzoo.io import atomic_folder
 from segzoo.storage.format import WEIGHTS_NAME, standalone, write_weights
 
 if TYPE_CHECKING:  # storage sits below models: the type only, never the import
@@ -101,12 +101,16 @@ def save_pretrained(
     license: str | None = None,
     description: str | None = None,
     repo_id: str | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``directory``.
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` (and ``extra_files``: name -> text) into
+    ``directory``.
 
-    Given metadata is stored in the model's ``meta`` too. All three files are
-    written to temporary names first and renamed into place only when all three
-    are complete: a failure leaves the previous files untouched.
+    Given metadata is stored in the model's ``meta`` too. The folder is saved as a whole: the files are written
+    into a temporary folder beside it, which then replaces it in one step (files of the old folder that this save
+    does not write are kept). A crash or kill leaves the old folder or the complete new one, never a mix; a
+    failure removes the temporary folder; concurrent saves into one folder take turns; a full disk is a
+    ``WriteError`` naming the file.
     """
     overrides = {
         "class_names": list(class_names) if class_names is not None else None,
@@ -124,13 +128,17 @@ def save_pretrained(
     config_json = json.dumps(
         {"segzoo_version": __version__, "model": config.to_dict(), **stored_meta.to_dict()}, indent=2
     )
-    with (
-        atomic_path(directory / WEIGHTS_NAME) as weights_tmp,
-        atomic_path(directory / CONFIG_NAME) as config_tmp,
-        atomic_path(directory / CARD_NAME) as card_tmp,
-    ):
-        write_weights(model, weights_tmp, meta)
-        config_tmp.write_text(config_json + "\n")
-        card_tmp.write_text(model_card(model, stored_meta, repo_id))
+    extra = dict(extra_files or {})
+    clash = sorted(set(extra) & {WEIGHTS_NAME, CONFIG_NAME, CARD_NAME})
+    bad = [name for name in extra if Path(name).name != name or name.startswith(".")]
+    if clash or bad:
+        raise InvalidValueError(f"save_pretrained extra_files: {clash or bad} cannot be written (plain file names, "
+                                f"other than {WEIGHTS_NAME}, {CONFIG_NAME}, {CARD_NAME})")
+    with atomic_folder(directory) as tmp:
+        write_weights(model, tmp / WEIGHTS_NAME, meta)
+        (tmp / CONFIG_NAME).write_text(config_json + "\n")
+        (tmp / CARD_NAME).write_text(model_card(model, stored_meta, repo_id))
+        for name, text in extra.items():
+            (tmp / name).write_text(text)
     model.meta = stored_meta
     return directory

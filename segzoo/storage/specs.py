@@ -63,6 +63,7 @@ class WeightSpec:
     license: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    size: int | None = None  # bytes of the file or download, where known: a download may not exceed it
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.file, self.url, self.hub) if s]
@@ -127,14 +128,46 @@ def _verify(path: Path, expected: str, what: str, remove: bool) -> None:
 
 
 DOWNLOAD_TIMEOUT_S = 60.0  # per connect and per read: a stalled server is an error, not a hang
+DOWNLOAD_LIMIT_ENV = "SEGZOO_MAX_DOWNLOAD_MB"
+DEFAULT_DOWNLOAD_LIMIT = 2 << 30  # bytes, for a download whose size the spec does not pin
 
 
-def _download(url: str, dst: Path) -> None:
+def download_limit() -> int:
+    """The most bytes a download whose size is not known may take (``$SEGZOO_MAX_DOWNLOAD_MB``, default 2 GiB)."""
+    text = os.environ.get(DOWNLOAD_LIMIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_DOWNLOAD_LIMIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise InvalidValueError(f"${DOWNLOAD_LIMIT_ENV} must be a positive number of megabytes, got {text!r}")
+    return int(value * (1 << 20))
+
+
+def _download(url: str, dst: Path, size: int | None = None) -> None:
+    """Stream ``url`` into ``dst``, at most ``size`` bytes (the spec's) or :func:`download_limit`: an endless or
+    oversized body is an error, never a full disk (the caller removes the partial file)."""
     from urllib.request import Request, urlopen
 
+    limit = size if size is not None else download_limit()
     request = Request(url, headers={"User-Agent": "segzoo"})
     with urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(dst, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
+        announced = response.headers.get("Content-Length")
+        if announced is not None and announced.isdigit() and int(announced) > limit:
+            raise DownloadError(f"{url} announces {int(announced):,} bytes, more than the {limit:,} expected"
+                                + ("" if size is not None else f" (${DOWNLOAD_LIMIT_ENV})"))
+        done = 0
+        while True:
+            block = response.read(1 << 20)
+            if not block:
+                break
+            done += len(block)
+            if done > limit:
+                raise DownloadError(f"{url} sent more than the {limit:,} bytes expected; stopped and removed the "
+                                    "partial file" + ("" if size is not None else f" (${DOWNLOAD_LIMIT_ENV})"))
+            out.write(block)
 
 
 def resolve_spec(
@@ -170,7 +203,9 @@ def resolve_spec(
     with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
         download = Path(tmp) / Path(spec.url).name
         try:
-            _download(spec.url, download)
+            _download(spec.url, download, spec.size)
+        except DownloadError:
+            raise
         except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
             raise DownloadError(
                 f"weights {name}.{spec.tag}: could not download {spec.url} ({type(exc).__name__}: "

@@ -11,10 +11,9 @@ good checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from segzoo.errors import MissingFileError
-from segzoo.io import load_weights_only
+from segzoo.io import atomic_folder, load_weights_only
 from segzoo.storage.format import WEIGHTS_NAME, read_weights, write_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "STATE_NAME", "WEIGHTS_NAME"]
@@ -50,36 +49,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _old(directory: Path) -> Path:
-    return directory.with_name(f".{directory.name}.old")
-
-
 def save_checkpoint(directory: Path, model: Any, state: dict[str, Any], extras: dict[str, Any]) -> None:
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Write the checkpoint folder as a whole (``segzoo.io.atomic_folder``): a crash leaves the previous one."""
+    with atomic_folder(Path(directory), keep_others=False) as tmp:
         write_weights(model, tmp / WEIGHTS_NAME)
-        torch.save(state, tmp / STATE_NAME)
+        buffer = io.BytesIO()  # torch.save on a full disk fails with an opaque RuntimeError; Python's write names it
+        torch.save(state, buffer)
+        (tmp / STATE_NAME).write_bytes(buffer.getvalue())
         for name, value in extras.items():
             (tmp / name).write_text(json.dumps(value, indent=2, default=str) + "\n")
-        old = _old(directory)
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _set_aside(directory: Path) -> Path | None:
+    """The previous checkpoint that a swap by two renames (platforms without an atomic exchange) set aside,
+    where a crash came between the renames."""
+    found = sorted(directory.parent.glob(f".{directory.name}.*.old/{directory.name}"))
+    return found[-1] if found else None
 
 
 def load_checkpoint(directory: Path) -> tuple[Any, dict[str, Any]]:
     """``(WeightsFile, training state)``; falls back to the previous folder if a swap was interrupted."""
     directory = Path(directory)
-    if not directory.exists() and _old(directory).exists():
-        directory = _old(directory)
+    if not directory.exists() and _set_aside(directory) is not None:
+        directory = _set_aside(directory)
     if not (directory / STATE_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
         raise MissingFileError(f"{str(directory)!r} is not a training checkpoint ({WEIGHTS_NAME} + {STATE_NAME})")
     weights = read_weights(directory / WEIGHTS_NAME)

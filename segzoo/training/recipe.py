@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +52,24 @@ def _conforms(value: Any, hint: Any) -> bool:
 def _describe(hint: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         hint, str(hint).replace("typing.", ""))
+
+
+def _check_range(where: str, value: Any, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
+    """``value`` is a finite number within the bounds (None where ``optional``), else an error naming the key."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        span = f"in {lo}, {hi}" if lo and hi else (f">{'' if low_open else '='} {low:g}" if lo else f"<= {high:g}")
+        raise InvalidValueError(f"recipe {where} must be a finite number {span}"
+                                f"{' (or null)' if optional else ''}, got {value!r}")
 
 
 def _build(cls: type, data: Mapping[str, Any] | None, where: str):
@@ -126,6 +145,21 @@ class AugmentConfig:
     eval_max_size: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_range("augment.crop_size", self.crop_size, 16, 8192)
+        if len(self.scale) != 2:
+            raise InvalidValueError(f"recipe augment.scale must be [low, high], got {self.scale!r}")
+        for value in self.scale:
+            _check_range("augment.scale", value, 0, 8, low_open=True)
+        if self.scale[0] > self.scale[1]:
+            raise InvalidValueError(f"recipe augment.scale must be [low, high] with low <= high, got {self.scale!r}")
+        _check_range("augment.colour_jitter", self.colour_jitter, 0, 1)
+        _check_range("augment.focus_p", self.focus_p, 0, 1)
+        if self.focus_p and not self.focus_classes:
+            raise InvalidValueError(f"recipe augment.focus_p {self.focus_p!r} needs augment.focus_classes (the "
+                                    "classes to place crops over)")
+        _check_range("augment.eval_max_size", self.eval_max_size, 16, optional=True)
+
     def preprocessing_config(self) -> Preprocessing | None:
         """The recipe's normalisation, or None where it states none (the model's own is kept: the one its
         encoder weights' header states, else ImageNet's)."""
@@ -199,8 +233,21 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "grad_accum", "val_every", "val_batch_size"):
             if int(getattr(self, key)) < 1:
                 raise InvalidValueError(f"train.{key} must be at least 1, got {getattr(self, key)!r}")
-        if self.lr <= 0:
-            raise InvalidValueError(f"train.lr must be positive, got {self.lr!r}")
+        _check_range("train.lr", self.lr, 0, 10, low_open=True)
+        _check_range("train.encoder_lr_mult", self.encoder_lr_mult, 0)
+        _check_range("train.weight_decay", self.weight_decay, 0)
+        _check_range("train.momentum", self.momentum, 0, 1, high_open=True)
+        _check_range("train.warmup_steps", self.warmup_steps, 0)
+        _check_range("train.poly_power", self.poly_power, 0, low_open=True)
+        _check_range("train.num_workers", self.num_workers, 0, 64)
+        _check_range("train.ema_decay", self.ema_decay, 0, 1, low_open=True, high_open=True, optional=True)
+        _check_range("train.clip_grad_norm", self.clip_grad_norm, 0, low_open=True, optional=True)
+        _check_range("train.max_seconds", self.max_seconds, 0, low_open=True, optional=True)
+        _check_range("train.max_steps_per_epoch", self.max_steps_per_epoch, 1, optional=True)
+        _check_range("train.early_stopping", self.early_stopping, 1, optional=True)
+        _check_range("train.freeze_encoder_epochs", self.freeze_encoder_epochs, -1)
+        for weight in self.class_weights or ():
+            _check_range("train.class_weights", weight, 0)
 
 
 @dataclass
@@ -225,13 +272,40 @@ class Recipe:
         # (segzoo.data.dataset.resolve_data_root, segzoo.encoders.weights.resolve_encoder_weights)
         stated = frozenset(f"{section}.{key}" for section in ("model", "data", "augment", "train")
                            if isinstance(data.get(section), Mapping) for key in data[section])
-        return cls(
+        recipe = cls(
             _build(ModelSpec, data["model"], "model"),
             _build(DataConfig, data["data"], "data"),
             _build(AugmentConfig, data.get("augment"), "augment"),
             _build(TrainConfig, data.get("train"), "train"),
             stated,
         )
+        recipe.check()
+        return recipe
+
+    def check(self) -> None:
+        """Settings that contradict each other, or that are stated but would be ignored: an option is honoured
+        or refused, never silently dropped."""
+        train, data = self.train, self.data
+        weights = train.class_weights
+        if weights is not None and len(weights) != len(data.classes):
+            raise InvalidValueError(f"recipe train.class_weights has {len(weights)} weights for the "
+                                    f"{len(data.classes)} classes {list(data.classes)}")
+        unused = {
+            "train.momentum": (train.optimizer != "sgd", f"train.optimizer is {train.optimizer!r} (only sgd uses it)"),
+            "train.poly_power": (train.scheduler != "poly", f"train.scheduler is {train.scheduler!r}, not poly"),
+            "train.warmup_steps": (train.scheduler not in ("poly", "cosine"),
+                                   f"train.scheduler {train.scheduler!r} has no warmup (poly and cosine do)"),
+            "data.train_list": (data.layout != "list", f"data.layout is {data.layout!r}, not list"),
+            "data.val_list": (data.layout != "list", f"data.layout is {data.layout!r}, not list"),
+            "data.val_fraction": (data.layout != "folder", f"data.layout is {data.layout!r} (its lists are the "
+                                                            "splits)"),
+            "data.images": (data.layout != "folder", f"data.layout is {data.layout!r}, not folder"),
+            "data.masks": (data.layout != "folder", f"data.layout is {data.layout!r}, not folder"),
+            "data.ignore_colours": (not data.colours, "data.colours is not set (masks hold class ids)"),
+        }
+        for key, (ignored, why) in unused.items():
+            if key in self.stated and ignored:
+                raise InvalidValueError(f"recipe {key} would be ignored: {why}; remove it or change that setting")
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

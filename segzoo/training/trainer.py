@@ -30,6 +30,7 @@ from segzoo.errors import (
     OutputExistsError,
     SegzooError,
 )
+from segzoo.io import RunLock, atomic_path, write_error
 from segzoo.losses import build_loss
 from segzoo.metrics import Monitor
 from segzoo.training.checkpoint import (
@@ -183,6 +184,9 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.device = pick_device(cfg.device)
         self.ctx: DistContext = setup_distributed(self.device)
+        # one run owns a folder: a second `segzoo train -o` on it is an error naming the owner's pid (the lock
+        # dies with the process, so a killed run leaves none)
+        self._lock = RunLock(self.output_dir, "run folder") if self.ctx.is_main else None
         prepare_output(self.output_dir, bool(resume), overwrite, main=self.ctx.is_main)
         if self.device.type == "cuda" and self.ctx.enabled:
             self.device = torch.device("cuda", self.ctx.local_rank)
@@ -319,13 +323,40 @@ class Trainer:
             setattr(self, key, state[key])
         self.history = json.loads(state["history"])
         set_rng_state(state["rng"])
+        self._truncate_log(int(state["epoch"]))
+
+    def _truncate_log(self, epoch: int) -> None:
+        """Drop the records of epochs after the checkpoint's from ``metrics.jsonl``: a run that crashed after
+        logging an epoch but before its checkpoint would otherwise log that epoch twice."""
+        log = self.output_dir / "metrics.jsonl"
+        if not self.ctx.is_main or not log.is_file():
+            return
+        lines = log.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by the crash
+                continue
+            if isinstance(record, dict) and int(record.get("epoch", 0)) <= epoch:
+                kept.append(line)
+        if len(kept) != len(lines):
+            with atomic_path(log) as tmp:
+                tmp.write_text("".join(f"{line}\n" for line in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.ctx.is_main:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        log = self.output_dir / "metrics.jsonl"
+        try:
+            with open(log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk: a one-line error naming the file (resume drops a torn line)
+            error = write_error(log, exc)
+            if error is exc:
+                raise
+            raise error from exc
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
@@ -508,7 +539,17 @@ class Trainer:
                         self.device, self.model.meta.preprocessing, self.amp_dtype, self.loss_fn)
 
     def fit(self) -> dict[str, Any]:
-        """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason)."""
+        """Run the remaining epochs; returns a summary (best metric, epochs run, stop reason). The run folder's
+        lock is released when it returns or raises."""
+        if self.ctx.is_main and (self._lock is None or self._lock.fd is None):
+            self._lock = RunLock(self.output_dir, "run folder")  # a second fit() of this trainer
+        try:
+            return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.tensorboard and self.ctx.is_main:
             from torch.utils.tensorboard import (
@@ -571,7 +612,8 @@ class Trainer:
         summary = {"reason": reason, "epochs": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
                    "monitor": cfg.monitor, "seconds": time.perf_counter() - start, "output_dir": str(self.output_dir)}
         if self.ctx.is_main:
-            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with atomic_path(self.output_dir / "summary.json") as tmp:
+                tmp.write_text(json.dumps(summary, indent=2) + "\n")
         for callback in self.callbacks:
             callback.on_fit_end(self, summary)
         return summary
@@ -601,8 +643,8 @@ class Trainer:
                     metrics={k: round(float(v), 5) for k, v in metrics.items()
                              if not isinstance(v, list) and math.isfinite(v)},
                     description=f"Best checkpoint (epoch {epoch + 1}, {cfg.monitor} {value:.4f}) of a segzoo run.",
+                    extra_files={"transforms.json": json.dumps(self._transforms(), indent=2)},
                 )
-                (self.output_dir / "best" / "transforms.json").write_text(json.dumps(self._transforms(), indent=2))
             return None
         self.bad_validations += 1
         if cfg.early_stopping and self.bad_validations >= cfg.early_stopping:
