@@ -70,7 +70,7 @@ def test_predict_uint8_numpy_and_cache():
     pred = model.predict(images)
     assert pred.shape == (2, 40, 50) and (pred == expected).float().mean() > 0.999
     hwc = images[0].permute(1, 2, 0).numpy()
-    assert torch.equal(model.predict(np.ascontiguousarray(hwc))[0], pred[0])
+    assert torch.equal(model.predict(np.ascontiguousarray(hwc)), pred[0])  # one image: (H, W)
     cached = model.__dict__["_fast_cache"][2]
     model.predict(images)
     assert model.__dict__["_fast_cache"][2] is cached

@@ -70,7 +70,7 @@ def test_predict_contract_with_tiling_and_save_load(quantized, tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     whole = q.predict(image)
     tiled = q.predict(image, tile=32, overlap=0.25, tta=("hflip",))
-    assert whole.shape == tiled.shape == (1, 70, 90) and whole.dtype == torch.int64
+    assert whole.shape == tiled.shape == (70, 90) and whole.dtype == torch.int64  # one image: (H, W)
     path = q.save(tmp_path / "m.int8.onnx")
     loaded = QuantizedModel.load(path)
     assert torch.equal(loaded.predict(image), whole) and loaded.num_classes == 3
@@ -99,7 +99,7 @@ def test_fixed_size_model_calibrates_and_predicts_through_windows_of_its_size(wo
     for size in [(70, 150, 3), (40, 50, 3)]:  # larger than the window in one side, smaller in both
         image = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
         ids = q.predict(image, tta=("hflip",))
-        assert ids.shape == (1, *size[:2]) and 0 <= int(ids.min()) and int(ids.max()) < 3
+        assert ids.shape == size[:2] and 0 <= int(ids.min()) and int(ids.max()) < 3
     loaded = QuantizedModel.load(q.save(tmp_path / "swin.int8.onnx"))
     assert loaded.fixed_size == (64, 96) and torch.equal(loaded.predict(image), q.predict(image))
     from PIL import Image
@@ -107,7 +107,7 @@ def test_fixed_size_model_calibrates_and_predicts_through_windows_of_its_size(wo
     Image.fromarray(image).save(tmp_path / "small.png")  # segzoo predict: windows of 64x96 replace --tile auto
     assert main(["predict", str(tmp_path / "small.png"), "-w", str(tmp_path / "swin.int8.onnx"),
                  "-o", str(tmp_path / "out")]) == 0
-    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "small.png")), q.predict(image)[0].numpy())
+    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "small.png")), q.predict(image).numpy())
     with pytest.raises(ValueError, match=r"tile=32 and window=\(64, 96\) exclude each other"):
         q.predict(image, tile=32)
 
@@ -122,7 +122,7 @@ def test_cli_predict_runs_an_int8_file(quantized, tmp_path):
     assert main(["predict", str(tmp_path / "a.png"), "-w", str(path), "-o", str(tmp_path / "out"),
                  "--tile", "32", "--tta", "hflip"]) == 0
     written = np.array(Image.open(tmp_path / "out" / "a.png"))
-    assert np.array_equal(written, q.predict(image, tile=32, tta=("hflip",))[0].numpy())
+    assert np.array_equal(written, q.predict(image, tile=32, tta=("hflip",)).numpy())
     assert (tmp_path / "out" / "a_overlay.png").is_file()
 
 
