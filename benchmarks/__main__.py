@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: the model suite (segzoo vs smp / torchvision); see segzoo/bench/suite.py.
+"""``python -m benchmarks``: the model suite (segzoo vs smp / torchvision); see benchmarks/suite.py.
 
 The data-pipeline and trainer-overhead benchmarks are ``python -m benchmarks.data_pipeline`` and
 ``python -m benchmarks.train_step``.
@@ -6,6 +6,6 @@ The data-pipeline and trainer-overhead benchmarks are ``python -m benchmarks.dat
 
 import sys
 
-from segzoo.bench.suite import main
+from benchmarks.suite import main
 
 sys.exit(main())

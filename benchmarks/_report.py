@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 
 def write_result(result: dict[str, Any], output: str | Path, summary_keys: Sequence[str]) -> dict[str, Any]:
-    result["machine"] = {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+    result["machine"] = {"threads": torch.get_num_threads(), "platform": platform.platform(),
+                         "torch": torch.__version__}
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

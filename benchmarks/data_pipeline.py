@@ -92,7 +92,7 @@ def segzoo_dataset(pairs, crop: int):
 
 def segzoo_throughput(dataset, workers: int, batch: int) -> float:
     """segzoo's loader delivers uint8 batches; the (timed) normalisation makes them the same float batches."""
-    from segzoo.config import Preprocessing
+    from segzoo.core.config import Preprocessing
     from segzoo.data import normalize
     from segzoo.data.dataset import make_loader
 

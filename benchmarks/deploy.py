@@ -12,22 +12,22 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 import segzoo
 from benchmarks._report import write_result
-from segzoo.bench.measure import latencies
+from segzoo.core.outputs import class_ids
+from segzoo.core.timing import latencies
 from segzoo.data.dataset import SegmentationDataset, build_pairs
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.deploy import cpu_int8_support, export_onnx, quantize
-from segzoo.metrics import ConfusionMatrix
-from segzoo.outputs import class_ids
-from segzoo.tiling import predict_probs
+from segzoo.inference.tiling import predict_probs
+from segzoo.training.metrics import ConfusionMatrix
 from segzoo.training.recipe import Recipe
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -57,7 +57,8 @@ def _miou(predict: Callable[[torch.Tensor], torch.Tensor], dataset: Segmentation
     with torch.inference_mode():
         for i in range(len(dataset)):
             image, mask = dataset[i]
-            cm.update(predict(normalize(image.unsqueeze(0), model.meta.preprocessing).float()), mask.unsqueeze(0).long())
+            logits = predict(normalize(image.unsqueeze(0), model.meta.preprocessing).float())
+            cm.update(logits, mask.unsqueeze(0).long())
     result = cm.compute()
     return {"miou": round(100 * result["miou"], 2), "iou": [round(100 * v, 1) for v in result["iou"]],
             "seconds": round(time.perf_counter() - start, 1)}

@@ -17,7 +17,7 @@ import torch
 
 import segzoo
 from benchmarks._report import write_result
-from segzoo.io import atomic_path
+from segzoo.core.io import atomic_path
 from segzoo.storage.manifest import read_manifest, update_manifest, update_readme_table
 from segzoo.storage.specs import weights_dir
 from segzoo.training.publish import cpu_latency_ms

@@ -5,97 +5,57 @@
 >>> model = segzoo.create_model("unet", "convnext_tiny", num_classes=5)
 >>> model.save_pretrained("my-model"); model = segzoo.from_pretrained("my-model")
 
-Importing segzoo is cheap: timm and plugins are imported only when needed.
+Importing segzoo is cheap: every name below is imported when first used (torch, timm and plugins included), so
+``segzoo --help`` and ``segzoo list`` do not pay for them.
+
+The tree, bottom-up: ``core`` (errors, io, config, registry, outputs, device, timing) -> ``layers``, ``encoders``,
+``decoders`` -> ``models`` -> ``storage``, ``convert`` -> ``api`` -> ``inference`` -> ``deploy``, ``training`` ->
+``cli``; ``data`` sits beside ``layers``. ``tests/test_architecture.py`` holds every module to that order.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from segzoo._version import __version__
-from segzoo.api import (
-    create,
-    from_pretrained,
-    list_converters,
-    list_decoders,
-    list_encoders,
-    list_models,
-    model_info,
-)
-from segzoo.config import (
-    AuxHeadConfig,
-    ClassificationHeadConfig,
-    EncoderConfig,
-    ModelConfig,
-    ModelMeta,
-    Preprocessing,
-)
-from segzoo.decoders import Decoder, decoder_params
-from segzoo.encoders import Encoder
-from segzoo.errors import SegzooError
-from segzoo.fast import optimize
-from segzoo.models import SegmentationModel, build_model, create_model
-from segzoo.registry import (
-    PluginLoadError,
-    RegistryConflictError,
-    UnknownNameError,
-    register_converter,
-    register_decoder,
-    register_encoder,
-    register_model,
-)
-from segzoo.storage import save_pretrained
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "create": "segzoo.api", "from_pretrained": "segzoo.api", "list_models": "segzoo.api",
+    "list_encoders": "segzoo.api", "list_decoders": "segzoo.api", "list_converters": "segzoo.api",
+    "model_info": "segzoo.api",
+    "AuxHeadConfig": "segzoo.core.config", "ClassificationHeadConfig": "segzoo.core.config",
+    "EncoderConfig": "segzoo.core.config", "ModelConfig": "segzoo.core.config", "ModelMeta": "segzoo.core.config",
+    "Preprocessing": "segzoo.core.config",
+    "SegzooError": "segzoo.core.errors", "UnknownNameError": "segzoo.core.errors",
+    "PluginLoadError": "segzoo.core.registry", "RegistryConflictError": "segzoo.core.registry",
+    "register_converter": "segzoo.core.registry", "register_decoder": "segzoo.core.registry",
+    "register_encoder": "segzoo.core.registry", "register_model": "segzoo.core.registry",
+    "Decoder": "segzoo.decoders", "decoder_params": "segzoo.decoders",
+    "Encoder": "segzoo.encoders",
+    "SegmentationModel": "segzoo.models", "build_model": "segzoo.models", "create_model": "segzoo.models",
+    "save_pretrained": "segzoo.storage",
+    "optimize": "segzoo.inference.fast",
+    "export": "segzoo.deploy", "quantize": "segzoo.deploy",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def export(model: SegmentationModel, path: str, *, dynamic: bool = True, opset: int | None = None,
-           example_size: tuple[int, int] = (256, 320), uint8_input: bool = False) -> dict:
-    """Export ``model`` with dynamic batch, height and width: ``.onnx`` (checked with onnxruntime; the ``export``
-    extra) or ``.pt2`` (a ``torch.export`` program). The result is compared with ``model`` at other sizes
-    before the file is kept, and carries classes, colours, preprocessing and input layout in its metadata;
-    ``uint8_input`` bakes the normalisation into the graph (see ``segzoo.deploy``)."""
-    from segzoo.deploy import export as export_model
-
-    return export_model(model, path, dynamic=dynamic, opset=opset, example_size=example_size,
-                        uint8_input=uint8_input)
-
-
-def quantize(model: SegmentationModel, calibration, *, method: str = "minmax",
-             example_size: tuple[int, int] = (256, 320)):
-    """A static INT8 model of ``model`` for CPU inference with onnxruntime, calibrated on ``calibration`` (uint8
-    images, as for ``model.predict``): a ``QuantizedModel`` with ``predict(images, tile=..., tta=...)``, ``save(path)``
-    and a ``report`` (see ``segzoo.deploy.quantize``). Needs the ``export`` extra."""
-    from segzoo.deploy import quantize as quantize_model
-
-    return quantize_model(model, calibration, method=method, example_size=example_size)
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        try:  # a subpackage used as an attribute (segzoo.storage.format after import segzoo)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module 'segzoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
 
 
-__all__ = [
-    "__version__",
-    "AuxHeadConfig",
-    "ClassificationHeadConfig",
-    "Decoder",
-    "Encoder",
-    "EncoderConfig",
-    "ModelConfig",
-    "ModelMeta",
-    "Preprocessing",
-    "PluginLoadError",
-    "RegistryConflictError",
-    "SegmentationModel",
-    "SegzooError",
-    "UnknownNameError",
-    "build_model",
-    "create",
-    "create_model",
-    "decoder_params",
-    "export",
-    "from_pretrained",
-    "list_converters",
-    "list_decoders",
-    "list_encoders",
-    "list_models",
-    "model_info",
-    "optimize",
-    "quantize",
-    "register_converter",
-    "register_decoder",
-    "register_encoder",
-    "register_model",
-    "save_pretrained",
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

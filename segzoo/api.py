@@ -14,18 +14,17 @@ from typing import Any
 
 import torch
 
-from segzoo import convert as _convert  # noqa: F401  (registers the built-in importers)
-from segzoo.errors import InvalidValueError, MissingFileError, SegzooError, UnknownNameError
-from segzoo.io import StateFit
+from segzoo.core.errors import InvalidValueError, MissingFileError, SegzooError, UnknownNameError
+from segzoo.core.io import StateFit
+from segzoo.core.registry import CONVERTERS, DECODERS, ENCODERS, MODELS
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.registry import CONVERTERS, DECODERS, ENCODERS, MODELS
 from segzoo.storage.format import WEIGHTS_NAME, WeightsHeader, read_weights_header, sha256_of, write_weights
-from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for
+from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for, specs_of
 
 __all__ = [
-    "create", "from_pretrained", "resolve_source", "load_weights_into", "list_models", "list_encoders",
-    "list_decoders", "list_converters", "model_info", "HUB_PREFIX", "FORMS",
+    "create", "hub_entrypoint", "from_pretrained", "resolve_source", "load_weights_into", "list_models",
+    "list_encoders", "list_decoders", "list_converters", "model_info", "HUB_PREFIX", "FORMS",
 ]
 
 HUB_PREFIX = "hf-hub:"
@@ -43,7 +42,7 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """
     names = MODELS.names(pattern)
     if pretrained:
-        names = [n for n in names if MODELS.entry(n).metadata.get("weights")]
+        names = [n for n in names if specs_of(n)]
     return names
 
 
@@ -75,7 +74,7 @@ def model_info(name: str) -> dict[str, Any]:
         "decoder": config.decoder,
         "encoder": config.encoder.name,
         "num_classes": config.num_classes,
-        "pretrained_tags": sorted(entry.metadata.get("weights") or {}),
+        "pretrained_tags": sorted(specs_of(name)),
         "config": config.to_dict(),
     }
 
@@ -96,11 +95,37 @@ def create(
     another tag (``segzoo.model_info(name)["pretrained_tags"]``); overrides then
     re-initialise the layers they change, with a warning.
     """
+    # keywords that pick a weights tag, declared where the model is named (unet_carvana's scale=0.5 / 1.0)
+    for keyword, tags in (MODELS.entry(name).metadata.get("tag_keywords") or {}).items():
+        if keyword not in overrides:
+            continue
+        value = overrides.pop(keyword)
+        if pretrained is not True:
+            raise InvalidValueError(f"{keyword}={value!r} chooses {name}'s pretrained weights: pass pretrained=True "
+                                    f"with it (or pretrained='<tag>' alone)")
+        if value not in tags:
+            raise InvalidValueError(f"{name} weights exist for {keyword} {sorted(tags)}, got {keyword}={value!r}")
+        pretrained = tags[value]
     if pretrained:
         source = name if pretrained is True else f"{name}.{pretrained}"
         return from_pretrained(source, num_classes=num_classes, in_channels=in_channels, **overrides)
     config = apply_overrides(named_config(name), num_classes=num_classes, in_channels=in_channels, **overrides)
     return build_model(config)
+
+
+def hub_entrypoint(name: str):
+    """The torch.hub entry point of the named model ``name``: ``fn(pretrained=False, **kwargs)`` calling
+    :func:`create`, named and documented as the registry's builder (``hubconf.py`` is generated from this)."""
+    builder = MODELS.get(name)
+
+    def entrypoint(pretrained: bool | str = False, **kwargs: Any) -> SegmentationModel:
+        return create(name, pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = (builder.__doc__ or f"The named model {name}.") + (
+        "\n\n    Keyword arguments are those of ``segzoo.create``; ``pretrained=True`` loads the default published "
+        "weights, ``pretrained='tag'`` another tag.")
+    return entrypoint
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -230,7 +255,8 @@ def _check_header_fits(file: WeightsHeader, source: str, strict: bool = True) ->
     extra = [k for k in file.shapes if k not in shapes]
     if mismatched or missing or extra:
         parts = [f"{len(mismatched)} shape mismatch(es), first: {mismatched[:3]}" if mismatched else "",
-                 f"{len(missing)} tensor(s) the config needs but the file lacks, first: {missing[:3]}" if missing else "",
+                 f"{len(missing)} tensor(s) the config needs but the file lacks, first: {missing[:3]}"
+                 if missing else "",
                  f"{len(extra)} tensor(s) the config does not have, first: {extra[:3]}" if extra else ""]
         raise InvalidValueError(f"weights {source!r}: the header's config does not describe the file's tensors "
                                 f"({'; '.join(p for p in parts if p)}); the file is corrupt or was edited")

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from segzoo.bench import suite
+from benchmarks import suite
 
 
 def test_suite_smoke(tmp_path, monkeypatch):
     pytest.importorskip("segmentation_models_pytorch")
     import segzoo
-    from segzoo.bench import pairs
+    from benchmarks import pairs
 
     # tiny encoders keep this fast; the structure of the run is the real one
     monkeypatch.setitem(pairs.PAIRS, "unet_r34", pairs.Pair(

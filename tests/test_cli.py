@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from segzoo.cli import count_flops, main
+from segzoo.cli import main
+from segzoo.cli.commands import count_flops
 
 
 def test_list_models(capsys):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import n_params, randomize_bn
 
-from segzoo.bench.classic_unet import MilesialUNet
+from conftest import n_params, randomize_bn
+from helpers.classic_unet import MilesialUNet
 from segzoo.convert import from_milesial, from_smp, from_torchvision
 
 SIZES = [(64, 64), (96, 128)]
@@ -25,7 +25,8 @@ def assert_equivalent(ref, ours, sizes=SIZES):
             assert (p - q).abs().max().item() <= 1e-4, (h, w)
 
 
-@pytest.mark.parametrize("name,aux", [("fcn_resnet50", False), ("fcn_resnet50", True), ("deeplabv3_resnet50", False), ("deeplabv3_resnet50", True)])
+@pytest.mark.parametrize("name,aux", [("fcn_resnet50", False), ("fcn_resnet50", True), ("deeplabv3_resnet50", False),
+                                      ("deeplabv3_resnet50", True)])
 def test_torchvision(name, aux):
     from torchvision.models import segmentation as tvs
 

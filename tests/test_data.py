@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data_dir
 from PIL import Image
 
+from conftest import shared_data_dir
 from segzoo.data import (
     DataConfig,
     MaskDecoder,
@@ -142,7 +142,8 @@ def test_transforms_serialise_and_reproduce():
 
 
 def test_pad_collate_pads_masks_with_ignore():
-    batch = [(torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)), (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long))]
+    batch = [(torch.ones(3, 4, 5), torch.zeros(4, 5, dtype=torch.long)),
+             (torch.ones(3, 6, 3), torch.ones(6, 3, dtype=torch.long))]
     images, masks = pad_collate(batch, ignore_index=9)
     assert images.shape == (2, 3, 6, 5) and masks.shape == (2, 6, 5)
     assert masks[0, 5, 0] == 9 and masks[1, 0, 4] == 9 and images[0, :, 5, 0].eq(0).all()
@@ -196,12 +197,13 @@ def test_random_scale_crop_geometry():
 
 
 def test_normalize_matches_formula():
-    from segzoo.config import Preprocessing
+    from segzoo.core.config import Preprocessing
     from segzoo.data import normalize
 
     pre = Preprocessing(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), input_range=(-1.0, 1.0))
     x = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
-    expected = (x.double() / 255 * 2 - 1 - torch.tensor(pre.mean).view(1, 3, 1, 1).double()) / torch.tensor(pre.std).view(1, 3, 1, 1).double()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1).double() for v in (pre.mean, pre.std))
+    expected = (x.double() / 255 * 2 - 1 - mean) / std
     torch.testing.assert_close(normalize(x, pre).double(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="uint8"):
         normalize(x.float(), pre)

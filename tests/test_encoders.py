@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import shared_weights_dir
 from safetensors.torch import save_file
 
+from conftest import shared_weights_dir
 from segzoo import EncoderConfig
 from segzoo.encoders import build_encoder
 
@@ -107,7 +107,8 @@ def test_local_weights_pth_and_errors(tmp_path):
 
     # another architecture's weights: names the offending keys
     other = tmp_path / "other.safetensors"
-    save_file({k: v.contiguous() for k, v in build_encoder(EncoderConfig("test_efficientnet")).model.state_dict().items()}, str(other))
+    other_state = build_encoder(EncoderConfig("test_efficientnet")).model.state_dict()
+    save_file({k: v.contiguous() for k, v in other_state.items()}, str(other))
     with pytest.raises(ValueError, match="missing key"):
         build_encoder(EncoderConfig("test_resnet", weights=str(other)))
     # shape mismatch: names key and both shapes
@@ -166,7 +167,7 @@ def test_preprocessing_comes_with_the_encoder_weights(tmp_path):
     """A model whose encoder is initialised from a file normalises as the file's header says, unless the caller
     gives a meta; fresh weights keep ImageNet's mean / std."""
     import segzoo
-    from segzoo.config import ModelMeta, Preprocessing
+    from segzoo.core.config import ModelMeta, Preprocessing
 
     path = _timm_style_file(tmp_path / "enc.safetensors", {"input_mean": "0.5,0.5,0.5", "input_std": "0.5,0.5,0.5"})
     model = segzoo.create_model("unet", "test_efficientnet", num_classes=2, encoder_weights=str(path))

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SWIN_UNET
 
 import segzoo
+from conftest import TINY_SWIN_UNET
 from segzoo.cli import main
 from segzoo.deploy import ExportError, check_onnx, export_onnx
 from segzoo.storage.format import write_weights
@@ -98,7 +98,7 @@ def test_adaptive_pooling_layer_matches_torch_and_exports_at_every_size(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
-@pytest.mark.parametrize("name", [n for n in segzoo.list_models()])
+@pytest.mark.parametrize("name", segzoo.list_models())
 def test_every_named_model_exports_with_parity(name, suffix, tmp_path):
     model = segzoo.create(name).eval()
     report = segzoo.export(model, str(tmp_path / f"{name}{suffix}"), example_size=(96, 128))
@@ -123,7 +123,7 @@ def test_torch_export_program_matches_pytorch_at_other_sizes(name, kwargs, tmp_p
     for x in (torch.randn(1, 3, 83, 45), torch.randn(2, 3, 64, 128)):
         with torch.no_grad():
             torch.testing.assert_close(program(x), model(x), atol=1e-4, rtol=1e-4)
-    from segzoo.tiling import predict_probs  # programs tile like the model
+    from segzoo.inference.tiling import predict_probs  # programs tile like the model
 
     x = torch.randn(1, 3, 90, 140)
     torch.testing.assert_close(predict_probs(program, x, tile=48, tta=("hflip",)),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SWIN_UNET, randomize_bn
 
 import segzoo
-from segzoo.fast import fold_batchnorm
+from conftest import TINY_SWIN_UNET, randomize_bn
+from segzoo.inference.fast import fold_batchnorm
 
 
 @pytest.mark.parametrize("name,encoder", [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.hub_server import COMMIT, HubServer
 
 import segzoo
+from helpers.hub_server import COMMIT, HubServer
 from segzoo.storage.format import write_weights
 
 
@@ -48,7 +48,8 @@ def test_revision_is_honoured(tmp_path, weights):
     _populate_cache(tmp_path, "org/tiny", "main", "a" * 40, path.read_bytes())
     other_path = write_weights(other, tmp_path / "other.safetensors")
     _populate_cache(tmp_path, "org/tiny", "v2", "b" * 40, other_path.read_bytes())
-    _assert_same(segzoo.from_pretrained("hf-hub:org/tiny", revision="v2", cache_dir=tmp_path, local_files_only=True), other)
+    loaded = segzoo.from_pretrained("hf-hub:org/tiny", revision="v2", cache_dir=tmp_path, local_files_only=True)
+    _assert_same(loaded, other)
     _assert_same(segzoo.from_pretrained("hf-hub:org/tiny", cache_dir=tmp_path, local_files_only=True), model)
 
 

@@ -7,9 +7,9 @@ import inspect
 
 import pytest
 import torch
-from conftest import REPO
 
 import segzoo
+from conftest import REPO
 
 
 def _hub_entrypoints() -> list[str]:
@@ -25,20 +25,26 @@ def test_lists_exactly_the_core_named_models():
     assert _hub_entrypoints() == core
 
 
-def test_only_segzoo_is_imported_and_only_inside_functions():
+def test_generated_from_the_registry_importing_only_segzoo_inside_a_function():
+    """hubconf.py names no model itself (one source of names: the registry); every entry point has the builder's
+    docstring and accepts create's keywords."""
     tree = ast.parse((REPO / "hubconf.py").read_text())
-    top_level_imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert top_level_imports == []
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))] == []
+    imported = {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     assert imported == {"segzoo"}
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
-            assert ast.get_docstring(node), f"{node.name} has no docstring"
+    assert not [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    module = torch.hub._import_module("hubconf", str(REPO / "hubconf.py"))
+    for name in _hub_entrypoints():
+        fn = getattr(module, name)
+        assert fn.__name__ == name and fn.__doc__.startswith(segzoo.model_info(name)["description"][:40]), name
+
+
+def test_carvana_scale_picks_the_tag_where_the_model_is_named():
+    with pytest.raises(ValueError, match=r"weights exist for scale \[0\.5, 1\.0\], got scale=0\.7"):
+        torch.hub.load(str(REPO), "unet_carvana", source="local", pretrained=True, scale=0.7)
+    with pytest.raises(ValueError, match=r"scale=0\.5 chooses unet_carvana's pretrained weights"):
+        segzoo.create("unet_carvana", scale=0.5)
 
 
 @pytest.mark.parametrize(

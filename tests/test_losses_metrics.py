@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from segzoo.losses import (
+from segzoo.training.losses import (
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
     LovaszSoftmaxLoss,
     build_loss,
 )
-from segzoo.metrics import ConfusionMatrix
+from segzoo.training.metrics import ConfusionMatrix
 
 
 def test_hand_computed_confusion():

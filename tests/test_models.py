@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from conftest import n_params
 
 import segzoo
+from conftest import n_params
 from segzoo import ModelConfig, build_model
 
 CORE_MODELS = [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.registry import plugin_status
+from segzoo.core.registry import plugin_status
 
 PLUGIN = "segzoo-extra-decoders"
 

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY_UNET
 from safetensors import safe_open
 
 import segzoo
-from segzoo.config import EncoderConfig, ModelConfig
+from conftest import REPO, TINY_UNET
+from segzoo.core.config import EncoderConfig, ModelConfig
+from segzoo.core.errors import OutputExistsError
+from segzoo.core.registry import MODELS, Registry, RegistryEntry
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
-from segzoo.errors import OutputExistsError
-from segzoo.registry import MODELS, Registry, RegistryEntry
 from segzoo.storage.manifest import (
     README_END,
     README_START,
@@ -53,9 +53,11 @@ def tiny_named(monkeypatch, trained):
     config = recipe.model.build(len(SHAPE_CLASSES)).config
 
     def tiny_shapes() -> ModelConfig:
-        return ModelConfig.from_dict({**config.to_dict(), "encoder": EncoderConfig("plain", params={"widths": [8, 16, 16]}).to_dict()})
+        encoder = EncoderConfig("plain", params={"widths": [8, 16, 16]}).to_dict()
+        return ModelConfig.from_dict({**config.to_dict(), "encoder": encoder})
 
-    monkeypatch.setitem(MODELS._entries, "tiny_shapes", RegistryEntry("tiny_shapes", tiny_shapes, "segzoo", "tests", {}))
+    entry = RegistryEntry("tiny_shapes", tiny_shapes, "segzoo", "tests", {})
+    monkeypatch.setitem(MODELS._entries, "tiny_shapes", entry)
     return "tiny_shapes"
 
 

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SWIN_UNET
 
 import segzoo
+from conftest import TINY_SWIN_UNET
 from segzoo.cli import main
 from segzoo.deploy import QuantizedModel, cpu_int8_support, quantize
 

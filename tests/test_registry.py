@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import segzoo
-from segzoo.registry import (
+from segzoo.core.registry import (
     MODELS,
     PluginLoadError,
     Registry,
@@ -160,7 +160,7 @@ def test_broken_plugin_is_isolated(broken_plugin):
     assert "broken-segzoo-plugin" in str(err.value) and "plugin exploded on import" in str(err.value)
     assert isinstance(err.value.__cause__, RuntimeError)
     # the core 'unet' is not shadowed by the plugin's conflicting entry
-    assert segzoo.registry.DECODERS.get("unet").__module__ == "segzoo.decoders.unet"
+    assert segzoo.core.registry.DECODERS.get("unet").__module__ == "segzoo.decoders.unet"
     rows = {(r.kind, r.name): r for r in plugin_status(probe=True)}
     assert rows[("model", "broken_model")].state == "failed"
     assert "plugin exploded" in rows[("model", "broken_model")].error

@@ -10,24 +10,23 @@ import hashlib
 import re
 import shutil
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_UNET
 from PIL import Image
 from safetensors.torch import save_file
 
 import segzoo
+from conftest import REPO, TINY_UNET
 from segzoo.cli import main
-from segzoo.config import EncoderConfig
-from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
-from segzoo.encoders import Encoder, build_encoder
-from segzoo.errors import (
+from segzoo.core.config import EncoderConfig
+from segzoo.core.errors import (
     DownloadError,
     InvalidTypeError,
     InvalidValueError,
@@ -37,7 +36,9 @@ from segzoo.errors import (
     SegzooError,
     UnknownNameError,
 )
-from segzoo.registry import ENCODERS
+from segzoo.core.registry import ENCODERS
+from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+from segzoo.encoders import Encoder, build_encoder
 from segzoo.storage.format import write_weights
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Trainer
@@ -260,7 +261,7 @@ def plugin_encoders(monkeypatch):
 
 
 def _entry(name, builder):
-    from segzoo.registry import RegistryEntry
+    from segzoo.core.registry import RegistryEntry
 
     return RegistryEntry(name, builder, "a-plugin-dist", f"plugin:{name}", {})
 
@@ -342,6 +343,6 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(args: argparse.Namespace) -> int:
         raise KeyError("internal")
 
-    monkeypatch.setattr("segzoo.cli._cmd_list", broken)
+    monkeypatch.setattr("segzoo.cli.commands._cmd_list", broken)
     with pytest.raises(KeyError, match="internal"):
         main(["list"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import segzoo
-from segzoo.errors import InvalidValueError
-from segzoo.tiling import predict_probs, sliding_window, window_starts, window_weight
+from segzoo.core.errors import InvalidValueError
+from segzoo.inference.tiling import predict_probs, sliding_window, window_starts, window_weight
 
 
 class Pointwise(torch.nn.Module):
@@ -118,7 +118,7 @@ def test_models_with_auxiliary_heads_predict_from_their_main_logits():
 
 
 def test_cli_tiles_large_images_by_default():
-    from segzoo.cli import _tile
+    from segzoo.cli.commands import _tile
     from segzoo.inference import AUTO_TILE, auto_tile
 
     assert auto_tile((1024, 1024)) is None and auto_tile((360, 480)) is None

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, shared_data_dir
 
 import segzoo
+from conftest import REPO, shared_data_dir
 from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 from segzoo.training.recipe import Recipe
 from segzoo.training.trainer import Callback, NonFiniteLossError, Trainer
@@ -324,7 +324,7 @@ def test_run_steps_trains_outside_fit_and_times_each_step(shapes, tmp_path):
 
 @pytest.mark.parametrize("monitor,values,best", [("miou", [0.2, 0.5, 0.4], 0.5), ("loss", [0.9, 0.4, 0.6], 0.4)])
 def test_monitor_knows_its_direction(monitor, values, best):
-    from segzoo.metrics import Monitor
+    from segzoo.training.metrics import Monitor
 
     m, kept = Monitor.of(monitor), None
     for v in values:
@@ -344,7 +344,7 @@ def test_plateau_schedule_follows_the_monitor_direction(shapes, tmp_path):
 def test_recipe_inherits_the_encoder_weights_normalisation_unless_it_states_one(shapes, tmp_path):
     """A recipe without ``augment.preprocessing`` trains with the normalisation its encoder weights' header
     states (the EfficientNet-Lite / MobileNetV2 files: mean = std = 0.5), not ImageNet's; a stated one wins."""
-    from segzoo.config import Preprocessing
+    from segzoo.core.config import Preprocessing
     from segzoo.storage.format import write_weights
 
     seed = Trainer(tiny_recipe(shapes), tmp_path / "seed").model

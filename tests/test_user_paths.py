@@ -145,7 +145,9 @@ def test_exports_describe_themselves_and_honour_the_umask(trained, tmp_path):
     meta = json.loads(props["segzoo.meta"])
     assert meta["class_names"] == SHAPE_CLASSES and meta["preprocessing"]["mean"] == list(model.meta.preprocessing.mean)
     assert json.loads(props["segzoo.input"])["dtype"] == "float32"
-    assert json.loads(props["segzoo.source"])["sha256"] == segzoo.storage.format.sha256_of(trained / "model.safetensors")
+    from segzoo.core.io import sha256_of
+
+    assert json.loads(props["segzoo.source"])["sha256"] == sha256_of(trained / "model.safetensors")
     assert json.loads(props["segzoo.config"])["num_classes"] == 4
     onnx_model, program = OnnxModel.load(tmp_path / "m.onnx"), load_program(tmp_path / "m.pt2")
     assert onnx_model.meta.class_names == program.meta.class_names == SHAPE_CLASSES and program.num_classes == 4
@@ -203,7 +205,7 @@ def test_fine_tune_trained_weights_on_my_two_class_data(trained, tmp_path, capsy
     """The README's example: a recipe whose model is `pretrained:` weights, two classes. The head is
     re-initialised (said once), everything else loaded, the weights' preprocessing and frozen-BN requirement kept,
     and the new card names the parent and its sha256."""
-    from segzoo.config import Preprocessing
+    from segzoo.core.config import Preprocessing
     from segzoo.storage.format import sha256_of
 
     parent = segzoo.from_pretrained(trained)
@@ -279,7 +281,7 @@ def test_overlays_carry_a_class_legend(shapes, trained, tmp_path):
 
 
 def test_small_overlays_are_enlarged_to_be_seen(shapes, trained, tmp_path):
-    from segzoo.inference import load_for_inference, predict_files
+    from segzoo.cli.files import load_for_inference, predict_files
 
     model, transform = load_for_inference(trained)
     image = sorted((shapes / "images").iterdir())[0]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
-from helpers.hub_server import HubServer
 
 import segzoo
-from segzoo.bench.classic_unet import MilesialUNet
-from segzoo.errors import DownloadError
-from segzoo.registry import MODELS, Registry, RegistryEntry
+from conftest import REPO
+from helpers.classic_unet import MilesialUNet
+from helpers.hub_server import HubServer
+from segzoo.core.errors import DownloadError
+from segzoo.core.registry import MODELS, Registry, RegistryEntry
 from segzoo.storage.format import write_weights
 from segzoo.storage.manifest import check_manifest, manifest_entry
 from segzoo.storage.specs import ChecksumError, WeightSpec, published
@@ -187,7 +187,8 @@ def test_every_form_gives_identical_outputs(tiny, monkeypatch, isolated):
     with HubServer({("org/tiny", "model.safetensors"): path.read_bytes()}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         results["loopback hub"] = out(segzoo.from_pretrained("hf-hub:org/tiny", cache_dir=isolated / "hf"))
-    results["hub cache"] = out(segzoo.from_pretrained("hf-hub:org/tiny", cache_dir=isolated / "hf", local_files_only=True))
+    results["hub cache"] = out(segzoo.from_pretrained("hf-hub:org/tiny", cache_dir=isolated / "hf",
+                                                      local_files_only=True))
     for name, value in results.items():
         torch.testing.assert_close(value, out(model), rtol=0, atol=0, msg=name)
 
@@ -205,7 +206,8 @@ def test_manifest_check_reports_disagreements(tmp_path):
     entry = manifest_entry("m", "t", good, dataset="toy", license="CC0-1.0", command="segzoo train ...")
     ghost = dict(entry, tag="ghost", file="ghost.safetensors")
     wrong = dict(entry, tag="wrong", sha256="0" * 64)
-    (weights / "manifest.json").write_text(json.dumps({"files": [entry, ghost, wrong]}))
+    orphan = dict(entry, model="gone", tag="t")  # a row whose model is not registered
+    (weights / "manifest.json").write_text(json.dumps({"files": [entry, ghost, wrong, orphan]}))
     registry = Registry("model", "segzoo.test.none")
     registry.add("m", lambda: None, weights=published(
         WeightSpec("t", file="good.safetensors", sha256=entry["sha256"]),
@@ -216,4 +218,4 @@ def test_manifest_check_reports_disagreements(tmp_path):
     assert "stray.safetensors: in" in problems
     assert "good.safetensors: sha256" in problems  # the 'wrong' row
     assert "m.unlisted: registered with file" in problems
-    assert "m.ghost: in the manifest but no registered model" in problems
+    assert "gone.t: in the manifest but no registered model has that name" in problems

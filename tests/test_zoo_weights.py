@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, shared_data_dir
 
 import segzoo
+from conftest import REPO, shared_data_dir
 from segzoo.storage.manifest import read_manifest
 
 ENTRIES = read_manifest(REPO / "weights")
@@ -44,7 +44,8 @@ def test_loads_with_shared_absent(entry, tmp_path):
     shutil.copytree(REPO / "weights", repo / "weights", ignore=ignore)
     assert not (repo.parent / "shared").exists()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGZOO_")}
-    env.update(PYTHONPATH=str(repo), TORCH_HOME=str(tmp_path / "torch"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env.update(PYTHONPATH=str(repo), TORCH_HOME=str(tmp_path / "torch"), HF_HUB_OFFLINE="1",
+               HF_HOME=str(tmp_path / "hf"))
     run = subprocess.run([sys.executable, "-c", ISOLATED, f"{entry['model']}.{entry['tag']}",
                           str(REPO.parent / "shared")], capture_output=True, text=True, cwd=str(repo), env=env,
                          timeout=300)

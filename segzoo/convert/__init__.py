@@ -1,8 +1,6 @@
-"""Importers: bring checkpoints trained with torchvision, smp or milesial/Pytorch-UNet into segzoo.
-
-Each is registered in ``segzoo.registry.CONVERTERS`` (plugins add theirs through the ``segzoo.converters`` entry
-point group) and returns a segzoo model whose outputs equal the peer's (fp32, eval mode). Checkpoint files are
-read only with ``torch.load(weights_only=True)``.
+"""Importers of torchvision, smp and milesial/Pytorch-UNet checkpoints (registered converters), each returning a
+segzoo model whose outputs equal the peer's; ``.pth`` files are read with ``weights_only=True``.
+May import: core, layers, encoders, decoders, storage, inference, models.
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.io import StateFit
 from segzoo.encoders.weights import load_pickled_state, read_state_dict
-from segzoo.errors import InvalidTypeError, InvalidValueError
-from segzoo.io import StateFit
 from segzoo.models.segmentation_model import SegmentationModel
 
 Rule = tuple[str, str]  # (regex on the peer key, replacement; rules apply in order, first match wins)

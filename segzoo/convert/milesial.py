@@ -7,12 +7,12 @@ import re
 import torch
 from torch import nn
 
-from segzoo.config import ModelMeta
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.errors import InvalidValueError
+from segzoo.core.config import ModelMeta
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_converter
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.registry import register_converter
 
 __all__ = ["from_milesial"]
 

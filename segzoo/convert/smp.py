@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
-from segzoo.config import ClassificationHeadConfig, EncoderConfig, ModelConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.errors import InvalidValueError
+from segzoo.core.config import ClassificationHeadConfig, EncoderConfig, ModelConfig
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_converter
 from segzoo.models.factory import build_model
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.registry import register_converter
 
 __all__ = ["from_smp"]
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from torch import nn
 
-from segzoo.config import AuxHeadConfig
 from segzoo.convert._mapping import Rule, load_converted, read_checkpoint, rename
-from segzoo.errors import InvalidValueError
+from segzoo.core.config import AuxHeadConfig
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_converter
 from segzoo.models.factory import apply_overrides, build_model, named_config
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.registry import register_converter
 
 __all__ = ["from_torchvision", "ARCHS"]
 

@@ -1,4 +1,7 @@
-"""Data: pair discovery, mask decoding, albumentations presets, the dataset and its collate function."""
+"""Data: dataset configs, pair discovery, mask decoding, albumentations presets, the dataset, normalisation,
+palettes, synthetic data.
+May import: core.
+"""
 
 from segzoo.data.dataset import (
     DataConfig,

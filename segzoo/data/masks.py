@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 
 __all__ = ["read_image", "MaskDecoder", "mask_kind"]
 
@@ -132,7 +132,8 @@ class MaskDecoder:
                 "for colour-coded masks give the colour table"
             )
         ids = np.array(image)  # a writable copy: PIL gives read-only arrays, which torch warns about
-        if not self.values and ids.dtype == np.uint8 and (ids.max(initial=0) < self.num_classes or self._only_ignore(ids)):
+        plain = ids.dtype == np.uint8 and (ids.max(initial=0) < self.num_classes or self._only_ignore(ids))
+        if not self.values and plain:
             return ids  # the common case: every value is a class id or the ignore index
         ids = ids.astype(np.int64)
         if self.values:

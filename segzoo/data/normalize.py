@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from segzoo.config import Preprocessing
-from segzoo.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.config import Preprocessing
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["normalize", "normalize_numpy"]
 

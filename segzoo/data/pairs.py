@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.core.errors import InvalidValueError, MissingFileError
 
 __all__ = ["IMAGE_SUFFIXES", "folder_pairs", "direct_pairs", "list_file_pairs"]
 
@@ -16,7 +16,8 @@ def _images_in(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in files:
-                raise InvalidValueError(f"{str(folder)!r} holds two files with the stem {path.stem!r}: {files[path.stem].name}, {path.name}")
+                raise InvalidValueError(f"{str(folder)!r} holds two files with the stem {path.stem!r}: "
+                                        f"{files[path.stem].name}, {path.name}")
             files[path.stem] = path
     return files
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 
 __all__ = ["palette", "draw_legend", "IGNORE_COLOUR"]
 

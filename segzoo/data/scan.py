@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from segzoo.core.errors import InvalidValueError, SegzooError
+from segzoo.core.io import atomic_path
 from segzoo.data.masks import MaskDecoder
-from segzoo.errors import InvalidValueError, SegzooError
-from segzoo.io import atomic_path
 
 __all__ = ["scan_masks", "scan_cache_dir"]
 
@@ -71,5 +71,6 @@ def scan_masks(masks: Sequence[Path], decoder: MaskDecoder, cache: Path | None =
     if bad:
         listed = "\n  ".join(bad[:SHOWN])
         more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-        raise InvalidValueError(f"{len(bad)} of {len(masks)} masks are unusable; nothing was started:\n  {listed}{more}")
+        raise InvalidValueError(f"{len(bad)} of {len(masks)} masks are unusable; nothing was started:\n  "
+                                f"{listed}{more}")
     return decoded

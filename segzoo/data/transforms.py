@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 
 __all__ = ["train_preset", "eval_preset", "to_dict", "from_dict", "RandomScaleCrop"]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 
 __all__ = ["Decoder"]
 

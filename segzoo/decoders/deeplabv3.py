@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
+from segzoo.core.registry import register_decoder
 from segzoo.decoders.base import Decoder
 from segzoo.layers import ASPP, ConvBNReLU
-from segzoo.registry import register_decoder
 
 __all__ = ["DeepLabV3Decoder"]
 

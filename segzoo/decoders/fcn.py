@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_decoder
 from segzoo.decoders.base import Decoder
-from segzoo.errors import InvalidValueError
 from segzoo.layers import ConvBNReLU
-from segzoo.registry import register_decoder
 
 __all__ = ["FCNDecoder"]
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_decoder
 from segzoo.decoders.base import Decoder
-from segzoo.errors import InvalidValueError
-from segzoo.registry import register_decoder
 
 __all__ = ["SwinUNetDecoder", "PatchExpand"]
 

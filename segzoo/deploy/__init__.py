@@ -1,20 +1,22 @@
-"""Deployment: ONNX export (``onnx.py``) and ``torch.export`` programs (``program.py``), each checked against
-PyTorch before the file is kept; static INT8 for CPUs (``quantize.py``)."""
+"""Deployment: ONNX export and ``torch.export`` programs, each checked against PyTorch before the file is kept,
+and static INT8 for CPUs (onnxruntime).
+May import: core, data, layers, encoders, decoders, storage, inference, models, convert, api.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from segzoo.core.errors import InvalidValueError
 from segzoo.deploy.onnx import ExportError, check_onnx, export_onnx, load_source
-from segzoo.deploy.program import LoadedProgram, export_program, load_program
+from segzoo.deploy.program import export_program
 from segzoo.deploy.quantize import (
     QuantizedModel,
     cpu_int8_support,
     quantize,
     quantize_to_file,
 )
-from segzoo.deploy.runtime import OnnxModel
-from segzoo.errors import InvalidValueError
+from segzoo.inference.runtime import LoadedProgram, OnnxModel, load_program
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",

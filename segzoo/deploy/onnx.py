@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from segzoo.errors import InvalidValueError, SegzooError
-from segzoo.io import new_file_mode
+from segzoo.core.errors import InvalidValueError, SegzooError
+from segzoo.core.io import new_file_mode
+from segzoo.core.outputs import class_ids
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.outputs import class_ids
 
 __all__ = [
     "export_onnx", "check_onnx", "check_parity", "dynamic_shapes", "load_source", "ExportError", "PARITY_ATOL",
@@ -62,7 +63,7 @@ def check_parity(run: Callable[[torch.Tensor], np.ndarray], model: SegmentationM
     """Compare ``run`` (an exported form of ``model``) with ``model`` at each (batch, height, width): max abs logit
     difference at most ``atol`` and identical class ids, else ``ExportError`` naming the first size that fails.
     ``uint8_input``: ``run`` takes uint8 images, ``model`` their normalisation (its preprocessing)."""
-    from segzoo.deploy.runtime import Uint8Input, uint8_images
+    from segzoo.inference.runtime import Uint8Input, uint8_images
 
     reference = Uint8Input(model, model.meta.preprocessing).eval() if uint8_input else model
     g = torch.Generator().manual_seed(0)
@@ -135,9 +136,9 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     """Export ``model`` to ONNX at ``path`` (see the module docstring); returns a report of the parity checks.
 
     The file's ``metadata_props`` describe it (classes, colours, preprocessing, input layout, config, source
-    sha256: :func:`segzoo.deploy.runtime.describe`). ``uint8_input``: the graph takes uint8 NCHW images 0..255 and
+    sha256: :func:`segzoo.inference.runtime.describe`). ``uint8_input``: the graph takes uint8 NCHW images 0..255 and
     normalises them itself with the model's preprocessing."""
-    from segzoo.deploy.runtime import Uint8Input, add_metadata, check_uint8_preprocessing, describe
+    from segzoo.inference.runtime import Uint8Input, add_metadata, check_uint8_preprocessing, describe
 
     h, w = check_export_args(model, example_size)
     dynamic = dynamic_or_why_not(model, dynamic, (h, w))
@@ -175,7 +176,7 @@ def load_source(source: str) -> SegmentationModel:
     """What ``segzoo export`` exports: a weights file or folder, ``hf-hub:org/name``, ``model.tag`` (published
     weights), or a plain named model (its architecture with fresh weights, said aloud)."""
     from segzoo.api import create, from_pretrained
-    from segzoo.registry import MODELS
+    from segzoo.core.registry import MODELS
 
     if "." not in source and "/" not in source and source in MODELS:
         print(f"segzoo export: {source!r} names an architecture: exporting it with fresh (untrained) weights; "

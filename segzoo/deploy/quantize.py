@@ -21,27 +21,27 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from segzoo.config import ModelMeta
+from segzoo.core.config import ModelMeta
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.io import atomic_path
+from segzoo.core.outputs import class_ids
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, export_onnx
-from segzoo.deploy.runtime import INPUT_KEY, META_KEY, OnnxModel, add_metadata, describe
-from segzoo.errors import InvalidTypeError, InvalidValueError, MissingFileError
-from segzoo.io import atomic_path
+from segzoo.inference.runtime import INPUT_KEY, META_KEY, REPORT_KEY, OnnxModel, add_metadata, describe
+from segzoo.inference.tiling import pad_to_at_least
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.outputs import class_ids
-from segzoo.tiling import pad_to_at_least
 
 __all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-REPORT_KEY = "segzoo.quantization"  # ONNX metadata_props: how the INT8 file was calibrated and measured
 
 
 def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
 
 
 class QuantizedModel(OnnxModel):
-    """An INT8 onnxruntime session behind the model contract (see :class:`~segzoo.deploy.runtime.OnnxModel`):
+    """An INT8 onnxruntime session behind the model contract (see :class:`~segzoo.inference.runtime.OnnxModel`):
     ``q(x)`` logits of normalised float images, ``q.predict(images, tile=..., tta=...)`` class ids of uint8
     images, ``q.save(path)``, ``QuantizedModel.load``; ``q.report`` says how it was calibrated and measured."""
 
@@ -72,7 +72,7 @@ class QuantizedModel(OnnxModel):
 
     def save(self, path: str | Path, props: dict[str, str] | None = None) -> Path:
         """Write the INT8 ONNX file (classes, preprocessing, input layout and this report in its metadata),
-        atomically; ``props`` adds metadata (the fp32 model's :func:`~segzoo.deploy.runtime.describe`)."""
+        atomically; ``props`` adds metadata (the fp32 model's :func:`~segzoo.inference.runtime.describe`)."""
         import onnx
 
         proto = onnx.load_from_string(self.onnx_bytes)
@@ -91,10 +91,10 @@ class QuantizedModel(OnnxModel):
     def load(cls, path: str | Path) -> QuantizedModel:
         """A file written by :meth:`save`; an fp32 segzoo ONNX file is an error that says to use ``OnnxModel``."""
         model = OnnxModel.load(path)
-        if not isinstance(model, QuantizedModel):
+        if not model.report:
             raise InvalidValueError(f"{str(path)!r} is an fp32 segzoo ONNX export, not an INT8 file from segzoo "
-                                    "quantize; load it with segzoo.deploy.OnnxModel.load")
-        return model
+                                    "quantize; load it with segzoo.inference.runtime.OnnxModel.load")
+        return cls(model.onnx_bytes, model.meta, model.num_classes, model.report, model.input_layout, model.source)
 
 
 def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
@@ -104,7 +104,8 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
             raise InvalidValueError(f"calibration image {index}: expected an (H, W, C) array, got shape {image.shape}")
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if not isinstance(image, torch.Tensor):
-        raise InvalidTypeError(f"calibration image {index}: expected a uint8 tensor or array, got {type(image).__name__}")
+        raise InvalidTypeError(f"calibration image {index}: expected a uint8 tensor or array, "
+                               f"got {type(image).__name__}")
     if image.dtype != torch.uint8 or image.ndim != 3:
         raise InvalidValueError(f"calibration image {index}: expected uint8 (C, H, W), got {image.dtype} "
                                 f"{tuple(image.shape)}")
@@ -113,7 +114,7 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
 
 def _centre_window(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The centre ``size`` window of a normalised ``(1, C, H, W)`` image, edge pixels repeated where it is smaller
-    (as :func:`segzoo.tiling.fixed_windows` pads at prediction)."""
+    (as :func:`segzoo.inference.tiling.fixed_windows` pads at prediction)."""
     x = pad_to_at_least(x, size)
     top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
     return x[..., top:top + size[0], left:left + size[1]].contiguous()

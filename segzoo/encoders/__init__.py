@@ -1,15 +1,18 @@
-"""Encoders: any timm ``features_only`` backbone, the classic U-Net ``plain`` encoder and plugins."""
+"""Encoders behind one contract (base.py): any timm ``features_only`` backbone, the classic U-Net ``plain``
+encoder, plugins; weights.py reads encoder weights offline.
+May import: core, layers.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from segzoo.config import EncoderConfig
+from segzoo.core.config import EncoderConfig
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.registry import ENCODERS
 from segzoo.encoders import plain as _plain  # noqa: F401  (registers "plain")
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.timm_encoder import TimmEncoder, TimmFallback
-from segzoo.errors import InvalidTypeError, InvalidValueError
-from segzoo.registry import ENCODERS
 
 __all__ = ["Encoder", "OutputStrideError", "TimmEncoder", "build_encoder"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo.config import Preprocessing
-from segzoo.errors import InvalidValueError
+from segzoo.core.config import Preprocessing
+from segzoo.core.errors import InvalidValueError
 
 __all__ = ["Encoder", "OutputStrideError"]
 

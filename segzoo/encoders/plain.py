@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from segzoo.config import EncoderConfig
+from segzoo.core.config import EncoderConfig
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.registry import register_encoder
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
-from segzoo.errors import InvalidValueError
 from segzoo.layers import DoubleConv
-from segzoo.registry import register_encoder
 
 __all__ = ["PlainEncoder", "plain"]
 

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from segzoo.config import EncoderConfig, Preprocessing
+from segzoo.core.config import EncoderConfig, Preprocessing
+from segzoo.core.errors import InvalidValueError
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.weights import load_encoder_file
-from segzoo.errors import InvalidValueError
 
 __all__ = ["TimmEncoder", "TimmFallback"]
 

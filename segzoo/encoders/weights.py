@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segzoo.config import Preprocessing
-from segzoo.errors import InvalidValueError, MissingFileError
-from segzoo.io import StateFit, load_weights_only, read_safetensors_metadata
+from segzoo.core.config import Preprocessing
+from segzoo.core.errors import InvalidValueError, MissingFileError
+from segzoo.core.io import StateFit, load_weights_only, read_safetensors_metadata
 
 __all__ = [
     "read_state_dict", "load_pickled_state", "load_encoder_state", "load_encoder_file", "resolve_encoder_weights",

@@ -1,4 +1,6 @@
-"""Small building blocks shared by encoders, decoders and heads."""
+"""Building blocks shared by encoders, decoders and heads: conv blocks, ASPP, heads, export-safe pooling.
+May import: core.
+"""
 
 from segzoo.layers.aspp import ASPP
 from segzoo.layers.conv import ConvBNReLU, DoubleConv, SeparableConv2d

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 from segzoo.layers.conv import ConvBNReLU
 
 __all__ = ["ASPP", "ImagePooling"]

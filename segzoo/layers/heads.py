@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segzoo.errors import InvalidValueError
+from segzoo.core.errors import InvalidValueError
 from segzoo.layers.conv import ConvBNReLU
 
 __all__ = ["SegmentationHead", "AuxHead", "ClassificationHead"]

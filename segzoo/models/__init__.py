@@ -1,13 +1,26 @@
-"""Models: the segmentation model, the factory that turns a config into one, and the named reference designs
-(``segzoo.create`` and ``segzoo.from_pretrained``, which also load weights, live in ``segzoo.api``)."""
+"""Models: SegmentationModel (pad, encoder, decoder, heads, crop), the factory (``build_model(config, meta)``,
+the one funnel) and the named reference designs.
+May import: core, layers, encoders, decoders, storage (save_pretrained, push_to_hub), inference (predict).
+"""
 
-from segzoo.models import named as _named  # noqa: F401  (registers the named models)
-from segzoo.models.factory import (
-    apply_overrides,
-    build_model,
-    create_model,
-    named_config,
-)
-from segzoo.models.segmentation_model import SegmentationModel
+from __future__ import annotations
 
-__all__ = ["SegmentationModel", "apply_overrides", "build_model", "create_model", "named_config"]
+import importlib
+from typing import Any
+
+# lazy: importing segzoo.models.named (registering the names) must not import torch
+_EXPORTS = {
+    "SegmentationModel": "segzoo.models.segmentation_model",
+    "apply_overrides": "segzoo.models.factory",
+    "build_model": "segzoo.models.factory",
+    "create_model": "segzoo.models.factory",
+    "named_config": "segzoo.models.factory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

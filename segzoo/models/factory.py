@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from segzoo.config import (
+from segzoo.core.config import (
     AuxHeadConfig,
     ClassificationHeadConfig,
     EncoderConfig,
     ModelConfig,
     ModelMeta,
 )
+from segzoo.core.errors import InvalidTypeError
+from segzoo.core.registry import MODELS
 from segzoo.decoders import decoder_params
-from segzoo.errors import InvalidTypeError
 from segzoo.models.segmentation_model import SegmentationModel
-from segzoo.registry import DECODERS, MODELS
 
 __all__ = ["build_model", "create_model", "named_config", "apply_overrides"]
 
@@ -136,7 +136,6 @@ def create_model(
     16 for DeepLabV3+, the encoder's own otherwise). Extra keywords are the
     decoder's parameters (``segzoo.decoder_params(decoder)``).
     """
-    DECODERS.get(decoder)  # unknown decoder: clear error before anything is built (parameters: build_decoder)
     config = ModelConfig(
         encoder=EncoderConfig(
             name=encoder,

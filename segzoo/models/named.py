@@ -3,14 +3,16 @@
 Defaults follow the design each name refers to (class counts included:
 torchvision's 21 VOC classes for FCN / DeepLab, smp's single class for the
 ResNet / MobileNet U-Nets, 2 for Carvana); pass ``num_classes=`` to change them.
+Each is registered under its function's name. Weights the zoo trains are listed in
+``weights/manifest.json`` and found there by name when a tag is asked for; weights
+published elsewhere (the Carvana checkpoints) are declared here.
 """
 
 from __future__ import annotations
 
-from segzoo.config import EncoderConfig, ModelConfig
-from segzoo.registry import register_model
-from segzoo.storage.manifest import manifest_specs
-from segzoo.storage.specs import WeightSpec, published
+from segzoo.core.config import EncoderConfig, ModelConfig
+from segzoo.core.registry import register_model
+from segzoo.core.specs import WeightSpec, published
 
 MILESIAL_RELEASE = "https://github.com/milesial/Pytorch-UNet/releases/download/v3.0"
 
@@ -37,7 +39,6 @@ def _deeplabv3plus(encoder: str) -> ModelConfig:
 
 
 @register_model(
-    "unet_carvana",
     weights=published(
         *(
             WeightSpec(
@@ -51,9 +52,15 @@ def _deeplabv3plus(encoder: str) -> ModelConfig:
             for scale in ("0.5", "1.0")
         )
     ),
+    # as milesial/Pytorch-UNet's own hub entry: pretrained=True with scale=0.5 or 1.0 picks the checkpoint
+    tag_keywords={"scale": {0.5: "scale0.5", 1.0: "scale1.0"}},
 )
 def unet_carvana() -> ModelConfig:
-    """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes."""
+    """The classic U-Net of milesial/Pytorch-UNet (Carvana): widths 64..1024, transposed-conv upsampling, 2 classes.
+
+    As milesial/Pytorch-UNet's own hub entry: ``pretrained=True`` loads the authors' Carvana checkpoint for
+    ``scale`` 0.5 (the default) or 1.0 (downloaded once, converted, cached as segzoo weights).
+    """
     return ModelConfig(
         EncoderConfig("plain", params={"widths": (64, 128, 256, 512, 1024)}),
         "unet",
@@ -62,103 +69,103 @@ def unet_carvana() -> ModelConfig:
     )
 
 
-@register_model("unet_r18")
+@register_model
 def unet_r18() -> ModelConfig:
     """U-Net on ResNet-18, the structure of smp's Unet('resnet18')."""
     return _unet("resnet18")
 
 
-@register_model("unet_r34")
+@register_model
 def unet_r34() -> ModelConfig:
     """U-Net on ResNet-34, the structure of smp's Unet('resnet34')."""
     return _unet("resnet34")
 
 
-@register_model("unet_r50")
+@register_model
 def unet_r50() -> ModelConfig:
     """U-Net on ResNet-50, the structure of smp's Unet('resnet50')."""
     return _unet("resnet50")
 
 
-@register_model("unet_mnv2", weights=manifest_specs("unet_mnv2"))
+@register_model
 def unet_mnv2() -> ModelConfig:
     """U-Net on MobileNetV2 1.0 (timm mobilenetv2_100)."""
     return _unet("mobilenetv2_100")
 
 
-@register_model("unet_lite0", weights=manifest_specs("unet_lite0"))
+@register_model
 def unet_lite0() -> ModelConfig:
     """U-Net on EfficientNet-Lite0 (timm efficientnet_lite0: PyTorch padding, ReLU6, no squeeze-excitation)."""
     return _unet("efficientnet_lite0")
 
 
-@register_model("unet_lite2", weights=manifest_specs("unet_lite2"))
+@register_model
 def unet_lite2() -> ModelConfig:
     """U-Net on EfficientNet-Lite2 (timm efficientnet_lite2: PyTorch padding, ReLU6, no squeeze-excitation)."""
     return _unet("efficientnet_lite2")
 
 
-@register_model("fcn_r50")
+@register_model
 def fcn_r50() -> ModelConfig:
     """FCN on dilated ResNet-50 (output stride 8), the head of torchvision's fcn_resnet50."""
     return _fcn("resnet50")
 
 
-@register_model("fcn_r101")
+@register_model
 def fcn_r101() -> ModelConfig:
     """FCN on dilated ResNet-101 (output stride 8), the head of torchvision's fcn_resnet101."""
     return _fcn("resnet101")
 
 
-@register_model("deeplabv3_r50")
+@register_model
 def deeplabv3_r50() -> ModelConfig:
     """DeepLabV3 on dilated ResNet-50 (output stride 8, ASPP 12/24/36), as torchvision's deeplabv3_resnet50."""
     return _deeplabv3("resnet50")
 
 
-@register_model("deeplabv3_r101")
+@register_model
 def deeplabv3_r101() -> ModelConfig:
     """DeepLabV3 on dilated ResNet-101 (output stride 8, ASPP 12/24/36), as torchvision's deeplabv3_resnet101."""
     return _deeplabv3("resnet101")
 
 
-@register_model("deeplabv3_mnv2", weights=manifest_specs("deeplabv3_mnv2"))
+@register_model
 def deeplabv3_mnv2() -> ModelConfig:
     """DeepLabV3 on MobileNetV2 1.0 at output stride 16 (ASPP 6/12/18), the mobile setting of the MobileNetV2 paper."""
     return _deeplabv3("mobilenetv2_100", output_stride=16, rates=(6, 12, 18))
 
 
-@register_model("deeplabv3plus_r50")
+@register_model
 def deeplabv3plus_r50() -> ModelConfig:
     """DeepLabV3+ on ResNet-50: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("resnet50")
 
 
-@register_model("deeplabv3plus_r101")
+@register_model
 def deeplabv3plus_r101() -> ModelConfig:
     """DeepLabV3+ on ResNet-101: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("resnet101")
 
 
-@register_model("deeplabv3plus_mnv2", weights=manifest_specs("deeplabv3plus_mnv2"))
+@register_model
 def deeplabv3plus_mnv2() -> ModelConfig:
     """DeepLabV3+ on MobileNetV2 1.0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("mobilenetv2_100")
 
 
-@register_model("deeplabv3plus_lite0", weights=manifest_specs("deeplabv3plus_lite0"))
+@register_model
 def deeplabv3plus_lite0() -> ModelConfig:
     """DeepLabV3+ on EfficientNet-Lite0: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("efficientnet_lite0")
 
 
-@register_model("deeplabv3plus_lite2", weights=manifest_specs("deeplabv3plus_lite2"))
+@register_model
 def deeplabv3plus_lite2() -> ModelConfig:
     """DeepLabV3+ on EfficientNet-Lite2: output stride 16, separable ASPP 6/12/18, 48-channel low-level projection."""
     return _deeplabv3plus("efficientnet_lite2")
 
 
-@register_model("swin_unet_t")
+@register_model
 def swin_unet_t() -> ModelConfig:
     """Swin-Unet (Cao et al. 2021) on timm's Swin-T (patch 4, window 7), decoder depths 2/2/2, 9 classes (Synapse)."""
     return ModelConfig(

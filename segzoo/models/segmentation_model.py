@@ -5,20 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segzoo.config import ModelConfig, ModelMeta, Preprocessing
+from segzoo.core.config import ModelConfig, ModelMeta, Preprocessing
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.outputs import SegmentationOutput
+from segzoo.core.registry import DECODERS
 from segzoo.decoders import build_decoder, decoder_params
 from segzoo.encoders import Encoder, OutputStrideError, build_encoder
-from segzoo.errors import InvalidTypeError, InvalidValueError
 from segzoo.layers import AuxHead, ClassificationHead, SegmentationHead
-from segzoo.outputs import SegmentationOutput
-from segzoo.registry import DECODERS
 
 __all__ = ["SegmentationModel", "SegmentationOutput"]
 
@@ -57,13 +58,15 @@ class SegmentationModel(nn.Module):
         # where the weights were read from ({"source", "sha256"}; set by from_pretrained, never saved): exports
         # and fine-tuned models name it as their provenance
         self.loaded_from: dict[str, str] | None = None
-        self.encoder = self._build_encoder(config)
+        decoder_cls = DECODERS.get(config.decoder)  # looked up once per build
+        self.encoder = self._build_encoder(config, getattr(decoder_cls, "default_output_stride", None))
         # no meta given: normalise as the encoder's pretrained weights expect (ImageNet's mean/std otherwise)
         self.meta = meta if meta is not None else ModelMeta(
             preprocessing=dataclasses.replace(self.encoder.preprocessing) if self.encoder.preprocessing
             else Preprocessing())
-        decoder_args = {**_explicit_defaults(decoder_params(config.decoder)), **config.decoder_params}
-        self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.encoder.reductions, decoder_args)
+        decoder_args = {**_explicit_defaults(decoder_params(decoder_cls)), **config.decoder_params}
+        self.decoder = build_decoder(config.decoder, self.encoder.out_channels, self.encoder.reductions, decoder_args,
+                                     decoder_cls)
         self.head = SegmentationHead(self.decoder.out_channels, config.num_classes, config.head_kernel_size)
         self.aux_head: AuxHead | None = None
         self.aux_index = 0
@@ -93,9 +96,9 @@ class SegmentationModel(nn.Module):
         self.input_divisor = math.lcm(self.encoder.input_divisor, self.decoder.input_divisor)
 
     @staticmethod
-    def _build_encoder(config: ModelConfig) -> Encoder:
-        """An unset output stride means the decoder's design stride where the encoder can dilate, else its own."""
-        default = getattr(DECODERS.get(config.decoder), "default_output_stride", None)
+    def _build_encoder(config: ModelConfig, default: int | None) -> Encoder:
+        """An unset output stride means the decoder's design stride (``default``) where the encoder can dilate,
+        else its own."""
         if config.encoder.output_stride is not None or default is None:
             return build_encoder(config.encoder)
         try:
@@ -104,7 +107,8 @@ class SegmentationModel(nn.Module):
             return build_encoder(config.encoder)
 
     def save_pretrained(self, directory: str, **meta: Any) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card (see ``segzoo.save_pretrained``)."""
+        """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card
+        (see ``segzoo.save_pretrained``)."""
         from segzoo.storage.save import save_pretrained
 
         return save_pretrained(self, directory, **meta)
@@ -125,7 +129,7 @@ class SegmentationModel(nn.Module):
         by blended windows of that size, ``batch`` windows at a time; ``tta`` (``"hflip"``, ``"vflip"``) and
         ``scales`` average the probabilities of flipped and rescaled views (see ``segzoo.tiling``).
         """
-        from segzoo.fast import optimize, predict_classes
+        from segzoo.inference.fast import optimize, predict_classes
 
         versions = tuple(t._version for t in self.state_dict().values())
         device = next(self.parameters()).device
@@ -147,7 +151,8 @@ class SegmentationModel(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise InvalidTypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
+            raise InvalidTypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), "
+                                   f"got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise InvalidValueError(
                 f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"

@@ -10,21 +10,16 @@ Header metadata (all strings):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from segzoo._version import __version__
-from segzoo.config import ModelConfig, ModelMeta
-from segzoo.errors import InvalidValueError
-from segzoo.io import atomic_path, read_safetensors_metadata
-
-if TYPE_CHECKING:  # storage sits below models: the type only, never the import
-    from segzoo.models.segmentation_model import SegmentationModel
+from segzoo.core.config import DescribedModel, ModelConfig, ModelMeta
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.io import atomic_path, read_safetensors_metadata, sha256_of
 
 __all__ = [
     "WEIGHTS_NAME", "REQUIRES_KEY", "plugin_requirements",
@@ -57,7 +52,7 @@ def plugin_requirements(config: ModelConfig) -> list[dict[str, str]]:
     loading one without the plugin names what to install."""
     from importlib import metadata
 
-    from segzoo.registry import CORE_SOURCE, DECODERS, ENCODERS
+    from segzoo.core.registry import CORE_SOURCE, DECODERS, ENCODERS
 
     found = []
     for kind, registry, name in (("encoder", ENCODERS, config.encoder.name), ("decoder", DECODERS, config.decoder)):
@@ -73,14 +68,6 @@ def plugin_requirements(config: ModelConfig) -> list[dict[str, str]]:
     return found
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def standalone(config: ModelConfig, meta: ModelMeta) -> tuple[ModelConfig, ModelMeta]:
     """The config and meta a weights file stores: the encoder's initial weights move from the config (what
     rebuilding needs) to the meta (provenance), so that loading the file never reads another file, URL or Hub
@@ -93,9 +80,9 @@ def standalone(config: ModelConfig, meta: ModelMeta) -> tuple[ModelConfig, Model
 
 
 def write_weights(
-    model: SegmentationModel, path: str | Path, meta: ModelMeta | None = None, dtype: torch.dtype | None = None
+    model: DescribedModel, path: str | Path, meta: ModelMeta | None = None, dtype: torch.dtype | None = None
 ) -> Path:
-    """Write ``model`` (a SegmentationModel) to a self-describing safetensors file, atomically.
+    """Write ``model`` (a DescribedModel) to a self-describing safetensors file, atomically.
 
     ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors at that precision; loading casts them back
     to the model's dtype.
@@ -128,7 +115,7 @@ def write_weights(
 
 
 def read_header(path: Path) -> dict[str, str]:
-    """The header metadata of a safetensors file (see ``segzoo.io.read_safetensors_metadata``)."""
+    """The header metadata of a safetensors file (see ``segzoo.core.io.read_safetensors_metadata``)."""
     return read_safetensors_metadata(path)
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from segzoo.errors import DownloadError, MissingFileError
-from segzoo.io import env_flag
+from segzoo.core.config import DescribedModel
+from segzoo.core.errors import DownloadError, MissingFileError
+from segzoo.core.io import env_flag
 from segzoo.storage.save import WEIGHTS_NAME, save_pretrained
-
-if TYPE_CHECKING:  # storage sits below models: the type only, never the import
-    from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["download_weights", "push_to_hub", "offline_from_env"]
 
@@ -60,7 +58,8 @@ def download_weights(
             f"{str(cache_dir) if cache_dir else '(default)'} {mode}: {exc}"
         ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise MissingFileError(f"hf-hub:{repo_id} (revision {revision or 'main'}) has no {WEIGHTS_NAME}: {exc}") from exc
+        raise MissingFileError(f"hf-hub:{repo_id} (revision {revision or 'main'}) has no {WEIGHTS_NAME}: "
+                               f"{exc}") from exc
     except OSError as exc:  # network failures (requests/httpx errors are OSErrors)
         raise DownloadError(
             f"hf-hub:{repo_id}: could not download {WEIGHTS_NAME} ({type(exc).__name__}: {exc}); check the network "
@@ -70,7 +69,7 @@ def download_weights(
 
 
 def push_to_hub(
-    model: SegmentationModel,
+    model: DescribedModel,
     repo_id: str,
     *,
     private: bool | None = None,

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from segzoo.errors import InvalidTypeError, InvalidValueError
-from segzoo.io import atomic_path
-from segzoo.storage.format import sha256_of
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.io import atomic_path, sha256_of
 from segzoo.storage.specs import WeightSpec, weights_dir
 
 __all__ = [
@@ -91,7 +90,8 @@ def zoo_table(entries: list[dict[str, Any]] | None = None) -> str:
         params = f"{e['params'] / 1e6:.1f} M" if e.get("params") else "-"
         minutes = f"{e['train_minutes']:.0f} min" if e.get("train_minutes") else "-"
         lines.append(
-            f"| `{e['model']}.{e['tag']}` | {re.split(r' [(]|, ', str(e.get('dataset') or '-'))[0]} | {metric} | {params} "
+            f"| `{e['model']}.{e['tag']}` | {re.split(r' [(]|, ', str(e.get('dataset') or '-'))[0]} | {metric} "
+            f"| {params} "
             f"| {e['size'] / 2**20:.1f} MiB ({e.get('storage') or 'fp32'}) | {latency} | {minutes} "
             f"| {str(e.get('license') or '-').split(';')[0]} |"
         )
@@ -119,7 +119,7 @@ def update_readme_table(directory: Path | None = None, readme: Path | None = Non
 
 def check_manifest(directory: Path | None = None, models: Any = None) -> list[str]:
     """Disagreements between the manifest, the files in ``directory`` and the registry's file specs."""
-    from segzoo.registry import MODELS
+    from segzoo.core.registry import MODELS
 
     directory = directory or weights_dir()
     models = models if models is not None else MODELS
@@ -155,7 +155,9 @@ def check_manifest(directory: Path | None = None, models: Any = None) -> list[st
         if entry is None:
             problems.append(f"{key[0]}.{key[1]}: registered with file {spec.file!r} but not in the manifest")
         elif entry["file"] != spec.file or entry["sha256"] != spec.sha256:
-            problems.append(f"{key[0]}.{key[1]}: registry says {spec.file} {spec.sha256}, manifest {entry['file']} {entry['sha256']}")
-    for key in listed.keys() - specs.keys():
-        problems.append(f"{key[0]}.{key[1]}: in the manifest but no registered model publishes it")
+            problems.append(f"{key[0]}.{key[1]}: registry says {spec.file} {spec.sha256}, "
+                            f"manifest {entry['file']} {entry['sha256']}")
+    for key in sorted(listed):
+        if key[0] not in models.own_names():
+            problems.append(f"{key[0]}.{key[1]}: in the manifest but no registered model has that name")
     return problems

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any
 
 from segzoo._version import __version__
-from segzoo.config import ModelMeta, Preprocessing
-from segzoo.errors import InvalidTypeError, InvalidValueError, NotAFolderError
-from segzoo.io import atomic_folder
+from segzoo.core.config import DescribedModel, ModelMeta, Preprocessing
+from segzoo.core.errors import InvalidTypeError, InvalidValueError, NotAFolderError
+from segzoo.core.io import atomic_folder
 from segzoo.storage.format import WEIGHTS_NAME, standalone, write_weights
-
-if TYPE_CHECKING:  # storage sits below models: the type only, never the import
-    from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["save_pretrained", "model_card", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
@@ -21,7 +19,7 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 
 
-def _merge_meta(model: SegmentationModel, overrides: Mapping[str, Any]) -> ModelMeta:
+def _merge_meta(model: DescribedModel, overrides: Mapping[str, Any]) -> ModelMeta:
     data = model.meta.to_dict()
     for key, value in overrides.items():
         if value is None:
@@ -34,7 +32,7 @@ def _merge_meta(model: SegmentationModel, overrides: Mapping[str, Any]) -> Model
     return meta
 
 
-def model_card(model: SegmentationModel, meta: ModelMeta, repo_id: str | None = None) -> str:
+def model_card(model: DescribedModel, meta: ModelMeta, repo_id: str | None = None) -> str:
     """A README.md model card: architecture, classes, preprocessing, metrics, data, licence, how to load."""
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -91,7 +89,7 @@ def model_card(model: SegmentationModel, meta: ModelMeta, repo_id: str | None = 
 
 
 def save_pretrained(
-    model: SegmentationModel,
+    model: DescribedModel,
     directory: str | Path,
     *,
     class_names: Sequence[str] | None = None,

@@ -15,18 +15,17 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segzoo.errors import (
+from segzoo.core.errors import (
     DownloadError,
     InvalidValueError,
     MissingFileError,
     UnknownNameError,
 )
-from segzoo.io import atomic_path
-from segzoo.storage.format import sha256_of
+from segzoo.core.io import atomic_path, sha256_of
+from segzoo.core.specs import WeightSpec, published
 
 __all__ = [
     "ChecksumError",
@@ -44,43 +43,6 @@ class ChecksumError(InvalidValueError):
     """A weights file whose sha256 is not the published one."""
 
 
-@dataclass(frozen=True)
-class WeightSpec:
-    """One published tag of a named model.
-
-    Exactly one of ``file``, ``url``, ``hub`` is set. ``sha256`` pins the file
-    (for ``convert`` specs: the original checkpoint); ``convert`` names the
-    importer that turns a foreign checkpoint into segzoo weights.
-    """
-
-    tag: str
-    file: str | None = None
-    url: str | None = None
-    hub: str | None = None
-    sha256: str | None = None
-    convert: str | None = None
-    dataset: str | None = None
-    license: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    description: str = ""
-    size: int | None = None  # bytes of the file or download, where known: a download may not exceed it
-
-    def __post_init__(self) -> None:
-        sources = [s for s in (self.file, self.url, self.hub) if s]
-        if len(sources) != 1:
-            raise InvalidValueError(f"weight spec {self.tag!r} needs exactly one of file, url, hub; got {sources}")
-        if (self.file or (self.url and not self.convert)) and not self.sha256:
-            raise InvalidValueError(f"weight spec {self.tag!r}: files and URLs of segzoo weights must pin a sha256")
-
-
-def published(*specs: WeightSpec) -> dict[str, WeightSpec]:
-    """The ``weights=`` metadata of ``register_model``: tags in order, the first is the default."""
-    tags = [s.tag for s in specs]
-    if len(set(tags)) != len(tags):
-        raise InvalidValueError(f"duplicate weight tags {tags}")
-    return {s.tag: s for s in specs}
-
-
 def weights_dir() -> Path:
     """The repository's ``weights/`` folder (``$SEGZOO_WEIGHTS_DIR`` overrides)."""
     env = os.environ.get("SEGZOO_WEIGHTS_DIR")
@@ -95,9 +57,14 @@ def cache_dir() -> Path:
 
 
 def specs_of(name: str) -> dict[str, WeightSpec]:
-    from segzoo.registry import MODELS
+    """The published tags of the named model ``name``, the default first: those its registration declares
+    (``register_model(..., weights=published(...))``, e.g. URLs of foreign checkpoints), then the files the
+    manifest lists for it (read now, not when the model was registered)."""
+    from segzoo.core.registry import MODELS
+    from segzoo.storage.manifest import manifest_specs
 
-    return dict(MODELS.entry(name).metadata.get("weights") or {})
+    declared = dict(MODELS.entry(name).metadata.get("weights") or {})
+    return {**declared, **{tag: spec for tag, spec in manifest_specs(name).items() if tag not in declared}}
 
 
 def spec_for(name: str, tag: str | None) -> WeightSpec:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segzoo.errors import MissingFileError
-from segzoo.io import atomic_folder, load_weights_only
+from segzoo.core.errors import MissingFileError
+from segzoo.core.io import atomic_folder, load_weights_only
 from segzoo.storage.format import WEIGHTS_NAME, read_weights, write_weights
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "STATE_NAME", "WEIGHTS_NAME"]
@@ -50,7 +50,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(directory: Path, model: Any, state: dict[str, Any], extras: dict[str, Any]) -> None:
-    """Write the checkpoint folder as a whole (``segzoo.io.atomic_folder``): a crash leaves the previous one."""
+    """Write the checkpoint folder as a whole (``segzoo.core.io.atomic_folder``): a crash leaves the previous one."""
     with atomic_folder(Path(directory), keep_others=False) as tmp:
         write_weights(model, tmp / WEIGHTS_NAME)
         buffer = io.BytesIO()  # torch.save on a full disk fails with an opaque RuntimeError; Python's write names it

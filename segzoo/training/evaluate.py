@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
-from segzoo.config import Preprocessing
+from segzoo.core.config import Preprocessing
 from segzoo.data.normalize import normalize
-from segzoo.metrics import ConfusionMatrix
+from segzoo.training.metrics import ConfusionMatrix
 
 __all__ = ["evaluate"]
 
@@ -29,7 +29,7 @@ def evaluate(
     """Metrics of ``model`` (a module, or any callable from normalised images to logits: an ONNX model, a
     program) over ``batches``. ``confusion``: accumulate into this matrix (to plot it afterwards); ``progress``:
     report the batches done (tqdm on a terminal, a line every few seconds otherwise)."""
-    from segzoo.progress import progress as report
+    from segzoo.core.progress import progress as report
 
     if isinstance(model, torch.nn.Module):
         model.eval()

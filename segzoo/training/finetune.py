@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from segzoo.config import Preprocessing
+from segzoo.core.config import Preprocessing
 
 __all__ = ["requirements_of", "inherit"]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -53,8 +54,8 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
     for row in range(n):
         raw, _ = dataset.load(row)
         image, mask = dataset[row]
+        from segzoo.core.outputs import class_ids
         from segzoo.data.normalize import normalize
-        from segzoo.outputs import class_ids
 
         logits = model(normalize(image.unsqueeze(0).to(device), model.meta.preprocessing))
         pred = class_ids(logits)[0].cpu().numpy()

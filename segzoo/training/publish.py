@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from segzoo.api import from_pretrained
-from segzoo.config import ModelMeta
+from segzoo.core.config import ModelMeta
+from segzoo.core.errors import InvalidValueError, OutputExistsError
+from segzoo.core.io import atomic_path
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-from segzoo.errors import InvalidValueError, OutputExistsError
 from segzoo.inference import check_classes
-from segzoo.io import atomic_path
 from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.format import write_weights
@@ -77,13 +77,14 @@ def headline(metrics: dict[str, Any], metric: str, classes: list[str]) -> tuple[
     kind, _, name = metric.partition(":")
     if kind in ("dice", "iou") and name in classes:
         return f"{'Dice' if kind == 'dice' else 'IoU'} ({name})", float(metrics[kind][classes.index(name)])
-    raise InvalidValueError(f"metric {metric!r}: expected 'miou', 'dice:<class>' or 'iou:<class>' with a class of {classes}")
+    raise InvalidValueError(f"metric {metric!r}: expected 'miou', 'dice:<class>' or 'iou:<class>' with a class of "
+                            f"{classes}")
 
 
 @torch.inference_mode()
 def cpu_latency_ms(model: SegmentationModel, height: int, width: int, repeats: int = 5) -> float:
     """Median wall time (ms) of one eager fp32 forward pass of a 1 x 3 x height x width input on the CPU."""
-    from segzoo.bench.measure import latencies
+    from segzoo.core.timing import latencies
 
     model = model.float().eval()
     x = torch.randn(1, model.in_channels, height, width)
@@ -113,6 +114,7 @@ def _card(name: str, tag: str, model: SegmentationModel, info: PublishInfo, metr
     )
     wall = f"{info.train_seconds / 60:.0f} min" if info.train_seconds else "not recorded"
     recipe_text = json.dumps(recipe.to_dict(), indent=2)
+    (height, width), threads = info.image_size, torch.get_num_threads()
     return f"""# {name}.{tag}
 
 {cfg.decoder} / {cfg.encoder.name}, {params:,} parameters, trained by segzoo on {info.dataset}.
@@ -148,7 +150,7 @@ RGB, scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], normalised with
 - Command: `{info.command}`
 - Wall time: {wall} on {info.machine or platform.processor() or platform.machine()}.
 - Storage: {storage}; fp32 {label} {fp32_value * 100:.2f}.
-- CPU latency: {latency:.0f} ms per {info.image_size[0]}x{info.image_size[1]} image (batch 1, eager fp32, {torch.get_num_threads()} threads).
+- CPU latency: {latency:.0f} ms per {height}x{width} image (batch 1, eager fp32, {threads} threads).
 {info.notes}
 <details><summary>Recipe</summary>
 

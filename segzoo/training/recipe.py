@@ -4,54 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from segzoo.config import Preprocessing
+from segzoo.core.config import Preprocessing, check_fields
+from segzoo.core.errors import InvalidValueError, MissingFileError
 from segzoo.data.dataset import DataConfig
-from segzoo.errors import InvalidValueError, MissingFileError
-from segzoo.metrics import Monitor
+from segzoo.training.metrics import Monitor
 
 __all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "RECIPES_DIR"]
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a field's type hint (the simple hints recipe dataclasses use)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
-        return all(_conforms(v, args[0]) for v in value) if args else True
-    if origin is dict:
-        return isinstance(value, dict) and (not args or all(
-            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()))
-    return True
-
-
-def _describe(hint: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        hint, str(hint).replace("typing.", ""))
 
 
 def _check_range(where: str, value: Any, low: float | None = None, high: float | None = None, *,
@@ -73,22 +38,12 @@ def _check_range(where: str, value: Any, low: float | None = None, high: float |
 
 
 def _build(cls: type, data: Mapping[str, Any] | None, where: str):
-    """``cls(**data)`` for a recipe section, with every key and value checked against the dataclass first."""
+    """``cls(**data)`` for a recipe section, every key and value checked against the dataclass first (the same
+    checker as the model configs': ``segzoo.core.config.check_fields``)."""
     if data is not None and not isinstance(data, Mapping):
         raise InvalidValueError(f"recipe section {where!r} must be a mapping of keys to values, got {data!r}")
     data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InvalidValueError(f"recipe section {where!r}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        if not _conforms(value, hints[key]):
-            raise InvalidValueError(f"recipe {where}.{key}: expected {_describe(hints[key])}, got {value!r}")
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise InvalidValueError(f"recipe section {where!r} lacks required key(s) {missing}")
+    check_fields(cls, data, f"recipe section {where!r}", f"recipe {where}.")
     return cls(**data)
 
 
@@ -109,7 +64,8 @@ class ModelSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def build(self, num_classes: int):
-        import segzoo
+        from segzoo.api import create, from_pretrained
+        from segzoo.models import create_model
 
         if self.num_classes is not None and self.num_classes != num_classes:
             raise InvalidValueError(f"recipe model.num_classes is {self.num_classes}, but data.classes names "
@@ -122,12 +78,12 @@ class ModelSpec:
             if "encoder_weights" in self.overrides:
                 raise InvalidValueError(f"recipe model.pretrained ({self.pretrained!r}) brings trained encoder "
                                         "weights; drop model.overrides.encoder_weights")
-            return segzoo.from_pretrained(self.pretrained, num_classes=num_classes, **self.overrides).train()
+            return from_pretrained(self.pretrained, num_classes=num_classes, **self.overrides).train()
         if self.name:
-            return segzoo.create(self.name, num_classes=num_classes, **self.overrides)
+            return create(self.name, num_classes=num_classes, **self.overrides)
         if not (self.decoder and self.encoder):
             raise InvalidValueError("recipe 'model' needs 'name', 'decoder' and 'encoder', or 'pretrained'")
-        return segzoo.create_model(self.decoder, self.encoder, num_classes, **self.overrides)
+        return create_model(self.decoder, self.encoder, num_classes, **self.overrides)
 
 
 @dataclass
@@ -304,7 +260,12 @@ class Recipe:
             "data.ignore_colours": (not data.colours, "data.colours is not set (masks hold class ids)"),
         }
         for key, (ignored, why) in unused.items():
-            if key in self.stated and ignored:
+            section, name = key.split(".")
+            config = {"train": train, "data": data}[section]
+            spec = next(f for f in dataclasses.fields(config) if f.name == name)
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+            # a stated default (a recipe written out in full, like last/recipe.json) changes nothing: allowed
+            if key in self.stated and ignored and getattr(config, name) != default:
                 raise InvalidValueError(f"recipe {key} would be ignored: {why}; remove it or change that setting")
 
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from segzoo.metrics import Monitor
+from segzoo.training.metrics import Monitor
 from segzoo.training.recipe import TrainConfig
 
 __all__ = ["build_optimizer", "build_scheduler"]

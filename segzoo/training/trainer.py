@@ -12,27 +12,27 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from segzoo.config import ModelMeta
-from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-from segzoo.data.normalize import normalize
-from segzoo.data.scan import scan_masks
-from segzoo.data.transforms import to_dict as transform_to_dict
-from segzoo.errors import (
+from segzoo.core.config import ModelMeta
+from segzoo.core.device import pick_device
+from segzoo.core.errors import (
     InvalidValueError,
     NotAFolderError,
     OutputExistsError,
     SegzooError,
 )
-from segzoo.io import RunLock, atomic_path, write_error
-from segzoo.losses import build_loss
-from segzoo.metrics import Monitor
+from segzoo.core.io import RunLock, atomic_path, write_error
+from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
+from segzoo.data.normalize import normalize
+from segzoo.data.scan import scan_masks
+from segzoo.data.transforms import to_dict as transform_to_dict
 from segzoo.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -42,6 +42,8 @@ from segzoo.training.checkpoint import (
 from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
 from segzoo.training.finetune import INHERITED, inherit
+from segzoo.training.losses import build_loss
+from segzoo.training.metrics import Monitor
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
 
@@ -97,25 +99,6 @@ class _TrainingForward(nn.Module):
 
 # what a training run writes into its output folder (--overwrite removes exactly these)
 RUN_OUTPUTS = ("last", "best", "metrics.jsonl", "summary.json", "curves.png", "predictions.png", "tensorboard")
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present, else CPU) or a device that exists here; anything else is an error naming it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidValueError(f"device {name!r} is not a device name; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
-                                ) from exc
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index is not None and device.index >= count):
-            raise InvalidValueError(f"device {name!r} is not available here ({count} CUDA device(s)); "
-                                    "use 'cpu' or 'auto'")
-    elif device.type not in ("cpu", "mps", "xpu"):
-        raise InvalidValueError(f"device {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return device
 
 
 def prepare_output(output_dir: Path, resume: bool, overwrite: bool, main: bool = True) -> None:
@@ -302,7 +285,8 @@ class Trainer:
         names = weights.meta.class_names
         if names is not None and list(names) != list(self.recipe.data.classes):
             raise InvalidValueError(
-                f"checkpoint {str(directory)!r} was trained on classes {names}, the recipe has {self.recipe.data.classes}"
+                f"checkpoint {str(directory)!r} was trained on classes {names}, "
+                f"the recipe has {self.recipe.data.classes}"
             )
         own = self.model.state_dict()
         if set(own) != set(weights.state_dict) or any(own[k].shape != v.shape for k, v in weights.state_dict.items()):
@@ -479,7 +463,8 @@ class Trainer:
                 try:
                     images, masks = next(source)
                 except StopIteration:
-                    raise InvalidValueError(f"run_steps: the batches ran out after {len(results)} of {steps} steps")
+                    raise InvalidValueError(f"run_steps: the batches ran out after {len(results)} of {steps} steps"
+                                            ) from None
                 losses.append(self._micro_step(images, masks, last_micro=micro + 1 == self.cfg.grad_accum))
             self._optimizer_step()
             if self.device.type == "cuda":

@@ -7,10 +7,10 @@ import dataclasses
 import fnmatch
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
+from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 
 __all__ = ["main", "count_flops"]
 
@@ -19,14 +19,14 @@ def count_flops(model, height: int = 512, width: int = 512) -> int:
     """FLOPs of one forward pass of a segzoo model on a 1 x C x height x width input."""
     import torch
 
-    from segzoo.bench.measure import count_flops as flops_on
+    from segzoo.core.timing import count_flops as flops_on
 
     return flops_on(model, torch.randn(1, model.in_channels, height, width))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import segzoo
-    from segzoo.registry import plugin_status
+    # the registry alone: listing named models imports neither torch nor timm
+    from segzoo.core.registry import DECODERS, ENCODERS, MODELS, plugin_status
 
     if args.plugins:
         rows = plugin_status(probe=True)
@@ -42,12 +42,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows = [e for e in read_manifest() if fnmatch.fnmatch(f"{e['model']}.{e['tag']}", args.pattern)]
         print(zoo_table(rows))
         return 0
-    if args.encoders:
-        names = segzoo.list_encoders(args.pattern)
-    elif args.decoders:
-        names = segzoo.list_decoders(args.pattern)
-    else:
-        names = segzoo.list_models(args.pattern)
+    registry = ENCODERS if args.encoders else DECODERS if args.decoders else MODELS
+    names = registry.names(args.pattern)
     print("\n".join(names))
     return 0
 
@@ -75,7 +71,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from segzoo.registry import CONVERTERS
+    from segzoo.core.registry import CONVERTERS
     from segzoo.storage.format import WEIGHTS_NAME, write_weights
 
     kwargs = {}
@@ -176,7 +172,7 @@ def _folder_eval_data(args: argparse.Namespace, model):
     else:
         table = None
     if table is not None:
-        table.update({rgb: args.ignore_index for rgb in ignore_colours})
+        table.update(dict.fromkeys(ignore_colours, args.ignore_index))
     try:
         values = None if values is None else {int(k): int(v) for k, v in values.items()}
     except (AttributeError, TypeError, ValueError):
@@ -214,12 +210,12 @@ def _recipe_eval_data(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from segzoo.cli.files import check_classes, load_for_inference, place
+    from segzoo.core.device import pick_device
     from segzoo.data.dataset import SegmentationDataset, make_loader
-    from segzoo.inference import check_classes, load_for_inference, place
-    from segzoo.metrics import ConfusionMatrix
     from segzoo.training.distributed import setup_distributed, shard, teardown_distributed
     from segzoo.training.evaluate import evaluate
-    from segzoo.training.trainer import pick_device
+    from segzoo.training.metrics import ConfusionMatrix
 
     folder = args.images is not None or args.masks is not None
     if folder and (args.images is None or args.masks is None):
@@ -269,7 +265,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if ctx.is_main:
         print(json.dumps(result, indent=2))
         if args.output:
-            from segzoo.io import atomic_path
+            from segzoo.core.io import atomic_path
 
             with atomic_path(args.output) as tmp:
                 tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -292,8 +288,8 @@ def _tile(text: str) -> int | str | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from segzoo.inference import expand_inputs, load_for_inference, predict_files
-    from segzoo.training.trainer import pick_device
+    from segzoo.cli.files import expand_inputs, load_for_inference, predict_files
+    from segzoo.core.device import pick_device
 
     if args.tile is None and (args.overlap is not None or args.batch is not None):
         raise InvalidValueError("--overlap and --batch apply to windows; --tile none predicts whole images")
@@ -340,9 +336,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
+    from segzoo.cli.files import expand_inputs
     from segzoo.data.masks import read_image
     from segzoo.deploy import load_source, quantize_to_file
-    from segzoo.inference import expand_inputs
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -358,7 +354,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from segzoo.demo import run_demo
+    from segzoo.cli.demo import run_demo
 
     run_demo(args.output, seconds=args.seconds, n_images=args.images)
     return 0
@@ -394,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("train", help="train from a YAML recipe (torchrun --nproc_per_node=N -m segzoo train ... for DDP)")
+    p = sub.add_parser("train", help="train from a YAML recipe "
+                                     "(torchrun --nproc_per_node=N -m segzoo train ... for DDP)")
     p.add_argument("recipe", help="a recipe file, or a bundled recipe name (camvid, nuclei, aerial)")
     p.add_argument("--output", "-o", default="runs/train", help="output folder (checkpoints, logs, plots)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a recipe value")
@@ -506,21 +503,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the suite has its own options
-        from segzoo.bench.suite import main as bench_main
-
+    if argv[:1] == ["bench"]:  # the suite has its own options, and lives in the repository's benchmarks/
+        try:
+            from benchmarks.suite import main as bench_main
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("benchmarks", "benchmarks.suite"):
+                raise
+            print("segzoo bench: error: the benchmark suite lives in the repository's benchmarks/ folder: run it "
+                  "from a checkout (python -m benchmarks, or segzoo bench in the checkout's root)", file=sys.stderr)
+            return 2
         return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from segzoo import __version__
+        from segzoo._version import __version__
 
         print(__version__)
         return 0
     if args.command is None:
         parser.print_help()
         return 2
-    from segzoo.errors import SegzooError
+    from segzoo.core.errors import SegzooError
 
     try:
         return int(args.func(args))

@@ -1,18 +1,21 @@
-"""Prediction on image files: class-id PNGs and coloured overlays, with the model's own preprocessing."""
+"""Prediction on image files for the command line: loading anything ``predict`` / ``eval`` take, class-id PNGs and
+coloured overlays written whole, with the model's own preprocessing."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.data.masks import read_image
 from segzoo.data.pairs import IMAGE_SUFFIXES
-from segzoo.errors import InvalidValueError, MissingFileError, OutputExistsError
-from segzoo.tiling import check_options
+from segzoo.inference.runtime import OnnxModel, load_program
+from segzoo.inference.tiling import check_options
 
 __all__ = ["load_for_inference", "place", "predict_files", "prediction_outputs", "expand_inputs", "check_classes"]
 
@@ -23,23 +26,19 @@ def load_for_inference(weights: str | Path):
     CPU only) or a ``.pt2`` program (:func:`~segzoo.deploy.load_program`). Every kind has ``meta`` (classes,
     preprocessing), ``num_classes`` and returns logits of normalised float batches. The evaluation transform is
     the one saved beside the weights, else the default one."""
-    import segzoo
+    from segzoo.api import from_pretrained
     from segzoo.data.transforms import eval_preset, from_dict
 
     suffix = Path(weights).suffix.lower()
     if suffix == ".onnx":
-        from segzoo.deploy import OnnxModel
-
         return OnnxModel.load(weights), eval_preset()
     if suffix == ".pt2":
-        from segzoo.deploy import load_program
-
         program = load_program(weights)
         if program.num_classes is None:
             raise InvalidValueError(f"{str(weights)!r} is a .pt2 program exported before segzoo described its "
                                     "exports: its classes are unknown; export it again with segzoo export")
         return program, eval_preset()
-    model = segzoo.from_pretrained(weights).eval()
+    model = from_pretrained(weights).eval()
     path = Path(weights)
     folder = path if path.is_dir() else path.parent
     saved = folder / "transforms.json"
@@ -141,17 +140,17 @@ def predict_files(
     to temporary names and renamed into place, so a kill leaves no truncated PNG.
 
     ``model``: anything :func:`load_for_inference` returns. A :class:`~segzoo.SegmentationModel` predicts through
-    the fast path (``segzoo.optimize``), every kind through :func:`segzoo.fast.predict_classes`, the function
+    the fast path (``segzoo.optimize``), every kind through :func:`segzoo.inference.fast.predict_classes`, the function
     behind ``model.predict``. ``overlay_min_side``: overlays of smaller images are enlarged (nearest neighbour, an
     integer factor) to at least this many pixels per side, to be seen. ``tiling``: ``tile`` (or ``"auto"``),
     ``overlap``, ``tta``, ``scales``, ``batch``."""
     from PIL import Image
 
+    from segzoo.core.io import atomic_paths
+    from segzoo.core.progress import progress as report
     from segzoo.data.palette import draw_legend, palette
-    from segzoo.fast import optimize, predict_classes
-    from segzoo.io import atomic_paths
+    from segzoo.inference.fast import optimize, predict_classes
     from segzoo.models.segmentation_model import SegmentationModel
-    from segzoo.progress import progress as report
 
     auto = tiling.get("tile") == "auto"
     check_options(None if auto else tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),

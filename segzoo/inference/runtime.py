@@ -11,26 +11,32 @@ model contract (``q(x)`` logits of normalised float images, ``q.predict(uint8_im
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from segzoo._version import __version__
-from segzoo.config import ModelMeta, Preprocessing
-from segzoo.errors import InvalidValueError, MissingFileError
+from segzoo.core.config import ModelConfig, ModelMeta, Preprocessing
+from segzoo.core.errors import InvalidValueError, MissingFileError
 
-__all__ = ["OnnxModel", "Uint8Input", "describe", "read_description", "INPUT_FLOAT", "INPUT_UINT8", "META_KEY",
-           "INPUT_KEY", "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY"]
+__all__ = ["OnnxModel", "LoadedProgram", "load_program", "Uint8Input", "describe", "read_description", "INPUT_FLOAT",
+           "INPUT_UINT8", "META_KEY", "INPUT_KEY", "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY", "REPORT_KEY",
+           "LIMITS_FILE", "META_FILE"]
 
 META_KEY = "segzoo.meta"  # ModelMeta as JSON: classes, colours, preprocessing
 INPUT_KEY = "segzoo.input"  # {"layout": "NCHW", "dtype": ..., "normalised": ...}
 CONFIG_KEY = "segzoo.config"  # the ModelConfig the graph was exported from
 VERSION_KEY = "segzoo.version"
 SOURCE_KEY = "segzoo.source"  # {"source": what was loaded, "sha256": of that weights file}, when known
+REPORT_KEY = "segzoo.quantization"  # an INT8 file's calibration and measurement report
+LIMITS_FILE = "segzoo_limits.json"  # inside a .pt2 archive: the input sizes the program accepts
+META_FILE = "segzoo_meta.json"  # inside a .pt2 archive: the metadata_props of an ONNX export, as JSON
 INPUT_FLOAT = {"layout": "NCHW", "dtype": "float32", "normalised": True,
-               "note": "RGB, normalised with the preprocessing in segzoo.meta: ((x / 255) * (hi - lo) + lo - mean) / std"}
+               "note": "RGB, normalised with the preprocessing in segzoo.meta: "
+                       "((x / 255) * (hi - lo) + lo - mean) / std"}
 INPUT_UINT8 = {"layout": "NCHW", "dtype": "uint8", "normalised": False,
                "note": "RGB 0..255; the graph normalises with the preprocessing in segzoo.meta"}
 
@@ -72,7 +78,8 @@ class Uint8Input(torch.nn.Module):
         super().__init__()
         self.model = model
         lo, hi = preprocessing.input_range
-        self.register_buffer("scale", torch.tensor([(hi - lo) / 255.0 / s for s in preprocessing.std]).view(1, -1, 1, 1))
+        scale = [(hi - lo) / 255.0 / s for s in preprocessing.std]
+        self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1))
         self.register_buffer("shift", torch.tensor(
             [(lo - m) / s for m, s in zip(preprocessing.mean, preprocessing.std)]).view(1, -1, 1, 1))
 
@@ -138,15 +145,15 @@ class OnnxModel:
                 scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
         """Class ids ``(N, H, W)`` (one image: ``(H, W)``), as ``SegmentationModel.predict`` (same inputs, tiling
         and TTA). A fixed-size model always predicts through windows of its size (``tile`` must be unset)."""
-        from segzoo.fast import predict_classes
+        from segzoo.inference.fast import predict_classes
 
         return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
                                scales=tuple(scales), batch=batch, window=self.fixed_size)
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
-        """Any ``.onnx`` written by segzoo (``export`` or ``quantize``); the INT8 ones come back as
-        :class:`~segzoo.deploy.QuantizedModel`."""
+        """Any ``.onnx`` written by segzoo (``export`` or ``quantize``); an INT8 file's ``report`` says how it was
+        calibrated (``QuantizedModel.load`` reads INT8 files only)."""
         import onnx
 
         path = Path(path)
@@ -159,11 +166,8 @@ class OnnxModel:
         props = {p.key: p.value for p in proto.metadata_props}
         meta, layout = read_description(props, repr(str(path)))
         num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
-        from segzoo.deploy.quantize import REPORT_KEY, QuantizedModel
-
-        kind = QuantizedModel if REPORT_KEY in props else cls
         report = json.loads(props.get(REPORT_KEY, "{}"))
-        return kind(proto.SerializeToString(), meta, num_classes, report, layout, source=repr(str(path)))
+        return cls(proto.SerializeToString(), meta, num_classes, report, layout, source=repr(str(path)))
 
 
 def add_metadata(path: Path, props: dict[str, str]) -> None:
@@ -191,3 +195,72 @@ def check_uint8_preprocessing(model: Any) -> None:
 def uint8_images(batch: int, channels: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """Random uint8 images, the parity inputs of a uint8-input export."""
     return torch.randint(0, 256, (batch, channels, height, width), generator=generator, dtype=torch.uint8)
+
+
+class LoadedProgram(torch.nn.Module):
+    """A loaded program behind the model contract: ``p(x)`` logits of a normalised float batch (a uint8-input
+    program is fed the uint8 image the batch came from), ``p.meta``, ``p.num_classes``; the input size is checked
+    and the accepted sizes named instead of failing on a symbolic guard. ``p.module`` is the raw program."""
+
+    def __init__(self, module: torch.nn.Module, limits: dict, source: str, meta: ModelMeta | None = None,
+                 input_layout: dict | None = None, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.module, self.limits, self.source = module, limits, source
+        self.meta = meta if meta is not None else ModelMeta()
+        self.input_layout = dict(input_layout or {"dtype": "float32"})
+        self.num_classes = num_classes
+
+    @property
+    def uint8_input(self) -> bool:
+        return self.input_layout.get("dtype") == "uint8"
+
+    def train(self, mode: bool = True) -> LoadedProgram:
+        """A program is traced in eval mode and has no other: ``eval()`` / ``train(False)`` are no-ops."""
+        if mode:
+            raise InvalidValueError(f"{self.source} is an inference program: it cannot be put in training mode")
+        self.training = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        fixed, low = self.limits.get("size"), self.limits.get("min_side")
+        if fixed is not None and [h, w] != list(fixed):
+            raise InvalidValueError(f"{self.source} was exported for {fixed[0]}x{fixed[1]} inputs only, got {h}x{w}")
+        if low is not None and min(h, w) < low:
+            raise InvalidValueError(f"{self.source} takes inputs of at least {low}x{low} pixels, got {h}x{w}")
+        if self.uint8_input and x.dtype != torch.uint8:
+            x = denormalise(x, self.meta.preprocessing)
+        return self.module(x)
+
+    def predict(self, images, *, tile: int | None = None, overlap: float = 0.25, tta=(), scales=(1.0,),
+                batch: int = 4) -> torch.Tensor:
+        """Class ids, as ``SegmentationModel.predict`` (uint8 images normalised with ``meta.preprocessing``)."""
+        from segzoo.inference.fast import predict_classes
+
+        return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
+                               scales=tuple(scales), batch=batch)
+
+
+def load_program(path: str | Path) -> LoadedProgram:
+    """A saved program as a callable module (logits of a normalised float batch) that checks the input size and
+    knows its classes and preprocessing (programs exported before segzoo described them: ImageNet's defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"exported program {str(path)!r} does not exist")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # before torch.export.load, which logs a traceback for other files
+        raise InvalidValueError(f"{str(path)!r} is not a readable torch.export program (.pt2): not a zip archive")
+    extra = {LIMITS_FILE: "", META_FILE: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as exc:  # a zip / pickle / version error: torch names no common type
+        raise InvalidValueError(f"{str(path)!r} is not a readable torch.export program (.pt2): {exc}") from exc
+    limits = json.loads(extra[LIMITS_FILE]) if extra[LIMITS_FILE] else {}
+    source = f"exported program {str(path)!r}"
+    meta, layout, num_classes = None, None, None
+    if extra[META_FILE]:
+        props = json.loads(extra[META_FILE])
+        meta, layout = read_description(props, source)
+        num_classes = ModelConfig.from_json(props[CONFIG_KEY]).num_classes if CONFIG_KEY in props else None
+    return LoadedProgram(program.module(), limits, source, meta, layout, num_classes)
