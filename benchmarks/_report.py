@@ -11,6 +11,27 @@ from typing import Any
 import torch
 
 
+def cpu_description() -> dict[str, Any]:
+    """The CPU a figure was measured on: model name, core count, and the instruction sets INT8 and bf16 speed
+    depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name elsewhere)."""
+    import os
+
+    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            info["model"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                       "amx_int8") if f in flags]
+            break
+    return info
+
+
 def write_result(result: dict[str, Any], output: str | Path, summary_keys: Sequence[str]) -> dict[str, Any]:
     result["machine"] = {"threads": torch.get_num_threads(), "platform": platform.platform(),
                          "torch": torch.__version__}

@@ -106,6 +106,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in recipe.model.overrides.items() if k != "encoder_weights"}
         recipe.model = dataclasses.replace(recipe.model, pretrained=args.init, name=None, decoder=None, encoder=None,
                                            overrides=overrides)
+    if args.teacher:
+        recipe.distill = dataclasses.replace(recipe.distill, teacher=args.teacher)
     try:
         trainer = Trainer(recipe, args.output, resume=args.resume, overwrite=args.overwrite)
         summary = trainer.fit()
@@ -399,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune these trained weights (zoo name such as deeplabv3plus_mnv2.camvid, file or "
                         "folder) instead of the recipe's model: every tensor but a re-sized head is loaded, and "
                         "their preprocessing and training requirements are kept unless the recipe states others")
+    p.add_argument("--teacher", metavar="WEIGHTS",
+                   help="distil from these trained weights (zoo name, file or folder; the recipe's distill section "
+                        "sets loss, weight and temperature: pixel-wise kl by default)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in OUTPUT (it is removed)")
     p.set_defaults(func=_cmd_train)

@@ -301,6 +301,8 @@ class ModelMeta(_JsonConfig):
     # what training these weights further requires, e.g. {"freeze_encoder_bn": True} for a backbone whose
     # BatchNorm was folded (batch statistics would rescale every pretrained activation); a fine-tune inherits it
     training: dict[str, Any] = field(default_factory=dict)
+    # provenance of a distilled model: the teacher it learnt from, {"source", "sha256", "loss", "weight", ...}
+    teacher: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):
@@ -329,6 +331,9 @@ class ModelMeta(_JsonConfig):
         if self.parent is not None and (not isinstance(self.parent, Mapping)
                                         or not all(isinstance(v, str) for v in self.parent.values())):
             raise InvalidTypeError(f"meta parent must map 'source' / 'sha256' to strings, got {self.parent!r}")
+        if self.teacher is not None and (not isinstance(self.teacher, Mapping)
+                                         or not all(isinstance(v, str) for v in self.teacher.values())):
+            raise InvalidTypeError(f"meta teacher must map 'source' / 'sha256' / ... to strings, got {self.teacher!r}")
         if not isinstance(self.training, Mapping):
             raise InvalidTypeError(f"meta training must be a mapping of settings, got {self.training!r}")
         self.training = dict(self.training)

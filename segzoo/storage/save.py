@@ -70,6 +70,10 @@ def model_card(model: DescribedModel, meta: ModelMeta, repo_id: str | None = Non
                      "loading reads this model's own weights file and nothing else)")
     if meta.parent:
         lines.append(f"- fine-tuned from `{meta.parent.get('source')}` (sha256 `{meta.parent.get('sha256')}`)")
+    if meta.teacher:
+        t = meta.teacher
+        lines.append(f"- distilled from the teacher `{t.get('source')}` (sha256 `{t.get('sha256')}`): "
+                     f"{t.get('loss')} loss, weight {t.get('weight')}, temperature {t.get('temperature')}")
     if meta.training:
         lines.append("- further training requires: " + ", ".join(f"`{k}: {v}`" for k, v in meta.training.items()))
     lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]

@@ -14,9 +14,10 @@ from segzoo.core.errors import InvalidValueError, MissingFileError
 from segzoo.data.dataset import DataConfig
 from segzoo.training.metrics import Monitor
 
-__all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "Recipe", "RECIPES_DIR"]
+__all__ = ["ModelSpec", "AugmentConfig", "TrainConfig", "DistillConfig", "Recipe", "RECIPES_DIR", "SECTIONS"]
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+SECTIONS = ("model", "data", "augment", "train", "distill")
 
 
 def _check_range(where: str, value: Any, low: float | None = None, high: float | None = None, *,
@@ -207,11 +208,36 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (``segzoo.training.distill``): a frozen ``teacher`` (zoo name, weights file or
+    folder) whose logits on the same batch add ``weight`` times the ``loss`` (``kl`` per pixel, or ``cwd``
+    channel-wise) at ``temperature`` (default: 1 for kl, 4 for cwd) to the task loss. ``teacher_amp: bf16`` runs
+    the teacher in bf16 autocast. An empty ``teacher`` means no distillation."""
+
+    teacher: str | None = None
+    loss: str = "kl"
+    weight: float = 1.0
+    temperature: float | None = None
+    teacher_amp: str = "none"  # none | bf16
+
+    def __post_init__(self) -> None:
+        from segzoo.training.distill import DISTILL_LOSSES
+
+        if self.loss not in DISTILL_LOSSES:
+            raise InvalidValueError(f"distill.loss must be one of {sorted(DISTILL_LOSSES)}, got {self.loss!r}")
+        if self.teacher_amp not in ("none", "bf16"):
+            raise InvalidValueError(f"distill.teacher_amp must be 'none' or 'bf16', got {self.teacher_amp!r}")
+        _check_range("distill.weight", self.weight, 0, low_open=True)
+        _check_range("distill.temperature", self.temperature, 0, 100, low_open=True, optional=True)
+
+
+@dataclass
 class Recipe:
     model: ModelSpec
     data: DataConfig
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     # "section.key" of every value the recipe file (or an override) states, as opposed to a default: a
     # fine-tune inherits its weights' requirements where the recipe states nothing
@@ -219,20 +245,21 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        unknown = sorted(set(data) - {"model", "data", "augment", "train"})
+        unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
-            raise InvalidValueError(f"recipe: unknown section(s) {unknown}; sections: model, data, augment, train")
+            raise InvalidValueError(f"recipe: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
         if "data" not in data or "model" not in data:
             raise InvalidValueError("recipe needs 'model' and 'data' sections")
         # no I/O here: the data root and encoder weights are resolved where they are used
         # (segzoo.data.dataset.resolve_data_root, segzoo.encoders.weights.resolve_encoder_weights)
-        stated = frozenset(f"{section}.{key}" for section in ("model", "data", "augment", "train")
+        stated = frozenset(f"{section}.{key}" for section in SECTIONS
                            if isinstance(data.get(section), Mapping) for key in data[section])
         recipe = cls(
             _build(ModelSpec, data["model"], "model"),
             _build(DataConfig, data["data"], "data"),
             _build(AugmentConfig, data.get("augment"), "augment"),
             _build(TrainConfig, data.get("train"), "train"),
+            _build(DistillConfig, data.get("distill"), "distill"),
             stated,
         )
         recipe.check()
@@ -258,10 +285,12 @@ class Recipe:
             "data.images": (data.layout != "folder", f"data.layout is {data.layout!r}, not folder"),
             "data.masks": (data.layout != "folder", f"data.layout is {data.layout!r}, not folder"),
             "data.ignore_colours": (not data.colours, "data.colours is not set (masks hold class ids)"),
+            **{f"distill.{key}": (not self.distill.teacher, "distill.teacher is not set")
+               for key in ("loss", "weight", "temperature", "teacher_amp")},
         }
         for key, (ignored, why) in unused.items():
             section, name = key.split(".")
-            config = {"train": train, "data": data}[section]
+            config = {"train": train, "data": data, "distill": self.distill}[section]
             spec = next(f for f in dataclasses.fields(config) if f.name == name)
             default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
             # a stated default (a recipe written out in full, like last/recipe.json) changes nothing: allowed
@@ -307,4 +336,5 @@ class Recipe:
             "data": dataclasses.asdict(self.data),
             "augment": dataclasses.asdict(self.augment),
             "train": dataclasses.asdict(self.train),
+            "distill": dataclasses.asdict(self.distill),
         }

@@ -39,6 +39,7 @@ from segzoo.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from segzoo.training.distill import Teacher, build_distill_loss
 from segzoo.training.distributed import DistContext, setup_distributed, shard
 from segzoo.training.evaluate import evaluate
 from segzoo.training.finetune import INHERITED, inherit
@@ -179,6 +180,13 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         data = recipe.data
+        self.teacher: Teacher | None = None
+        if recipe.distill.teacher:  # loaded and its classes checked before any data is read
+            self.teacher = Teacher.load(recipe.distill.teacher, list(data.classes), self.device,
+                                        torch.bfloat16 if recipe.distill.teacher_amp == "bf16" else None,
+                                        channels_last=cfg.channels_last)
+            self.distill_loss = build_distill_loss(recipe.distill.loss, recipe.distill.temperature,
+                                                   data.ignore_index).to(self.device)
         train_pairs, val_pairs = build_pairs(data, "train"), build_pairs(data, "val")
         scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())  # every bad mask, before any work
         self.train_set = SegmentationDataset(
@@ -199,6 +207,9 @@ class Trainer:
             encoder_weights=model.meta.encoder_weights if recipe.model.pretrained else None,
             parent=model.loaded_from if recipe.model.pretrained else None,
             training={key: getattr(cfg, key) for key in INHERITED},
+            teacher=None if self.teacher is None else {
+                **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
+                "temperature": str(self.distill_loss.temperature)},
         )
         if recipe.augment.crop_size % model.input_divisor:
             warnings.warn(f"augment.crop_size {recipe.augment.crop_size} is not a multiple of the model's input "
@@ -398,23 +409,29 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
-    def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor, raw: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """The task loss of normalised ``images``, plus the distillation term when a teacher is set (the teacher
+        sees ``raw``, the same augmented uint8 batch, normalised its own way)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits, aux = self.train_model(images)
         loss = self.loss_fn(logits, masks)
         if aux is not None:
             loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(aux, masks)
+        if self.teacher is not None and raw is not None:
+            loss = loss + self.recipe.distill.weight * self.distill_loss(logits, self.teacher(raw), masks)
         return loss
 
     def _micro_step(self, images: torch.Tensor, masks: torch.Tensor, last_micro: bool) -> float:
         """Forward and backward of one micro-batch (uint8 images, class-id masks); returns its loss."""
-        images = normalize(images.to(self.device, non_blocking=True), self.model.meta.preprocessing)
+        raw = images.to(self.device, non_blocking=True)
+        images = normalize(raw, self.model.meta.preprocessing)
         masks = masks.to(self.device, non_blocking=True).long()
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         sync = self.train_model.no_sync() if self.ctx.enabled and not last_micro else contextlib.nullcontext()
         with sync:
-            loss = self._forward_loss(images, masks)
+            loss = self._forward_loss(images, masks, raw)
             value = float(loss.detach())  # the step's one host sync: finiteness check and running mean
             if not math.isfinite(value):
                 raise NonFiniteLossError(

@@ -1,0 +1,155 @@
+"""Knowledge distillation: the losses against hand-computed values, the ignore index, the teacher's effect on the
+student's gradient, class checks before any work, resume and provenance in the student's card."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import segzoo
+from segzoo.cli import main
+from segzoo.core.config import Preprocessing
+from segzoo.data.normalize import normalize
+from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+from segzoo.training.distill import ChannelWiseDistillation, PixelKLDistillation
+from segzoo.training.recipe import Recipe
+from segzoo.training.trainer import Trainer
+
+TINY = {"decoder": "unet", "encoder": "plain",
+        "overrides": {"encoder_params": {"widths": [8, 16, 16]}, "decoder_channels": [8, 8], "upsampling": "bilinear"}}
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+def _softmax(values: list[float]) -> list[float]:
+    e = [math.exp(v) for v in values]
+    return [v / sum(e) for v in e]
+
+
+def test_pixel_kl_matches_a_hand_computed_value():
+    s = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # (1, 2 classes, 1, 2 pixels)
+    t = torch.tensor([[[[2.0, 1.0]], [[0.0, 0.0]]]])
+    target = torch.tensor([[[0, 1]]])
+    for temp in (1.0, 2.0):
+        expected = sum(_kl(_softmax([t[0, 0, 0, i] / temp, t[0, 1, 0, i] / temp]),
+                           _softmax([s[0, 0, 0, i] / temp, s[0, 1, 0, i] / temp])) for i in range(2)) / 2 * temp ** 2
+        got = PixelKLDistillation(temp)(s, t, target)
+        assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_channel_wise_distillation_matches_a_hand_computed_value():
+    s = torch.tensor([[[[1.0, 0.0, 3.0]], [[0.0, 2.0, 1.0]]]])  # (1, 2 channels, 1, 3 pixels)
+    t = torch.tensor([[[[2.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]]])
+    target = torch.tensor([[[0, 1, 1]]])
+    temp = 4.0
+    expected = sum(_kl(_softmax([v / temp for v in t[0, c, 0].tolist()]),
+                       _softmax([v / temp for v in s[0, c, 0].tolist()])) for c in range(2)) / 2 * temp ** 2
+    assert ChannelWiseDistillation(temp)(s, t, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", [PixelKLDistillation(1.0, ignore_index=9), ChannelWiseDistillation(4.0, 9)])
+def test_ignored_pixels_change_nothing_and_give_finite_gradients(loss):
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 3, 4, 5, generator=g, requires_grad=True)
+    t = torch.randn(2, 3, 4, 5, generator=g)
+    target = torch.randint(0, 3, (2, 4, 5), generator=g)
+    target[:, 0] = 9
+    target[1] = 9  # the second image has no labelled pixel at all
+    base = loss(s, t, target)
+    s2, t2 = s.detach().clone(), t.clone()
+    s2[:, :, 0], t2[:, :, 0] = 50.0, -50.0  # wild values where nothing is labelled
+    s2[1], t2[1] = 7.0, -7.0
+    assert loss(s2, t2, target).item() == pytest.approx(base.item(), rel=1e-5)
+    base.backward()
+    assert torch.isfinite(s.grad).all() and s.grad[:, :, 0].abs().max() == 0 and s.grad[1].abs().max() == 0
+
+
+def test_teacher_logits_are_resized_to_the_students():
+    s, t = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4)
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    for loss in (PixelKLDistillation(), ChannelWiseDistillation()):
+        assert torch.isfinite(loss(s, t, target))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), n_images=12, size=32, seed=2)
+
+
+def _recipe(root: Path, distill: dict | None = None, **train) -> Recipe:
+    return Recipe.from_dict({
+        "model": TINY, "data": {"root": str(root), "classes": SHAPE_CLASSES, "val_fraction": 0.25},
+        "augment": {"crop_size": 32}, **({"distill": distill} if distill else {}),
+        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "progress": False, "plots": False, "deterministic": True,
+                  **train}})
+
+
+@pytest.fixture(scope="module")
+def teacher(shapes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    Trainer(_recipe(shapes, epochs=2), out).fit()
+    model = segzoo.from_pretrained(out / "best")
+    model.meta.preprocessing = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # its own normalisation
+    model.save_pretrained(str(out / "teacher"))
+    return out / "teacher"
+
+
+def test_a_teacher_changes_the_students_gradient_and_sees_its_own_normalisation(shapes, teacher, tmp_path):
+    plain = Trainer(_recipe(shapes), tmp_path / "a")
+    taught = Trainer(_recipe(shapes, {"teacher": str(teacher), "loss": "cwd", "weight": 2.0}), tmp_path / "b")
+    taught.model.load_state_dict(plain.model.state_dict())
+    images, masks = next(iter(plain._loader(plain.train_set, list(range(4)), 4, drop_last=True)))
+    grads = []
+    for trainer in (plain, taught):
+        trainer.model.zero_grad()
+        trainer._micro_step(images, masks, last_micro=True)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert not torch.allclose(grads[0], grads[1])
+    seen = []
+    taught.teacher.model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    taught.teacher(images)
+    expected = normalize(images, Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    assert torch.allclose(seen[0], expected)
+    assert all(not p.requires_grad for p in taught.teacher.model.parameters()) and not taught.teacher.model.training
+
+
+def test_wrong_classes_or_a_missing_teacher_fail_before_any_work(shapes, teacher, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("segzoo.training.trainer.build_pairs", lambda *a: calls.append(a) or [])
+    other = Recipe.from_dict({**_recipe(shapes).to_dict(), "data": {
+        "root": str(shapes), "classes": ["background", "disc", "square", "pyramid"], "val_fraction": 0.25},
+        "distill": {"teacher": str(teacher)}})
+    with pytest.raises(ValueError, match=r"teacher .* predicts 4 classes \['background', 'disc', 'square', "
+                                         r"'triangle'\].*\['background', 'disc', 'square', 'pyramid'\]"):
+        Trainer(other, tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        Trainer(_recipe(shapes, {"teacher": str(tmp_path / "nowhere")}), tmp_path / "b")
+    assert calls == []  # no data was read
+    with pytest.raises(ValueError, match=r"distill\.weight would be ignored: distill\.teacher is not set"):
+        _recipe(shapes, {"weight": 2.0})
+    with pytest.raises(ValueError, match=r"distill\.loss must be one of \['cwd', 'kl'\]"):
+        _recipe(shapes, {"teacher": "x", "loss": "mse"})
+
+
+def test_distilled_run_resumes_and_names_its_teacher(shapes, teacher, tmp_path):
+    from segzoo.core.io import sha256_of
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps(_recipe(shapes, epochs=2).to_dict()))
+    assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--teacher", str(teacher),
+                 "--set", "train.epochs=1"]) == 0
+    assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--teacher", str(teacher), "--resume"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
+    student = segzoo.from_pretrained(tmp_path / "run" / "best")
+    digest = sha256_of(teacher / "model.safetensors")
+    assert student.meta.teacher["sha256"] == digest and student.meta.teacher["loss"] == "kl"
+    assert digest in (tmp_path / "run" / "best" / "README.md").read_text()
+    saved = json.loads((tmp_path / "run" / "last" / "recipe.json").read_text())
+    assert saved["distill"]["teacher"] == str(teacher)
