@@ -37,7 +37,7 @@ _EXPORTS = {
     "SegmentationModel": "segzoo.models", "build_model": "segzoo.models", "create_model": "segzoo.models",
     "save_pretrained": "segzoo.storage",
     "optimize": "segzoo.inference.fast",
-    "export": "segzoo.deploy", "quantize": "segzoo.deploy",
+    "export": "segzoo.deploy", "quantize": "segzoo.deploy", "prune": "segzoo.deploy",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

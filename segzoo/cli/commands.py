@@ -1,4 +1,4 @@
-"""The ``segzoo`` command line: list, info, convert, train, eval, predict, export, quantize, publish, demo."""
+"""The ``segzoo`` command line: list, info, convert, train, eval, predict, export, quantize, prune, publish, demo."""
 
 from __future__ import annotations
 
@@ -355,6 +355,28 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from segzoo.cli.files import expand_inputs
+    from segzoo.data.masks import read_image
+    from segzoo.deploy import load_source, prune
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
+    if args.count < 1:
+        raise InvalidValueError(f"--count must be at least 1, got {args.count}")
+    images = [read_image(f) for f in expand_inputs(args.calibration)[: args.count]] if args.calibration else []
+    model = load_source(args.source)
+    pruned = prune(model, args.flops, criterion=args.criterion, calibration=images, example_size=tuple(args.size))
+    pruned.save_pretrained(str(out), description=f"{args.source} pruned to {pruned.meta.pruning['kept_flops']:.0%} "
+                                                 "of its FLOPs; fine-tune it with segzoo train RECIPE --init "
+                                                 f"{out}")
+    params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in pruned.parameters()))
+    print(json.dumps({"output": str(out), **pruned.meta.pruning, "parameters": {"before": params[0],
+                                                                                "after": params[1]}}, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from segzoo.cli.demo import run_demo
 
@@ -495,6 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example input size of the fp32 export")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("prune", help="structured channel pruning to a share of the FLOPs (Torch-Pruning; the "
+                                     "compress extra); fine-tune the result with segzoo train --init")
+    p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name")
+    p.add_argument("--flops", type=float, required=True, help="share of the FLOPs to keep, e.g. 0.6")
+    p.add_argument("--output", "-o", dest="out", required=True, help="the save_pretrained folder to write")
+    p.add_argument("--criterion", default="magnitude", choices=["magnitude", "taylor"],
+                   help="channel ranking: L2 magnitude (no data) or first-order Taylor on --calibration images")
+    p.add_argument("--calibration", nargs="+", help="images (files or folders) for the taylor criterion")
+    p.add_argument("--count", type=int, default=8, help="calibration images used (default 8)")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="input size the FLOPs are counted at (default 256 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("demo", help="synthetic data, about a minute of training, evaluation, predictions, plots")
     p.add_argument("--output", "-o", help="folder for everything (default: a new temporary folder)")

@@ -187,6 +187,9 @@ class ModelConfig(_JsonConfig):
     aux_head: AuxHeadConfig | None = None
     classification_head: ClassificationHeadConfig | None = None
     align_corners: bool = False  # of the final logits upsampling
+    # a structurally pruned model: the layers whose widths differ from the design's, by module name:
+    # convolutions [in_channels, out_channels, groups], batch norms [num_features], linear [in, out]
+    pruned: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
@@ -197,6 +200,7 @@ class ModelConfig(_JsonConfig):
             head = ClassificationHeadConfig.from_dict(self.classification_head)
             object.__setattr__(self, "classification_head", head)
         object.__setattr__(self, "decoder_params", _jsonable(dict(self.decoder_params)))
+        object.__setattr__(self, "pruned", _jsonable(dict(self.pruned)))
         self.validate()
 
     def validate(self) -> None:
@@ -221,6 +225,11 @@ class ModelConfig(_JsonConfig):
                                    f"got {self.classification_head!r}")
         if not isinstance(self.decoder, str):
             raise InvalidTypeError(f"decoder must be a name, got {self.decoder!r}")
+        for name, dims in self.pruned.items():
+            if not isinstance(name, str) or not isinstance(dims, list) or not 1 <= len(dims) <= 3 or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+                raise InvalidValueError(f"pruned widths must map layer names to 1 to 3 positive integers, got "
+                                        f"{name!r}: {dims!r}")
         if self.head_kernel_size not in (1, 3):
             raise InvalidValueError(f"head_kernel_size must be 1 or 3, got {self.head_kernel_size!r}")
         if self.classification_head is not None and self.classification_head.num_classes < 1:
@@ -303,6 +312,8 @@ class ModelMeta(_JsonConfig):
     training: dict[str, Any] = field(default_factory=dict)
     # provenance of a distilled model: the teacher it learnt from, {"source", "sha256", "loss", "weight", ...}
     teacher: dict[str, str] | None = None
+    # provenance of a pruned model: {"kept_flops", "target_flops", "criterion", ...}; its parent is ``parent``
+    pruning: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):

@@ -10,6 +10,7 @@ from pathlib import Path
 from segzoo.core.errors import InvalidValueError
 from segzoo.deploy.onnx import ExportError, check_onnx, export_onnx, load_source
 from segzoo.deploy.program import export_program
+from segzoo.deploy.prune import prune
 from segzoo.deploy.quantize import (
     QuantizedModel,
     cpu_int8_support,
@@ -20,7 +21,7 @@ from segzoo.inference.runtime import LoadedProgram, OnnxModel, load_program
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",
-           "quantize", "quantize_to_file", "QuantizedModel", "OnnxModel", "LoadedProgram", "cpu_int8_support"]
+           "quantize", "quantize_to_file", "prune", "QuantizedModel", "OnnxModel", "LoadedProgram", "cpu_int8_support"]
 
 EXPORTERS = {".onnx": "ONNX (onnxruntime-checked)", ".pt2": "torch.export program"}
 

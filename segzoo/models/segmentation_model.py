@@ -94,6 +94,10 @@ class SegmentationModel(nn.Module):
                 self.encoder.out_channels[-1], c.num_classes, c.pooling, c.dropout
             )
         self.input_divisor = math.lcm(self.encoder.input_divisor, self.decoder.input_divisor)
+        if config.pruned:  # a pruned model: the recorded widths, before any weights are loaded
+            from segzoo.models.widths import apply_widths
+
+            apply_widths(self, config.pruned)
 
     @staticmethod
     def _build_encoder(config: ModelConfig, default: int | None) -> Encoder:

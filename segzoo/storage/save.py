@@ -74,6 +74,10 @@ def model_card(model: DescribedModel, meta: ModelMeta, repo_id: str | None = Non
         t = meta.teacher
         lines.append(f"- distilled from the teacher `{t.get('source')}` (sha256 `{t.get('sha256')}`): "
                      f"{t.get('loss')} loss, weight {t.get('weight')}, temperature {t.get('temperature')}")
+    if meta.pruning:
+        pr = meta.pruning
+        lines.append(f"- structurally pruned ({pr.get('criterion')} criterion) to {100 * pr.get('kept_flops', 0):.0f}% "
+                     f"of its parent's FLOPs at {pr.get('example_size')}; the pruned widths are in the config")
     if meta.training:
         lines.append("- further training requires: " + ", ".join(f"`{k}: {v}`" for k, v in meta.training.items()))
     lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]

@@ -1,0 +1,125 @@
+"""Structured pruning: tiny U-Net and DeepLabV3+ models prune to a FLOPs share, rebuild from their own file with
+no pruning code, match the in-memory pruned model, export with parity, quantize, and fine-tune."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import segzoo
+from segzoo.cli import main
+from segzoo.deploy.prune import flops_of
+
+pytest.importorskip("torch_pruning")
+
+TINY = {
+    "unet": lambda: segzoo.create_model("unet", "plain", 3, encoder_params={"widths": [16, 32, 32]},
+                                        decoder_channels=[16, 16], upsampling="bilinear"),
+    "deeplabv3plus": lambda: segzoo.create("deeplabv3plus_r50", encoder="test_resnet", num_classes=3,
+                                           aux_head=True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def pruned(request):
+    torch.manual_seed(0)
+    model = TINY[request.param]().eval()
+    return model, segzoo.prune(model, 0.6, example_size=(64, 64), round_to=1)
+
+
+def test_pruned_to_the_flops_share_never_the_classes(pruned):
+    model, small = pruned
+    example = torch.randn(1, 3, 64, 64)
+    kept = flops_of(small, example) / flops_of(model, example)
+    assert 0.5 <= kept <= 0.6 and small.meta.pruning["kept_flops"] == pytest.approx(kept, abs=1e-3)
+    assert small.config.pruned and small.num_classes == 3
+    assert small.head.state_dict()[next(iter(small.head.state_dict()))].shape[0] == 3
+    if small.aux_head is not None:
+        assert small(torch.randn(1, 3, 40, 44)).shape == (1, 3, 40, 44)
+        assert small.forward_heads(torch.randn(1, 3, 40, 44)).aux.shape[1] == 3
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_a_pruned_model_rebuilds_from_its_file_without_pruning_code(pruned, tmp_path, monkeypatch):
+    _, small = pruned
+    small.save_pretrained(str(tmp_path / "p"))
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # loading must not need it
+    loaded = segzoo.from_pretrained(tmp_path / "p")
+    assert loaded.config == small.config
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), small(x), rtol=0, atol=0)
+    header = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert header["model"]["pruned"] == small.config.pruned and header["pruning"]["criterion"] == "magnitude"
+    assert "pruned (magnitude criterion)" in (tmp_path / "p" / "README.md").read_text()
+
+
+def test_a_pruned_model_exports_with_parity_and_quantizes(pruned, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    _, small = pruned
+    if small.aux_head is not None:  # the DeepLabV3+: its export parity (quantize exports the U-Net again below)
+        report = segzoo.export(small, str(tmp_path / "p.onnx"), example_size=(64, 64))
+        assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
+        return
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # INT8 may not be faster on a tiny model
+        q = segzoo.quantize(small, images, example_size=(64, 64))
+    assert q.predict(images[0]).shape == (64, 64)
+    assert all(c["max_abs_diff"] <= 1e-3 for c in q.report["fp32_export_checks"])  # its fp32 export had parity
+
+
+def test_taylor_criterion_uses_calibration_images_and_differs_from_magnitude():
+    torch.manual_seed(0)
+    model = TINY["unet"]().eval()
+    images = [np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8) for i in range(3)]
+    taylor = segzoo.prune(model, 0.6, criterion="taylor", calibration=images, example_size=(64, 64), round_to=1)
+    magnitude = segzoo.prune(model, 0.6, example_size=(64, 64), round_to=1)
+    assert taylor.meta.pruning["criterion"] == "taylor"
+    chosen = [not torch.equal(a, b) if a.shape == b.shape else True
+              for a, b in zip(taylor.state_dict().values(), magnitude.state_dict().values())]
+    assert any(chosen)
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())  # the original is untouched
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"flops": 1.5}, r"share of FLOPs to keep, in \(0, 1\)"),
+    ({"flops": 0.5, "criterion": "taylor"}, "needs calibration images"),
+    ({"flops": 0.5, "criterion": "random"}, "criterion must be one of"),
+])
+def test_bad_pruning_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        segzoo.prune(TINY["unet"](), **kwargs)
+
+
+def test_an_already_pruned_model_is_refused(pruned):
+    with pytest.raises(ValueError, match="already pruned"):
+        segzoo.prune(pruned[1], 0.5)
+
+
+def test_cli_prunes_and_the_result_fine_tunes_with_init(tmp_path, capsys):
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+
+    model = segzoo.create_model("unet", "plain", 4, encoder_params={"widths": [16, 32, 32]}, decoder_channels=[16, 16],
+                                upsampling="bilinear")
+    model.save_pretrained(str(tmp_path / "full"), class_names=SHAPE_CLASSES)
+    assert main(["prune", str(tmp_path / "full"), "--flops", "0.5", "-o", str(tmp_path / "small"),
+                 "--size", "64", "64"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kept_flops"] <= 0.5 and report["parameters"]["after"] < report["parameters"]["before"]
+    assert main(["prune", str(tmp_path / "full"), "--flops", "0.5", "-o", str(tmp_path / "small")]) == 2
+    data = write_shapes_dataset(tmp_path / "data", n_images=8, size=32, seed=1)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "model": {"pretrained": str(tmp_path / "small")},
+        "data": {"root": str(data), "classes": SHAPE_CLASSES, "val_fraction": 0.25}, "augment": {"crop_size": 32},
+        "train": {"epochs": 1, "batch_size": 2, "progress": False, "plots": False}}))
+    assert main(["train", str(recipe), "-o", str(tmp_path / "ft")]) == 0
+    tuned = segzoo.from_pretrained(tmp_path / "ft" / "best")
+    assert tuned.config.pruned == segzoo.from_pretrained(tmp_path / "small").config.pruned
