@@ -349,8 +349,19 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         raise InvalidValueError(f"--count must be at least 1, got {args.count}")
     files = expand_inputs(args.calibration)[: args.count]
     model = load_source(args.source)
-    report = quantize_to_file(model, out, [read_image(f) for f in files], method=args.method,
-                              example_size=tuple(args.size))
+    backend = args.backend or ("openvino" if out.suffix.lower() == ".xml" else "onnxruntime")
+    expected = {"onnxruntime": ".onnx", "openvino": ".xml"}[backend]
+    if out.suffix.lower() != expected:
+        raise InvalidValueError(f"--backend {backend} writes a {expected} file, got {str(out)!r}")
+    images = [read_image(f) for f in files]
+    if backend == "openvino":
+        if args.method != "minmax":
+            raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
+        from segzoo.deploy.openvino import quantize_openvino
+
+        report = quantize_openvino(model, images, out, example_size=tuple(args.size))
+    else:
+        report = quantize_to_file(model, out, images, method=args.method, example_size=tuple(args.size))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -505,12 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("quantize", help="static INT8 ONNX for CPUs (onnxruntime), calibrated on your images")
+    p = sub.add_parser("quantize", help="static INT8 for CPUs (onnxruntime .onnx or OpenVINO .xml), calibrated on "
+                                        "your images")
     p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name, or a named model")
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--calibration", nargs="+", required=True,
                    help="calibration images (files or folders) like the deployment data, not the evaluation data")
     p.add_argument("--count", type=int, default=32, help="calibration images used (default 32)")
+    p.add_argument("--backend", choices=["onnxruntime", "openvino"],
+                   help="onnxruntime (a QDQ .onnx) or openvino (an NNCF INT8 IR, .xml + .bin); default: by the "
+                        "output's suffix")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
                    help="how activation ranges are set (default minmax)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),

@@ -14,7 +14,7 @@ import torch
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.data.masks import read_image
 from segzoo.data.pairs import IMAGE_SUFFIXES
-from segzoo.inference.runtime import OnnxModel, load_program
+from segzoo.inference.runtime import OnnxModel, OpenVinoModel, load_program
 from segzoo.inference.tiling import check_options
 
 __all__ = ["load_for_inference", "place", "predict_files", "prediction_outputs", "expand_inputs", "check_classes"]
@@ -22,16 +22,18 @@ __all__ = ["load_for_inference", "place", "predict_files", "prediction_outputs",
 
 def load_for_inference(weights: str | Path):
     """``(model, eval transform)`` for anything ``segzoo predict`` / ``eval`` take: a weights source (file, folder,
-    ``model.tag``, ``hf-hub:org/name``), a segzoo ``.onnx`` (fp32 or INT8: an :class:`~segzoo.deploy.OnnxModel`,
-    CPU only) or a ``.pt2`` program (:func:`~segzoo.deploy.load_program`). Every kind has ``meta`` (classes,
-    preprocessing), ``num_classes`` and returns logits of normalised float batches. The evaluation transform is
-    the one saved beside the weights, else the default one."""
+    ``model.tag``, ``hf-hub:org/name``), a segzoo ``.onnx`` (fp32 or INT8, onnxruntime), an OpenVINO ``.xml``
+    (fp32 or INT8) or a ``.pt2`` program. Every kind has ``meta`` (classes, preprocessing), ``num_classes`` and
+    returns logits of normalised float batches; ONNX and OpenVINO run on the CPU. The evaluation transform is the
+    one saved beside the weights, else the default one."""
     from segzoo.api import from_pretrained
     from segzoo.data.transforms import eval_preset, from_dict
 
     suffix = Path(weights).suffix.lower()
     if suffix == ".onnx":
         return OnnxModel.load(weights), eval_preset()
+    if suffix == ".xml":
+        return OpenVinoModel.load(weights), eval_preset()
     if suffix == ".pt2":
         program = load_program(weights)
         if program.num_classes is None:

@@ -1,5 +1,5 @@
-"""Deployment: ONNX export and ``torch.export`` programs, each checked against PyTorch before the file is kept,
-and static INT8 for CPUs (onnxruntime).
+"""Deployment: ONNX, ``torch.export`` and OpenVINO exports, each checked against PyTorch before the file is kept;
+static INT8 for CPUs (onnxruntime or OpenVINO / NNCF); structured pruning (Torch-Pruning).
 May import: core, data, layers, encoders, decoders, storage, inference, models, convert, api.
 """
 
@@ -17,18 +17,23 @@ from segzoo.deploy.quantize import (
     quantize,
     quantize_to_file,
 )
-from segzoo.inference.runtime import LoadedProgram, OnnxModel, load_program
+from segzoo.inference.runtime import LoadedProgram, OnnxModel, OpenVinoModel, load_program
 from segzoo.models.segmentation_model import SegmentationModel
 
-__all__ = ["ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",
-           "quantize", "quantize_to_file", "prune", "QuantizedModel", "OnnxModel", "LoadedProgram", "cpu_int8_support"]
+__all__ = [
+    "ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",
+    "quantize", "quantize_to_file", "prune", "QuantizedModel", "OnnxModel", "OpenVinoModel", "LoadedProgram",
+    "cpu_int8_support",
+]
 
-EXPORTERS = {".onnx": "ONNX (onnxruntime-checked)", ".pt2": "torch.export program"}
+EXPORTERS = {".onnx": "ONNX (onnxruntime-checked)", ".pt2": "torch.export program",
+             ".xml": "OpenVINO IR (+ .bin; the openvino extra)"}
 
 
 def export(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
            example_size: tuple[int, int] = (256, 320), uint8_input: bool = False) -> dict:
-    """Export by the file's suffix: ``.onnx`` (:func:`export_onnx`) or ``.pt2`` (:func:`export_program`).
+    """Export by the file's suffix: ``.onnx`` (:func:`export_onnx`), ``.pt2`` (:func:`export_program`) or ``.xml``
+    (an OpenVINO IR, :func:`segzoo.deploy.openvino.export_openvino`).
     ``uint8_input``: the graph takes uint8 images 0..255 and normalises them itself."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
@@ -38,5 +43,11 @@ def export(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, 
         if opset is not None:
             raise InvalidValueError("opset applies to ONNX files, not to a .pt2 torch.export program")
         return export_program(model, path, dynamic=dynamic, example_size=example_size, uint8_input=uint8_input)
+    if suffix == ".xml":
+        if opset is not None:
+            raise InvalidValueError("opset applies to ONNX files, not to an OpenVINO IR")
+        from segzoo.deploy.openvino import export_openvino
+
+        return export_openvino(model, path, dynamic=dynamic, example_size=example_size, uint8_input=uint8_input)
     raise InvalidValueError(f"cannot tell the export format of {str(path)!r} from its suffix {suffix!r}; use one of "
                             f"{', '.join(f'{k} ({v})' for k, v in EXPORTERS.items())}")

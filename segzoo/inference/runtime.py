@@ -22,9 +22,11 @@ from segzoo._version import __version__
 from segzoo.core.config import ModelConfig, ModelMeta, Preprocessing
 from segzoo.core.errors import InvalidValueError, MissingFileError
 
-__all__ = ["OnnxModel", "LoadedProgram", "load_program", "Uint8Input", "describe", "read_description", "INPUT_FLOAT",
-           "INPUT_UINT8", "META_KEY", "INPUT_KEY", "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY", "REPORT_KEY",
-           "LIMITS_FILE", "META_FILE"]
+__all__ = [
+    "ExportedModel", "OnnxModel", "OpenVinoModel", "set_openvino_metadata", "LoadedProgram", "load_program",
+    "Uint8Input", "describe", "read_description", "INPUT_FLOAT", "INPUT_UINT8", "META_KEY", "INPUT_KEY",
+    "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY", "REPORT_KEY", "LIMITS_FILE", "META_FILE",
+]
 
 META_KEY = "segzoo.meta"  # ModelMeta as JSON: classes, colours, preprocessing
 INPUT_KEY = "segzoo.input"  # {"layout": "NCHW", "dtype": ..., "normalised": ...}
@@ -96,24 +98,22 @@ def denormalise(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return ((x * std + mean - lo) * (255.0 / (hi - lo))).round_().clamp_(0, 255).to(torch.uint8)
 
 
-class OnnxModel:
-    """A segzoo ONNX file in an onnxruntime session, behind the model contract: ``m(x)`` logits ``(N, K, H, W)``
-    of a normalised float batch (CPU), ``m.predict(images, tile=..., tta=...)`` class ids of uint8 images,
-    ``m.meta`` (classes, preprocessing), ``m.num_classes``, ``m.fixed_size``. A graph with a uint8 input is fed
-    the uint8 image the normalised batch came from."""
+class ExportedModel:
+    """What every runtime of an exported file shares: the model contract over a compiled graph. ``m(x)`` logits
+    ``(N, K, H, W)`` of a normalised float batch (CPU), ``m.predict(images, tile=..., tta=...)`` class ids of
+    uint8 images, ``m.meta`` (classes, preprocessing), ``m.num_classes``, ``m.fixed_size``, ``m.report``. A graph
+    with a uint8 input is fed the uint8 image the normalised batch came from. Subclasses run one array."""
 
-    def __init__(self, onnx_bytes: bytes, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
-                 input_layout: dict[str, Any] | None = None, source: str = "ONNX model") -> None:
-        import onnxruntime as ort
-
-        self.onnx_bytes = onnx_bytes
+    def __init__(self, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None,
+                 input_layout: dict[str, Any] | None, source: str) -> None:
         self.meta = meta
         self.num_classes = num_classes
         self.report = dict(report or {})
         self.input_layout = dict(input_layout or INPUT_FLOAT)
         self.source = source
-        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, array: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
 
     @property
     def uint8_input(self) -> bool:
@@ -137,9 +137,8 @@ class OnnxModel:
             x = denormalise(x, self.meta.preprocessing)
         array = x.numpy()
         if fixed is not None:  # a static graph also has batch 1
-            return torch.from_numpy(np.concatenate([self.session.run(None, {self.input_name: array[i:i + 1]})[0]
-                                                    for i in range(len(array))]))
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+            return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(len(array))]))
+        return torch.from_numpy(self._run(array))
 
     def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
                 scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
@@ -149,6 +148,22 @@ class OnnxModel:
 
         return predict_classes(self, images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
                                scales=tuple(scales), batch=batch, window=self.fixed_size)
+
+
+class OnnxModel(ExportedModel):
+    """A segzoo ONNX file (fp32 or INT8) in an onnxruntime CPU session (see :class:`ExportedModel`)."""
+
+    def __init__(self, onnx_bytes: bytes, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
+                 input_layout: dict[str, Any] | None = None, source: str = "ONNX model") -> None:
+        import onnxruntime as ort
+
+        super().__init__(meta, num_classes, report, input_layout, source)
+        self.onnx_bytes = onnx_bytes
+        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: array})[0]
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -168,6 +183,59 @@ class OnnxModel:
         num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
         report = json.loads(props.get(REPORT_KEY, "{}"))
         return cls(proto.SerializeToString(), meta, num_classes, report, layout, source=repr(str(path)))
+
+
+OPENVINO_RT_INFO = "segzoo"  # an OpenVINO IR's rt_info section holding the metadata_props of an ONNX export
+
+
+class OpenVinoModel(ExportedModel):
+    """A segzoo OpenVINO IR (``.xml`` + ``.bin``; fp32 or INT8 from NNCF) compiled for the CPU (see
+    :class:`ExportedModel`). Needs the ``openvino`` extra."""
+
+    def __init__(self, ov_model: Any, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
+                 input_layout: dict[str, Any] | None = None, source: str = "OpenVINO model") -> None:
+        import openvino as ov
+
+        super().__init__(meta, num_classes, report, input_layout, source)
+        self.ov_model = ov_model
+        self.compiled = ov.Core().compile_model(ov_model, "CPU")
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        return self.compiled(array)[0]
+
+    @classmethod
+    def load(cls, path: str | Path) -> OpenVinoModel:
+        """An IR written by ``segzoo export ... model.xml`` or ``segzoo quantize ... --backend openvino``."""
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise InvalidValueError("OpenVINO models need the openvino package: pip install 'segzoo[openvino]'"
+                                    ) from exc
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"OpenVINO model {str(path)!r} does not exist")
+        if not path.with_suffix(".bin").is_file():
+            raise MissingFileError(f"OpenVINO model {str(path)!r} lacks its weights file "
+                                   f"{str(path.with_suffix('.bin'))!r}")
+        try:
+            model = ov.Core().read_model(str(path))
+        except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+            raise InvalidValueError(f"{str(path)!r} is not a readable OpenVINO IR: {exc}") from exc
+        props = {}
+        for key in (META_KEY, INPUT_KEY, CONFIG_KEY, VERSION_KEY, SOURCE_KEY, REPORT_KEY):
+            if model.has_rt_info([OPENVINO_RT_INFO, key]):
+                props[key] = model.get_rt_info([OPENVINO_RT_INFO, key]).astype(str)
+        meta, layout = read_description(props, repr(str(path)))
+        num_classes = ModelConfig.from_json(props[CONFIG_KEY]).num_classes if CONFIG_KEY in props else int(
+            model.outputs[0].get_partial_shape()[1].get_length())
+        report = json.loads(props.get(REPORT_KEY, "{}"))
+        return cls(model, meta, num_classes, report, layout, source=repr(str(path)))
+
+
+def set_openvino_metadata(ov_model: Any, props: dict[str, str]) -> None:
+    """Write ``props`` (``describe``'s keys) into an OpenVINO model's rt_info, saved with its IR."""
+    for key, value in props.items():
+        ov_model.set_rt_info(value, [OPENVINO_RT_INFO, key])
 
 
 def add_metadata(path: Path, props: dict[str, str]) -> None:

@@ -1,0 +1,147 @@
+"""OpenVINO, the second CPU backend: an IR (``model.xml`` + ``model.bin``) in fp32, or INT8 by NNCF's post-training
+quantization, each checked against PyTorch before the files are kept.
+
+The IR is converted from segzoo's checked ONNX export (dynamic batch, height and width), so it holds at every size
+the ONNX graph holds; it is then compiled for the CPU and compared with the PyTorch model at the ONNX export's
+check sizes (fp32: max abs logit difference <= 1e-3 and identical class ids). INT8 calibrates on uint8 images
+normalised with the model's preprocessing (like ``segzoo.quantize``: images like the deployment data, never the
+evaluation data), with NNCF's defaults (per-channel symmetric weights, bias correction), and reports class-id
+agreement with fp32 and the latency of both. The metadata of every export (classes, colours, preprocessing, input
+layout, config, source sha256, the INT8 report) goes into the IR's ``rt_info``. Needs the ``openvino`` extra
+(openvino, nncf).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segzoo.core.errors import InvalidValueError
+from segzoo.core.io import atomic_paths
+from segzoo.core.outputs import class_ids
+from segzoo.data.normalize import normalize
+from segzoo.deploy.onnx import PARITY_ATOL, check_parity, check_sizes, export_onnx
+from segzoo.inference.runtime import REPORT_KEY, describe, set_openvino_metadata
+from segzoo.models.segmentation_model import SegmentationModel
+
+__all__ = ["export_openvino", "quantize_openvino"]
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise InvalidValueError("the OpenVINO backend needs openvino (and nncf for INT8): "
+                                "pip install 'segzoo[openvino]'") from exc
+    return openvino
+
+
+def _check_xml(path: Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".xml":
+        raise InvalidValueError(f"an OpenVINO IR is written as NAME.xml (+ NAME.bin), got {str(path)!r}")
+    return path
+
+
+def _converted(model: SegmentationModel, example_size: tuple[int, int], dynamic: bool, uint8_input: bool,
+               tmp: Path) -> tuple[Any, dict]:
+    """The ONNX export (checked against PyTorch) converted to an OpenVINO model."""
+    ov = _openvino()
+    onnx_path = tmp / "model.onnx"
+    report = export_onnx(model, onnx_path, dynamic=dynamic, example_size=example_size, uint8_input=uint8_input)
+    return ov.convert_model(str(onnx_path)), report
+
+
+def _save(ov_model: Any, path: Path) -> None:
+    """Write ``path`` (.xml) and its .bin whole: both to temporary names, then renamed together."""
+    ov = _openvino()
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
+        staged = Path(tmp) / "model.xml"
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        with atomic_paths([path, path.with_suffix(".bin")]) as (xml_tmp, bin_tmp):
+            os.replace(staged, xml_tmp)
+            os.replace(staged.with_suffix(".bin"), bin_tmp)
+
+
+def _compile(ov_model: Any) -> Any:
+    return _openvino().Core().compile_model(ov_model, "CPU")
+
+
+def export_openvino(model: SegmentationModel, path: str | Path, *, dynamic: bool = True,
+                    example_size: tuple[int, int] = (256, 320), uint8_input: bool = False,
+                    atol: float = PARITY_ATOL) -> dict:
+    """Export ``model`` to an fp32 OpenVINO IR at ``path`` (``.xml``), checked against PyTorch; returns a report."""
+    path = _check_xml(path)
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="segzoo-openvino-") as tmp:
+        ov_model, onnx_report = _converted(model, example_size, dynamic, uint8_input, Path(tmp))
+        compiled = _compile(ov_model)
+        sizes = check_sizes(model, example_size) if onnx_report["dynamic"] else [(1, *example_size)]
+        checks = check_parity(lambda x: compiled(x.numpy())[0], model, sizes, atol, what="the OpenVINO model",
+                              uint8_input=uint8_input)
+        props = describe(model, uint8_input)
+        if not onnx_report["dynamic"]:
+            props[REPORT_KEY] = json.dumps({"fixed_size": list(example_size)})
+        set_openvino_metadata(ov_model, props)
+        _save(ov_model, path)
+    return {"path": str(path), "format": "openvino", "dynamic": onnx_report["dynamic"], "uint8_input": uint8_input,
+            "checks": checks}
+
+
+def _median_ms(compiled: Any, x: np.ndarray, repeats: int = 5) -> float:
+    compiled(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        compiled(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path: str | Path, *,
+                      example_size: tuple[int, int] = (256, 320), subset_size: int | None = None) -> dict:
+    """An INT8 OpenVINO IR of ``model`` at ``path`` (``.xml``), calibrated by NNCF on ``calibration`` (uint8
+    images, (C, H, W) tensors or (H, W, C) arrays); returns the report written into the IR."""
+    from segzoo.deploy.quantize import _as_uint8_chw, _centre_window
+
+    path = _check_xml(path)
+    try:
+        import nncf
+    except ImportError as exc:
+        raise InvalidValueError("INT8 OpenVINO models need nncf: pip install 'segzoo[openvino]'") from exc
+    images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
+    if not images:
+        raise InvalidValueError("quantize needs at least one calibration image")
+    model = model.eval()
+    inputs = [normalize(image.unsqueeze(0), model.meta.preprocessing).float() for image in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="segzoo-openvino-") as tmp:
+        fp32_model, onnx_report = _converted(model, example_size, True, False, Path(tmp))
+        fixed = None if onnx_report["dynamic"] else tuple(example_size)
+        if fixed is not None:
+            inputs = [_centre_window(x, fixed) for x in inputs]
+        arrays = [x.numpy() for x in inputs]
+        int8_model = nncf.quantize(fp32_model, nncf.Dataset(arrays), subset_size=subset_size or len(arrays))
+        fp32, int8 = _compile(fp32_model), _compile(int8_model)
+        agree = []
+        for x in arrays:
+            agree.append(float((class_ids(torch.from_numpy(int8(x)[0])) ==
+                                class_ids(torch.from_numpy(fp32(x)[0]))).float().mean()))
+        report = {"fixed_size": None if fixed is None else list(fixed), "backend": "openvino",
+                  "method": "nncf post-training (defaults)", "calibration_images": len(arrays),
+                  "fp32_export_checks": onnx_report["checks"],
+                  "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
+                  "openvino_ms": {"fp32": round(_median_ms(fp32, arrays[0]), 2),
+                                  "int8": round(_median_ms(int8, arrays[0]), 2)}}
+        set_openvino_metadata(int8_model, {**describe(model), REPORT_KEY: json.dumps(report)})
+        _save(int8_model, path)
+    return {"path": str(path), **report}

@@ -1,0 +1,92 @@
+"""OpenVINO, the second CPU backend: fp32 and INT8 (NNCF) IRs of tiny models, checked for parity, carrying their
+metadata, run by segzoo predict / eval with tiling and TTA; offline, no GPU."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segzoo
+from segzoo.cli import main
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+CLASSES = ["background", "a", "b"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
+    m.meta.class_names = CLASSES
+    return m
+
+
+def test_fp32_ir_has_parity_and_describes_itself(model, tmp_path):
+    from segzoo.inference.runtime import OpenVinoModel
+
+    report = segzoo.export(model, str(tmp_path / "m.xml"), example_size=(64, 64))
+    assert report["format"] == "openvino" and report["dynamic"]
+    assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
+    assert (tmp_path / "m.bin").is_file() and not list(tmp_path.glob(".*"))
+    loaded = OpenVinoModel.load(tmp_path / "m.xml")
+    assert loaded.meta.class_names == CLASSES and loaded.num_classes == 3
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    assert (loaded.predict(image) == model.predict(image)).float().mean() > 0.999
+    tiled = loaded.predict(image, tile=32, overlap=0.25, tta=("hflip",))
+    assert (tiled == model.predict(image, tile=32, overlap=0.25, tta=("hflip",))).float().mean() > 0.999
+
+
+def test_int8_ir_from_nncf_agrees_and_runs_from_the_cli(model, tmp_path, capsys):
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"c{i}.png")
+    assert main(["quantize", str(tmp_path / "m.pt"), str(tmp_path / "q.xml"), "--calibration", str(tmp_path)]) == 2
+    model.save_pretrained(str(tmp_path / "w"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["quantize", str(tmp_path / "w"), str(tmp_path / "q.xml"), "--calibration",
+                     *[str(tmp_path / f"c{i}.png") for i in range(4)], "--size", "64", "64"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    lines = out.out.splitlines()  # NNCF prints progress before the report
+    report = json.loads("\n".join(lines[lines.index("{"):]))
+    assert report["backend"] == "openvino" and report["class_agreement_on_calibration"] > 0.9
+    assert set(report["openvino_ms"]) == {"fp32", "int8"}
+    assert main(["predict", str(tmp_path / "c0.png"), "-w", str(tmp_path / "q.xml"), "-o", str(tmp_path / "p"),
+                 "--tile", "32", "--tta", "hflip", "--quiet"]) == 0
+    capsys.readouterr()
+    ids = np.array(Image.open(tmp_path / "p" / "c0.png"))
+    assert ids.shape == (64, 64) and ids.max() < 3
+    # eval takes the IR like any other model
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "imgs").mkdir()
+    for i, image in enumerate(images[:2]):
+        Image.fromarray(image).save(tmp_path / "imgs" / f"c{i}.png")
+        Image.fromarray(model.predict(image).numpy().astype(np.uint8)).save(tmp_path / "masks" / f"c{i}.png")
+    assert main(["eval", "-w", str(tmp_path / "q.xml"), "--images", str(tmp_path / "imgs"), "--masks",
+                 str(tmp_path / "masks"), "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pairs"]["scored"] == 2 and result["pixel_acc"] > 0.9
+
+
+def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
+    from segzoo.deploy.openvino import export_openvino
+    from segzoo.inference.runtime import OpenVinoModel
+
+    with pytest.raises(ValueError, match=r"NAME\.xml"):
+        export_openvino(model, tmp_path / "m.ov")
+    (tmp_path / "lonely.xml").write_text("<net/>")
+    with pytest.raises(FileNotFoundError, match=r"lonely\.bin"):
+        OpenVinoModel.load(tmp_path / "lonely.xml")
+    model.save_pretrained(str(tmp_path / "w"))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "c.png")
+    assert main(["quantize", str(tmp_path / "w"), str(tmp_path / "q.onnx"), "--backend", "openvino",
+                 "--calibration", str(tmp_path / "c.png")]) == 2
+    assert "--backend openvino writes a .xml file" in capsys.readouterr().err
