@@ -33,6 +33,7 @@ from conftest import REPO, TINY_UNET
 from segzoo.cli import main
 from segzoo.core.errors import (
     DownloadError,
+    InvalidTypeError,
     InvalidValueError,
     SegzooError,
     UnknownNameError,
@@ -566,3 +567,32 @@ def test_sigkill_mid_write_leaves_old_or_new_never_torn(world, tmp_path, what):
             for png in (tmp_path / "o").glob("*.png"):
                 Image.open(png).load()  # a truncated PNG fails here
             assert not list((tmp_path / "o").glob(".*.tmp"))
+
+
+def test_a_full_disk_during_training_is_one_error_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch,
+                                                                               capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(world / "shapes", epochs=2)))
+    assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--set", "train.epochs=1"]) == 0
+    before = _folder_state(tmp_path / "run" / "last")
+    original = Path.write_bytes
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    capsys.readouterr()
+    status = main(["train", str(recipe), "-o", str(tmp_path / "run"), "--resume"])
+    err = capsys.readouterr().err
+    monkeypatch.setattr(Path, "write_bytes", original)
+    assert status == 2 and "no space left on device" in err and "run/last" in err and "Traceback" not in err, err
+    assert _folder_state(tmp_path / "run" / "last") == before  # the epoch-1 checkpoint, whole
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".last")]
+
+
+def test_a_models_meta_cannot_disagree_with_its_classes():
+    model = tiny_model(3)
+    with pytest.raises(InvalidValueError, match=r"11 class colours for a model with 3 classes"):
+        model.meta = segzoo.ModelMeta(class_colours=[[0, 0, 0]] * 11)
+    with pytest.raises(InvalidTypeError, match="ModelMeta"):
+        model.meta = {"class_names": ["a"]}

@@ -146,6 +146,21 @@ class SegmentationModel(nn.Module):
                                scales=tuple(scales), batch=batch)
 
     @property
+    def meta(self) -> ModelMeta:
+        """Classes, colours, preprocessing and provenance; assigning one checks it against the model's classes
+        (a model with 5 classes and 11 class colours cannot come about)."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: ModelMeta) -> None:
+        if not isinstance(value, ModelMeta):
+            raise InvalidTypeError(f"model.meta must be a ModelMeta, got {type(value).__name__}")
+        config = self.__dict__.get("config")
+        if config is not None:
+            value.check(config.num_classes)
+        self.__dict__["_meta"] = value
+
+    @property
     def num_classes(self) -> int:
         return self.config.num_classes
 
