@@ -6,7 +6,6 @@ The README's reliability section lists these cases by id (checked below)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import urllib.error
@@ -24,6 +23,7 @@ from safetensors.torch import save_file
 
 import segzoo
 from conftest import REPO, TINY_UNET
+from helpers.files import cli, snapshot
 from segzoo.cli import main
 from segzoo.core.config import EncoderConfig
 from segzoo.core.errors import (
@@ -80,14 +80,6 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def cli(*args: str) -> Callable[[Path], int]:
-    """A CLI case: ``{w}`` in an argument is the case's folder."""
-    return lambda w: main([a.format(w=w) for a in args])
 
 
 def bad_mask(w: Path, names=("shape_0001",), value=9) -> None:

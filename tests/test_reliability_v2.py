@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 import segzoo
 from conftest import REPO, TINY_UNET
+from helpers.files import cli, snapshot
 from segzoo.cli import main
 from segzoo.core.errors import (
     DownloadError,
@@ -109,13 +110,6 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def cli(*args: str) -> Callable[[Path], int]:
-    return lambda w: main([a.format(w=w) for a in args])
 
 
 def train_set(*sets: str) -> Callable[[Path], int]:

@@ -337,23 +337,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_quantize(args: argparse.Namespace) -> int:
+def _output_and_calibration(args: argparse.Namespace) -> tuple[Path, list]:
+    """What quantize and prune check first: the output (an existing one needs --overwrite), the calibration count,
+    and the first --count calibration images (uint8 arrays), read before the model is."""
     from segzoo.cli.files import expand_inputs
     from segzoo.data.masks import read_image
-    from segzoo.deploy import load_source, quantize_to_file
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
     if args.count < 1:
         raise InvalidValueError(f"--count must be at least 1, got {args.count}")
-    files = expand_inputs(args.calibration)[: args.count]
-    model = load_source(args.source)
+    files = expand_inputs(args.calibration)[: args.count] if args.calibration else []
+    return out, [read_image(f) for f in files]
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from segzoo.deploy import load_source, quantize_to_file
+
+    out, images = _output_and_calibration(args)
     backend = args.backend or ("openvino" if out.suffix.lower() == ".xml" else "onnxruntime")
     expected = {"onnxruntime": ".onnx", "openvino": ".xml"}[backend]
     if out.suffix.lower() != expected:
         raise InvalidValueError(f"--backend {backend} writes a {expected} file, got {str(out)!r}")
-    images = [read_image(f) for f in files]
+    model = load_source(args.source)
     if backend == "openvino":
         if args.method != "minmax":
             raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
@@ -367,16 +374,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from segzoo.cli.files import expand_inputs
-    from segzoo.data.masks import read_image
     from segzoo.deploy import load_source, prune
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
-    if args.count < 1:
-        raise InvalidValueError(f"--count must be at least 1, got {args.count}")
-    images = [read_image(f) for f in expand_inputs(args.calibration)[: args.count]] if args.calibration else []
+    out, images = _output_and_calibration(args)
     model = load_source(args.source)
     pruned = prune(model, args.flops, criterion=args.criterion, calibration=images, example_size=tuple(args.size))
     pruned.save_pretrained(str(out), description=f"{args.source} pruned to {pruned.meta.pruning['kept_flops']:.0%} "
