@@ -181,6 +181,28 @@ def test_importing_segzoo_warns_about_nothing():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_segzoo_never_imports_through_an_old_path():
+    """The package's own modules use the new homes: an old path (``segzoo._moved``) would warn at the user."""
+    from segzoo._moved import MOVED, MOVED_NAMES
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if _unit(module) in EXEMPT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets, names = [a.name for a in node.names], []
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                targets, names = [node.module or ""], [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target in MOVED or any(f"{target}.{n}" in MOVED or (target, n) in MOVED_NAMES for n in names):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {target} {names or ''}")
+    assert not found, "\n".join(found)
+
+
 def test_readme_layout_is_the_trees():
     from helpers.layout import layout_block
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segzoo.core.config import check_classes
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.data.masks import read_image
 from segzoo.data.pairs import IMAGE_SUFFIXES
@@ -63,16 +64,6 @@ def place(model: Any, device: str | torch.device) -> Any:
     if torch.device(device).type != "cpu":
         raise InvalidValueError(f"an ONNX model runs on the CPU (onnxruntime), not on device {str(device)!r}")
     return model
-
-
-def check_classes(model: torch.nn.Module, classes: Sequence[str], model_what: str, data_what: str) -> None:
-    """The model predicts exactly the data's classes (count, and names where the model has them), else an error
-    saying both sides."""
-    names = model.meta.class_names
-    if model.num_classes != len(classes) or (names is not None and list(names) != list(classes)):
-        theirs = f"{model.num_classes} classes" + (f" {list(names)}" if names is not None else "")
-        raise InvalidValueError(f"{model_what} predict {theirs}, but {data_what} has {len(classes)} classes "
-                                f"{list(classes)}")
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig", "Preprocessing", "ModelMeta",
-           "DescribedModel", "check_fields", "conforms"]
+           "DescribedModel", "check_classes", "check_fields", "conforms"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -380,3 +380,13 @@ class DescribedModel(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def parameters(self) -> Any: ...
+
+
+def check_classes(model: Any, classes: typing.Sequence[str], model_what: str, data_what: str) -> None:
+    """The model (anything with ``num_classes`` and ``meta``: a segzoo model or an exported file's runtime) predicts
+    exactly the data's classes (count, and names where the model has them), else an error saying both sides."""
+    names = model.meta.class_names
+    if model.num_classes != len(classes) or (names is not None and list(names) != list(classes)):
+        theirs = f"{model.num_classes} classes" + (f" {list(names)}" if names is not None else "")
+        raise InvalidValueError(f"{model_what} predict {theirs}, but {data_what} has {len(classes)} classes "
+                                f"{list(classes)}")

@@ -21,11 +21,10 @@ from typing import Any
 import torch
 
 from segzoo.api import from_pretrained
-from segzoo.core.config import ModelMeta
+from segzoo.core.config import ModelMeta, check_classes
 from segzoo.core.errors import InvalidValueError, OutputExistsError
 from segzoo.core.io import atomic_path
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-from segzoo.inference import check_classes
 from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.format import write_weights
