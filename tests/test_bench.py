@@ -38,3 +38,56 @@ def test_unknown_pair_and_mode():
         suite.run(["nope"], ["eager"], "cpu", (32, 32), 1)
     with pytest.raises(ValueError, match="warp"):
         suite.run(["unet_r34"], ["warp"], "cpu", (32, 32), 1)
+
+
+def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_path):
+    """The deploy benchmark's real structure on a tiny model and synthetic shapes: every format timed and scored on
+    val and on training images the calibration did not use, drops against each format's fp32 twin, and the README
+    table rewritten from the results between its markers (the text around them kept)."""
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    import torch
+
+    from benchmarks import deploy
+    from conftest import TINY_UNET
+    from segzoo.core.config import ModelMeta
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=12, size=32, seed=3)
+    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
+                                                            "val_fraction": 0.25}})
+    model = recipe.model.build(len(SHAPE_CLASSES))
+    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    openvino = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+    work = tmp_path / "work"
+    work.mkdir()
+    metric = deploy.headline_metric("Dice (disc)", SHAPE_CLASSES)
+    assert metric == "dice:disc" and deploy.headline_metric("mIoU", SHAPE_CLASSES) == "miou"
+    entry = deploy.measure_weight(model, recipe, "tiny.shapes", (32, 48), metric, repeats=1, n_calibration=3,
+                                  n_holdout=4, work=work, openvino=openvino)
+    expected = {"eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxruntime int8"}
+    expected |= {"openvino fp32", "openvino bf16", "openvino int8"} if openvino else set()
+    rows = entry["formats"]
+    assert set(rows) == expected and entry["holdout_images"] == 4
+    assert all(r["latency_ms"] > 0 and r["val"]["images"] == 3 and len(r["val"]["iou"]) == 4 for r in rows.values())
+    assert rows["eager fp32"]["val_drop_vs_fp32_twin"] == 0.0
+    # fp32 runtimes agree with eager PyTorch on every pixel of a fresh model here; INT8 is judged against its twin
+    assert abs(rows["onnxruntime fp32"]["val"]["metric"] - rows["eager fp32"]["val"]["metric"]) < 0.5
+    twin = rows["onnxruntime fp32"]["val"]["metric"] - rows["onnxruntime int8"]["val"]["metric"]
+    assert rows["onnxruntime int8"]["val_drop_vs_fp32_twin"] == round(twin, 2)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{deploy.README_START}\nold table\n{deploy.README_END}\noutro\n")
+    result = {"cpu": {"model": "Test CPU", "cores": 2, "isa": ["avx2"]}, "deploy": [entry],
+              "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
+    deploy.write_readme_table(result, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert f"| tiny.shapes (32x48) | onnxruntime int8 | {rows['onnxruntime int8']['latency_ms']:.1f} |" in text
+    assert "Test CPU (2 cores; avx2)" in text
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="markers"):
+        deploy.write_readme_table(result, plain)
+    assert plain.read_text() == "no markers here\n"

@@ -43,6 +43,19 @@ def test_fp32_ir_has_parity_and_describes_itself(model, tmp_path):
     assert (tiled == model.predict(image, tile=32, overlap=0.25, tta=("hflip",))).float().mean() > 0.999
 
 
+def test_float_layers_run_in_f32_unless_asked(model, tmp_path):
+    """OpenVINO's CPU default is bf16 on bf16-capable CPUs (the Xeon here): an "fp32" IR must not silently run in
+    bf16, and an unknown precision is an error naming the choices."""
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.inference.runtime import OpenVinoModel
+
+    segzoo.export(model, str(tmp_path / "m.xml"), example_size=(64, 64))
+    loaded = OpenVinoModel.load(tmp_path / "m.xml")
+    assert str(loaded.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    with pytest.raises(InvalidValueError, match=r"precision 'int4'.*'f32', 'bf16', 'f16'"):
+        OpenVinoModel.load(tmp_path / "m.xml", precision="int4")
+
+
 def test_int8_ir_from_nncf_agrees_and_runs_from_the_cli(model, tmp_path, capsys):
     images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(4)]
     for i, image in enumerate(images):

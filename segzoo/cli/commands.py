@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, choices=["train", "val"], help="the recipe's split (default val)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: the recipe's, else the best one)")
-    p.add_argument("--output", help="write the metrics as JSON here too")
+    p.add_argument("--output", "-o", help="write the metrics as JSON here too")
     p.add_argument("--plots", metavar="DIR", help="write confusion.png (row-normalised confusion matrix) here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

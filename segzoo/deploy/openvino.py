@@ -29,7 +29,7 @@ from segzoo.core.io import atomic_paths
 from segzoo.core.outputs import class_ids
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, check_parity, check_sizes, export_onnx
-from segzoo.inference.runtime import REPORT_KEY, describe, set_openvino_metadata
+from segzoo.inference.runtime import REPORT_KEY, compile_openvino, describe, set_openvino_metadata
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["export_openvino", "quantize_openvino"]
@@ -72,7 +72,9 @@ def _save(ov_model: Any, path: Path) -> None:
 
 
 def _compile(ov_model: Any) -> Any:
-    return _openvino().Core().compile_model(ov_model, "CPU")
+    """Compiled in f32 (parity is checked against PyTorch's fp32; see ``compile_openvino``)."""
+    _openvino()  # the clear error when it is missing
+    return compile_openvino(ov_model, "f32")
 
 
 def export_openvino(model: SegmentationModel, path: str | Path, *, dynamic: bool = True,

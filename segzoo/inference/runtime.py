@@ -186,26 +186,40 @@ class OnnxModel(ExportedModel):
 
 
 OPENVINO_RT_INFO = "segzoo"  # an OpenVINO IR's rt_info section holding the metadata_props of an ONNX export
+# OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it (AVX512-BF16, AMX): an "fp32" IR
+# then differs from PyTorch by bf16 rounding. segzoo compiles with an explicit precision, f32 unless asked.
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+
+
+def compile_openvino(ov_model: Any, precision: str = "f32") -> Any:
+    """``ov_model`` compiled for the CPU with its float layers in ``precision`` (``OPENVINO_PRECISIONS``)."""
+    import openvino as ov
+
+    if precision not in OPENVINO_PRECISIONS:
+        raise InvalidValueError(f"OpenVINO precision {precision!r}: expected one of {list(OPENVINO_PRECISIONS)}")
+    return ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
 
 
 class OpenVinoModel(ExportedModel):
     """A segzoo OpenVINO IR (``.xml`` + ``.bin``; fp32 or INT8 from NNCF) compiled for the CPU (see
-    :class:`ExportedModel`). Needs the ``openvino`` extra."""
+    :class:`ExportedModel`), its float layers in ``precision`` (f32 by default, not OpenVINO's bf16 default on
+    bf16-capable CPUs). Needs the ``openvino`` extra."""
 
     def __init__(self, ov_model: Any, meta: ModelMeta, num_classes: int, report: dict[str, Any] | None = None,
-                 input_layout: dict[str, Any] | None = None, source: str = "OpenVINO model") -> None:
-        import openvino as ov
-
+                 input_layout: dict[str, Any] | None = None, source: str = "OpenVINO model",
+                 precision: str = "f32") -> None:
         super().__init__(meta, num_classes, report, input_layout, source)
         self.ov_model = ov_model
-        self.compiled = ov.Core().compile_model(ov_model, "CPU")
+        self.precision = precision
+        self.compiled = compile_openvino(ov_model, precision)
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         return self.compiled(array)[0]
 
     @classmethod
-    def load(cls, path: str | Path) -> OpenVinoModel:
-        """An IR written by ``segzoo export ... model.xml`` or ``segzoo quantize ... --backend openvino``."""
+    def load(cls, path: str | Path, precision: str = "f32") -> OpenVinoModel:
+        """An IR written by ``segzoo export ... model.xml`` or ``segzoo quantize ... --backend openvino``, its float
+        layers run in ``precision``."""
         try:
             import openvino as ov
         except ImportError as exc:
@@ -229,7 +243,7 @@ class OpenVinoModel(ExportedModel):
         num_classes = ModelConfig.from_json(props[CONFIG_KEY]).num_classes if CONFIG_KEY in props else int(
             model.outputs[0].get_partial_shape()[1].get_length())
         report = json.loads(props.get(REPORT_KEY, "{}"))
-        return cls(model, meta, num_classes, report, layout, source=repr(str(path)))
+        return cls(model, meta, num_classes, report, layout, source=repr(str(path)), precision=precision)
 
 
 def set_openvino_metadata(ov_model: Any, props: dict[str, str]) -> None:
