@@ -2,6 +2,7 @@
 several), and which heavy modules each one imported. The target: ``--help``, ``list`` and ``info`` under 2 s.
 
     python -m benchmarks.cli_startup            # writes benchmarks/results/cli_startup.json
+    PYTHONPATH=../old-checkout python -m benchmarks.cli_startup --output /tmp/old.json   # another segzoo
 """
 
 from __future__ import annotations
@@ -56,12 +57,20 @@ def measure_python(repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    baseline = measure_python(5)
-    results = {name: measure(args, 5) for name, args in COMMANDS.items()}
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "cli_startup.json"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    baseline = measure_python(args.repeats)
+    results = {name: measure(cmd, args.repeats) for name, cmd in COMMANDS.items()}
+    import segzoo
+
     out = {"cpu": cpu_description(), "python": platform.python_version(), "python_startup_s": round(baseline, 3),
-           "commands": results}
-    path = Path(__file__).parent / "results" / "cli_startup.json"
+           "segzoo": str(Path(segzoo.__file__).parent), "commands": results}
+    path = Path(args.output)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

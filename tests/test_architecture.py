@@ -149,6 +149,14 @@ def test_listing_named_models_imports_neither_torch_nor_timm():
     assert out.strip() == "[]", out
 
 
+def test_listing_zoo_weights_imports_no_torch():
+    """``segzoo list --weights`` reads the manifest only: the storage package loads its torch parts on use."""
+    code = ("import sys, segzoo.cli as c; c.main(['list', '--weights']); "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "unet_mnv2.nuclei" in out and out.strip().splitlines()[-1] == "[]", out
+
+
 @pytest.mark.parametrize("old,new,name", [
     ("segzoo.errors", "segzoo.core.errors", "InvalidValueError"),
     ("segzoo.config", "segzoo.core.config", "ModelConfig"),

@@ -4,10 +4,23 @@ May import: core (models satisfy ``core.config.DescribedModel``; nothing here bu
 ``segzoo.api.from_pretrained``).
 """
 
-from segzoo.storage.format import WEIGHTS_NAME, WeightsFile, read_weights, write_weights
-from segzoo.storage.save import save_pretrained
-from segzoo.storage.specs import ChecksumError, WeightSpec
+from __future__ import annotations
 
-__all__ = [
-    "save_pretrained", "WeightSpec", "ChecksumError", "WEIGHTS_NAME", "WeightsFile", "read_weights", "write_weights",
-]
+import importlib
+from typing import Any
+
+# loaded on first use, so that reading the manifest or a weight spec (``segzoo list --weights``) imports no torch
+_EXPORTS = {
+    "WEIGHTS_NAME": "segzoo.storage.format", "WeightsFile": "segzoo.storage.format",
+    "read_weights": "segzoo.storage.format", "write_weights": "segzoo.storage.format",
+    "save_pretrained": "segzoo.storage.save", "WeightSpec": "segzoo.storage.specs",
+    "ChecksumError": "segzoo.storage.specs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
