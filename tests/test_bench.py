@@ -91,3 +91,39 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     with pytest.raises(ValueError, match="markers"):
         deploy.write_readme_table(result, plain)
     assert plain.read_text() == "no markers here\n"
+
+
+def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_path, monkeypatch):
+    """The INT8 recipe benchmark on a tiny model: each method measured, the choice made on held-out training
+    images (val only reported), the sweep's most sensitive group kept in float when the target is not met."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks import int8_recipe
+    from conftest import TINY_UNET
+    from segzoo.core.config import ModelMeta
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+
+    monkeypatch.chdir(tmp_path)  # onnxruntime's tools may leave files in the working directory
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=12, size=32, seed=4)
+    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
+                                                            "val_fraction": 0.25}})
+    model = recipe.model.build(len(SHAPE_CLASSES))
+    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
+                                       n_holdout=3, depth=2, max_keep=1, target=-100.0, repeats=1,
+                                       methods=("minmax", "percentile"))
+    methods = result["methods"]
+    assert set(methods) == {"minmax", "percentile"} and result["holdout_images"] == 3
+    assert result["chosen_method"] == min(methods, key=lambda m: methods[m]["train_holdout_drop"])
+    groups = [r["group"] for r in result["sensitivity"]["groups"]]
+    from segzoo.deploy.quantize import layer_groups
+
+    assert sorted(groups) == sorted(layer_groups(model, 2)) and len(groups) == 2
+    positive = [r["group"] for r in result["sensitivity"]["groups"] if r["gain"] > 0]
+    steps = result["keep_steps"]
+    assert len(steps) == 1 + bool(positive)  # an unreachable target: the best group kept, no more than max_keep
+    if positive:
+        assert steps[1]["kept_float_modules"] == positive[:1]
+    assert result["recipe"]["method"] == result["chosen_method"]
+    for row in [*methods.values(), *steps]:
+        assert row["val_drop"] == round(result["fp32"]["val"] - row["val"], 2) and row["latency_ms"] > 0

@@ -158,8 +158,53 @@ def test_cli_quantize(tmp_path, capsys):
     out = tmp_path / "m.int8.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        assert main(["quantize", str(weights), str(out), "--calibration", str(folder), "--size", "64", "64"]) == 0
-    assert QuantizedModel.load(out).report["calibration_images"] == 2
+        assert main(["quantize", str(weights), str(out), "--calibration", str(folder), "--size", "64", "64",
+                     "--keep-float", "encoder.model.conv1"]) == 0
+    report = QuantizedModel.load(out).report
+    assert report["calibration_images"] == 2 and report["kept_float_modules"] == ["encoder.model.conv1"]
     assert main(["quantize", str(weights), str(out), "--calibration", str(folder)]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(["quantize", str(weights), str(tmp_path / "x.onnx"), "--calibration", str(tmp_path / "none")]) == 2
+
+
+def _quantized_weights(q) -> set[str]:
+    """Names of the weight initializers that feed a DequantizeLinear node (quantized weights)."""
+    graph = onnx.load_from_string(q.onnx_bytes).graph
+    return {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.input if i.endswith("weight_quantized")}
+
+
+def test_keep_float_leaves_the_named_modules_in_float_and_unknown_names_are_errors(quantized, workdir, monkeypatch):
+    from segzoo.core.errors import InvalidValueError
+
+    model, full = quantized
+    monkeypatch.chdir(workdir)
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kept = quantize(model, images, example_size=(64, 64), keep_float=["encoder.model.conv1"])
+    stem = {w for w in _quantized_weights(full) if w.startswith("encoder.model.conv1.")}
+    assert stem, "the stem is quantized by default"
+    assert not stem & _quantized_weights(kept) and _quantized_weights(kept) == _quantized_weights(full) - stem
+    assert kept.report["kept_float_modules"] == ["encoder.model.conv1"]
+    with pytest.raises(InvalidValueError, match=r"\['encoder.nope'\] name no weighted layer.*decoder"):
+        quantize(model, images, example_size=(64, 64), keep_float=["encoder.nope"])
+
+
+def test_sensitivity_ranks_groups_by_the_agreement_they_win_back(quantized, workdir, monkeypatch):
+    from segzoo.deploy.quantize import agreement, layer_groups, sensitivity
+
+    model, full = quantized
+    monkeypatch.chdir(workdir)
+    assert layer_groups(model, 2) == ["encoder.model", "decoder.blocks"]
+    g = torch.Generator().manual_seed(5)
+    calibration = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g) for _ in range(2)]
+    check = [torch.randint(0, 256, (3, 48, 56), dtype=torch.uint8, generator=g) for _ in range(2)]
+    result = sensitivity(model, calibration, check, depth=2, example_size=(64, 64))
+    assert [r["group"] for r in result["groups"]] in (["encoder.model", "decoder.blocks"],
+                                                       ["decoder.blocks", "encoder.model"])
+    gains = [r["gain"] for r in result["groups"]]
+    assert gains == sorted(gains, reverse=True)
+    for row in result["groups"]:
+        assert row["gain"] == round(row["agreement"] - result["baseline_agreement"], 5)
+    assert 0.5 < result["baseline_agreement"] <= 1.0 and result["check_images"] == 2
+    assert agreement(model_as_int8 := full, model, check) > 0.5 and model_as_int8 is full

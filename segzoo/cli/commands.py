@@ -362,13 +362,15 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         raise InvalidValueError(f"--backend {backend} writes a {expected} file, got {str(out)!r}")
     model = load_source(args.source)
     if backend == "openvino":
-        if args.method != "minmax":
-            raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
+        if args.method != "minmax" or args.keep_float:
+            raise InvalidValueError("--method and --keep-float apply to the onnxruntime backend; NNCF chooses its "
+                                    "own ranges")
         from segzoo.deploy.openvino import quantize_openvino
 
         report = quantize_openvino(model, images, out, example_size=tuple(args.size))
     else:
-        report = quantize_to_file(model, out, images, method=args.method, example_size=tuple(args.size))
+        report = quantize_to_file(model, out, images, method=args.method, example_size=tuple(args.size),
+                                  keep_float=args.keep_float)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -528,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "output's suffix")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
                    help="how activation ranges are set (default minmax)")
+    p.add_argument("--keep-float", action="append", default=[], metavar="MODULE",
+                   help="a module name (e.g. encoder.model.conv_stem) whose layers stay in float, besides the head "
+                        "(repeatable; segzoo.deploy.quantize.sensitivity finds the layers worth it)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),
                    help="example input size of the fp32 export")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -38,7 +38,7 @@ from segzoo.inference.runtime import INPUT_KEY, META_KEY, REPORT_KEY, OnnxModel,
 from segzoo.inference.tiling import pad_to_at_least
 from segzoo.models.segmentation_model import SegmentationModel
 
-__all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "CALIBRATION_METHODS"]
+__all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "sensitivity", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -112,6 +112,21 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
     return image
 
 
+def _calibration_images(model: SegmentationModel, calibration: Iterable[Any], method: str,
+                        what: str) -> list[torch.Tensor]:
+    """The calibration images as uint8 (C, H, W) tensors, after checking the method, the count and the channels."""
+    if method not in CALIBRATION_METHODS:
+        raise InvalidValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
+    if not images:
+        raise InvalidValueError(f"{what} needs at least one calibration image")
+    bad = [i for i, image in enumerate(images) if image.shape[0] != model.in_channels]
+    if bad:
+        raise InvalidValueError(f"calibration image(s) {bad[:5]} have {images[bad[0]].shape[0]} channels, the "
+                                f"model takes {model.in_channels}")
+    return images
+
+
 def _centre_window(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The centre ``size`` window of a normalised ``(1, C, H, W)`` image, edge pixels repeated where it is smaller
     (as :func:`segzoo.inference.tiling.fixed_windows` pads at prediction)."""
@@ -150,6 +165,29 @@ def _float_tail(path: Path) -> list[str]:
     return names
 
 
+def _module_nodes(path: Path, modules: Sequence[str]) -> dict[str, list[str]]:
+    """For each PyTorch module name in ``modules``, the graph's nodes whose weights are that module's or its
+    children's (exported initializers keep the state-dict names); a name that matches no node is an error listing
+    names that do."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    initializers = {t.name for t in graph.initializer}
+    found: dict[str, list[str]] = {name: [] for name in modules}
+    for node in graph.node:
+        weights = [i for i in node.input if i in initializers]
+        for name in modules:
+            if any(w.startswith(name + ".") for w in weights):
+                found[name].append(node.name)
+    missing = [name for name, nodes in found.items() if not nodes]
+    if missing:
+        known = sorted({w.rsplit(".", 1)[0] for n in graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm",
+                        "MatMul") for w in n.input if w in initializers})
+        raise InvalidValueError(f"keep_float: {missing} name no weighted layer of the exported graph; modules with "
+                                f"quantizable weights are e.g. {known[:8]} (any prefix of such a name works)")
+    return found
+
+
 def _median_ms(session: Any, x: np.ndarray, repeats: int = 5) -> float:
     session.run(None, {"x": x})
     times = []
@@ -169,58 +207,30 @@ def quantize(
     reduce_range: bool | None = None,
     example_size: tuple[int, int] = (256, 320),
     opset: int | None = None,
+    keep_float: Sequence[str] = (),
 ) -> QuantizedModel:
     """A static INT8 :class:`QuantizedModel` of ``model``; see the module docstring.
 
     ``calibration``: uint8 images, (C, H, W) tensors or (H, W, C) arrays (any sizes; 16 to 64 images like the
     deployment data, never the evaluation data). ``method``: how activation ranges are chosen (``minmax``,
     ``percentile``, ``entropy``). ``reduce_range`` None follows the CPU (7-bit weights without VNNI).
+    ``keep_float``: module names (``model.named_modules()``; a name covers its children) whose layers stay in
+    float besides the head, e.g. those :func:`sensitivity` finds.
     """
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not isinstance(model, SegmentationModel):
         raise InvalidTypeError(f"quantize takes a segzoo SegmentationModel, got {type(model).__name__}")
-    if method not in CALIBRATION_METHODS:
-        raise InvalidValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
-    images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
-    if not images:
-        raise InvalidValueError("quantize needs at least one calibration image")
-    bad = [i for i, image in enumerate(images) if image.shape[0] != model.in_channels]
-    if bad:
-        raise InvalidValueError(f"calibration image(s) {bad[:5]} have {images[bad[0]].shape[0]} channels, the "
-                                f"model takes {model.in_channels}")
+    images = _calibration_images(model, calibration, method, "quantize")
     cpu = cpu_int8_support()
     reduce_range = cpu["reduce_range"] if reduce_range is None else bool(reduce_range)
     model = model.eval()
-    inputs = [normalize(image.unsqueeze(0), model.meta.preprocessing).float() for image in images]
     with tempfile.TemporaryDirectory(prefix="segzoo-quantize-") as tmp:
-        fp32, prepared, int8 = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
-        export = export_onnx(model, fp32, dynamic=True, opset=opset, example_size=example_size, atol=PARITY_ATOL)
-        fixed_size = None if export["dynamic"] else tuple(example_size)
-        if fixed_size is not None:  # a static graph calibrates on windows of its size, as it will predict
-            inputs = [_centre_window(x, fixed_size) for x in inputs]
-        inputs = [x.numpy() for x in inputs]
-        # shape inference and graph optimisation, as onnxruntime advises; symbolic shapes fail on dynamic H, W
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        kept_float = _float_tail(prepared)
-        quantize_static(
-            str(prepared), str(int8), _Reader(inputs, "x"), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-            reduce_range=reduce_range, nodes_to_exclude=kept_float,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[method],
-        )
-        session_fp32 = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-        add_metadata(int8, describe(model))  # classes, preprocessing, config, source sha256 (the fp32 export's)
-        onnx_bytes = int8.read_bytes()
-    fixed = {"fixed_size": None if fixed_size is None else list(fixed_size)}
+        graph = _PreparedGraph(model, Path(tmp), example_size, opset)
+        inputs = graph.inputs(model, images)
+        onnx_bytes, kept_float = graph.int8(inputs, keep_float, method, per_channel, reduce_range)
+        session_fp32 = ort.InferenceSession(str(graph.fp32), providers=["CPUExecutionProvider"])
+    fixed = {"fixed_size": None if graph.fixed_size is None else list(graph.fixed_size)}
     q = QuantizedModel(onnx_bytes, model.meta, model.num_classes, fixed)
     agree = []
     for x in inputs:
@@ -234,11 +244,117 @@ def quantize(
                       f"{cpu['flags'] or 'none'}): keep the float model", RuntimeWarning, stacklevel=2)
     q.report = {
         **fixed, "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
-        "calibration_images": len(images), "kept_float": len(kept_float), "fp32_export_checks": export["checks"],
+        "calibration_images": len(images), "kept_float": len(kept_float), "kept_float_modules": list(keep_float),
+        "fp32_export_checks": graph.export_report["checks"],
         "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
         "onnxruntime_ms": {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2)},
     }
     return q
+
+
+class _PreparedGraph:
+    """A model's fp32 ONNX export (checked like ``segzoo.export``) and its optimised form, made once in
+    ``directory``, from which INT8 graphs are calibrated (one per set of float-kept layers)."""
+
+    def __init__(self, model: SegmentationModel, directory: Path, example_size: tuple[int, int],
+                 opset: int | None) -> None:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.directory = directory
+        self.fp32, self.prepared = directory / "fp32.onnx", directory / "prepared.onnx"
+        self.export_report = export_onnx(model, self.fp32, dynamic=True, opset=opset, example_size=example_size,
+                                         atol=PARITY_ATOL)
+        self.fixed_size = None if self.export_report["dynamic"] else tuple(example_size)
+        # shape inference and graph optimisation, as onnxruntime advises; symbolic shapes fail on dynamic H, W
+        quant_pre_process(str(self.fp32), str(self.prepared), skip_symbolic_shape=True)
+        self.description = describe(model)  # classes, preprocessing, config, source sha256
+
+    def inputs(self, model: SegmentationModel, images: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Normalised calibration arrays; a static graph calibrates on windows of its size, as it will predict."""
+        inputs = [normalize(image.unsqueeze(0), model.meta.preprocessing).float() for image in images]
+        if self.fixed_size is not None:
+            inputs = [_centre_window(x, self.fixed_size) for x in inputs]
+        return [x.numpy() for x in inputs]
+
+    def int8(self, inputs: Sequence[np.ndarray], keep_float: Sequence[str], method: str, per_channel: bool,
+             reduce_range: bool) -> tuple[bytes, list[str]]:
+        """The INT8 graph's bytes (metadata included) and the names of the nodes left in float."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        kept_float = _float_tail(self.prepared)
+        kept_modules = _module_nodes(self.prepared, list(keep_float))
+        kept_float += [n for nodes in kept_modules.values() for n in nodes if n not in kept_float]
+        int8 = self.directory / "int8.onnx"
+        quantize_static(
+            str(self.prepared), str(int8), _Reader(inputs, "x"), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+            reduce_range=reduce_range, nodes_to_exclude=kept_float,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[method],
+        )
+        add_metadata(int8, self.description)
+        return int8.read_bytes(), kept_float
+
+
+def layer_groups(model: SegmentationModel, depth: int) -> list[str]:
+    """The model's weighted layers (convolutions, linear layers) grouped by their module name's first ``depth``
+    parts, in model order, the head left out (it is always float): the candidates of :func:`sensitivity`."""
+    if depth < 1:
+        raise InvalidValueError(f"depth must be at least 1, got {depth}")
+    groups: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d | torch.nn.Linear) and name:
+            group = ".".join(name.split(".")[:depth])
+            if group != "head" and not group.startswith("head.") and group not in groups:
+                groups.append(group)
+    return groups
+
+
+def agreement(q: Any, model: SegmentationModel, images: Sequence[Any]) -> float:
+    """Share of pixels whose class id ``q`` (an INT8 model) predicts as the float ``model`` does, over ``images``
+    (uint8; held-out images, neither the calibration nor the evaluation set)."""
+    same = total = 0
+    for i, image in enumerate(images):
+        x = normalize(_as_uint8_chw(image, i).unsqueeze(0), model.meta.preprocessing).float()
+        with torch.inference_mode():
+            expected = class_ids(model(x))
+        same += int((class_ids(q(x)) == expected).sum())
+        total += expected.numel()
+    return same / total
+
+
+def sensitivity(model: SegmentationModel, calibration: Sequence[Any], check: Sequence[Any], *,
+                groups: Sequence[str] | None = None, depth: int = 3, method: str = "minmax",
+                per_channel: bool = True, reduce_range: bool | None = None,
+                example_size: tuple[int, int] = (256, 320)) -> dict[str, Any]:
+    """Which layers INT8 hurts most: the class-id agreement with float on ``check`` images of the fully
+    quantized model, then of one model per group with that group kept in float (``groups``, default
+    :func:`layer_groups` at ``depth``); each group's gain is its agreement minus the baseline's. The other
+    arguments are :func:`quantize`'s. Costs one calibration per group."""
+    if not check:
+        raise InvalidValueError("sensitivity needs check images (held out from calibration and evaluation)")
+    candidates = list(groups) if groups is not None else layer_groups(model, depth)
+    images = _calibration_images(model, calibration, method, "sensitivity")
+    reduce_range = cpu_int8_support()["reduce_range"] if reduce_range is None else bool(reduce_range)
+    model = model.eval()
+    options = {"method": method, "per_channel": per_channel, "reduce_range": reduce_range}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="segzoo-sensitivity-") as tmp:
+        graph = _PreparedGraph(model, Path(tmp), example_size, None)  # exported once for every trial
+        inputs = graph.inputs(model, images)
+        fixed = {"fixed_size": None if graph.fixed_size is None else list(graph.fixed_size)}
+
+        def trial(keep: Sequence[str]) -> float:
+            onnx_bytes, _ = graph.int8(inputs, keep, **options)
+            return agreement(QuantizedModel(onnx_bytes, model.meta, model.num_classes, fixed), model, check)
+
+        base = trial([])
+        for group in candidates:
+            value = trial([group])
+            rows.append({"group": group, "agreement": round(value, 5), "gain": round(value - base, 5)})
+    rows.sort(key=lambda r: -r["gain"])
+    return {"baseline_agreement": round(base, 5), "check_images": len(check), "calibration_images": len(images),
+            **options, "example_size": list(example_size), "groups": rows}
 
 
 def quantize_to_file(model: SegmentationModel, path: str | Path, calibration: Iterable[Any], **options: Any) -> dict:

@@ -1,0 +1,110 @@
+"""Choosing the INT8 recipe of a zoo weight by measure (onnxruntime, static QDQ): every calibration method
+calibrated on training images (never val), judged on other training images; a per-layer sensitivity sweep; then
+the chosen method with the most sensitive layers kept in float, one at a time, until the drop on held-out training
+images is within the target. Val is scored for every candidate but chooses nothing, so it stays an honest check.
+
+Needs ``../shared/data`` (or ``$SEGZOO_DATA``) and the ``export`` extra. Run on an idle machine:
+
+    SEGZOO_DATA=../shared/data python -m benchmarks.int8_recipe --weights deeplabv3plus_mnv2.camvid
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import segzoo
+from benchmarks._report import cpu_description, write_result
+from benchmarks.deploy import _dataset, _median_ms, headline_metric, score
+from segzoo.core.outputs import class_ids
+from segzoo.data.dataset import build_pairs
+from segzoo.data.masks import read_image
+from segzoo.deploy.quantize import CALIBRATION_METHODS, quantize, sensitivity
+from segzoo.storage.manifest import read_manifest
+from segzoo.training.recipe import Recipe
+
+
+def _candidate(model: Any, q: Any, val: Any, holdout: Any, metric: str, size: tuple[int, int],
+               repeats: int) -> dict[str, Any]:
+    ids = lambda t: class_ids(q(t))  # noqa: E731
+    return {"val": score(ids, val, model, metric)["metric"], "train_holdout": score(ids, holdout, model, metric)[
+        "metric"], "latency_ms": round(_median_ms(q, torch.randn(1, model.in_channels, *size), repeats), 1),
+        "kept_float_modules": q.report["kept_float_modules"]}
+
+
+def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], metric: str, *,
+                  n_calibration: int = 32, n_check: int = 16, n_holdout: int = 32, depth: int = 4,
+                  max_keep: int = 3, target: float = 0.5, repeats: int = 10, seed: int = 0,
+                  methods: Sequence[str] = CALIBRATION_METHODS) -> dict[str, Any]:
+    """The INT8 recipe of one weight: training images drawn at random with ``seed`` into calibration, sweep-check
+    (the sensitivity sweep's agreement) and holdout (chooses the method and when to stop keeping layers) sets."""
+    model = model.float().eval()
+    train = build_pairs(recipe.data, "train")
+    order = np.random.default_rng(seed).permutation(len(train))
+    calibration = [read_image(train[i][0]) for i in order[:n_calibration]]
+    check = [read_image(train[i][0]) for i in order[n_calibration:n_calibration + n_check]]
+    holdout = _dataset(recipe, [train[i] for i in order[n_calibration + n_check:n_calibration + n_check + n_holdout]])
+    val = _dataset(recipe, build_pairs(recipe.data, "val"))
+    with torch.inference_mode():
+        fp32 = {"val": score(lambda t: class_ids(model(t)), val, model, metric)["metric"],
+                "train_holdout": score(lambda t: class_ids(model(t)), holdout, model, metric)["metric"]}
+
+    def run(method: str, keep: Sequence[str]) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = quantize(model, calibration, method=method, example_size=size, keep_float=list(keep))
+        row = _candidate(model, q, val, holdout, metric, size, repeats)
+        row["val_drop"] = round(fp32["val"] - row["val"], 2)
+        row["train_holdout_drop"] = round(fp32["train_holdout"] - row["train_holdout"], 2)
+        print(f"{name} {method:10} keep {list(keep)}: val drop {row['val_drop']:+.2f}, train-holdout drop "
+              f"{row['train_holdout_drop']:+.2f}, {row['latency_ms']} ms", flush=True)
+        return row
+
+    by_method = {method: run(method, []) for method in methods}
+    chosen = min(by_method, key=lambda m: by_method[m]["train_holdout_drop"])
+    sweep = sensitivity(model, calibration, check, depth=depth, method=chosen, example_size=size)
+    steps = [by_method[chosen]]
+    keep: list[str] = []
+    for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0][:max_keep]:
+        if steps[-1]["train_holdout_drop"] <= target:
+            break
+        keep.append(group)
+        steps.append(run(chosen, keep))
+    best = min(steps, key=lambda r: (r["train_holdout_drop"] > target, len(r["kept_float_modules"]),
+                                     r["train_holdout_drop"]))
+    return {"weights": name, "metric": metric, "image_size": list(size), "fp32": fp32,
+            "calibration_images": n_calibration, "check_images": n_check, "holdout_images": len(holdout),
+            "methods": by_method, "chosen_method": chosen, "sensitivity": sweep, "keep_steps": steps,
+            "recipe": {"method": chosen, "keep_float": best["kept_float_modules"]}, "result": best,
+            "target_drop": target}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", nargs="*", help="zoo names model.tag (default: every manifest row)")
+    parser.add_argument("--depth", type=int, default=4, help="module-name depth of the sensitivity sweep's groups")
+    parser.add_argument("--max-keep", type=int, default=3, help="most layer groups kept in float")
+    parser.add_argument("--output", default="benchmarks/results/int8_recipe.json")
+    args = parser.parse_args(argv)
+    rows = {f"{r['model']}.{r['tag']}": r for r in read_manifest()}
+    names = args.weights or list(rows)
+    unknown = [n for n in names if n not in rows]
+    if unknown:
+        parser.error(f"not in the manifest: {unknown}; it holds {sorted(rows)}")
+    result: dict[str, Any] = {"cpu": cpu_description(), "weights": []}
+    for name in names:
+        row = rows[name]
+        model = segzoo.from_pretrained(name)
+        metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
+        result["weights"].append(choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]),
+                                               metric, depth=args.depth, max_keep=args.max_keep))
+    return write_result(result, args.output, ["cpu"])
+
+
+if __name__ == "__main__":
+    main()
