@@ -162,6 +162,16 @@ def render_table(result: dict[str, Any]) -> str:
             lines.append(f"| {entry['weights']} ({size}) | {fmt} | {row['latency_ms']:.1f} | "
                          f"{row['speedup_vs_fast_fp32']:.2f} | {row['val']['metric']:.2f} | "
                          f"{row['val_drop_vs_fp32_twin']:+.2f} | {row['train_holdout_drop_vs_fp32_twin']:+.2f} |")
+    tiling = result.get("tiling")
+    if tiling:
+        head = f"| `{tiling['weights']}` on its {tiling['images']} full-resolution val tiles | val mIoU | time |"
+        lines += ["", head, "|---|---:|---:|"]
+        lines += [f"| {mode} | {row['miou']:.2f} | {row['seconds']:.1f} s |" for mode, row in tiling["modes"].items()]
+    memory = result.get("large_image")
+    if memory:
+        lines += ["", f"A {memory['side']}x{memory['side']} image by {memory['tile']}-pixel windows: "
+                  f"{memory['seconds']:.1f} s, peak memory {memory['peak_rss_above_model_mib']:.0f} MiB above the "
+                  "loaded model."]
     skipped = result.get("skipped")
     if skipped:
         lines += ["", f"Not measured: {skipped}."]
