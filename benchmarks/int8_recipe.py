@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weights", nargs="*", help="zoo names model.tag (default: every manifest row)")
     parser.add_argument("--depth", type=int, default=4, help="module-name depth of the sensitivity sweep's groups")
     parser.add_argument("--max-keep", type=int, default=3, help="most layer groups kept in float")
+    parser.add_argument("--calibration", type=int, default=32, help="training images calibrated on")
+    parser.add_argument("--check", type=int, default=16, help="other training images the sweep is judged on")
+    parser.add_argument("--holdout", type=int, default=32, help="other training images that choose the recipe")
+    parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=CALIBRATION_METHODS)
     parser.add_argument("--output", default="benchmarks/results/int8_recipe.json")
     args = parser.parse_args(argv)
     rows = {f"{r['model']}.{r['tag']}": r for r in read_manifest()}
@@ -102,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = segzoo.from_pretrained(name)
         metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
         result["weights"].append(choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]),
-                                               metric, depth=args.depth, max_keep=args.max_keep))
+                                               metric, n_calibration=args.calibration, n_check=args.check,
+                                               n_holdout=args.holdout, depth=args.depth, max_keep=args.max_keep,
+                                               methods=args.methods))
     return write_result(result, args.output, ["cpu"])
 
 
