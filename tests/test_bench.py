@@ -130,3 +130,15 @@ def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_p
     assert result["recipe"]["method"] == result["chosen_method"]
     for row in [*methods.values(), *steps]:
         assert row["val_drop"] == round(result["fp32"]["val"] - row["val"], 2) and row["latency_ms"] > 0
+
+
+def test_readme_deploy_table_is_the_benchmarks_results():
+    """The README's Deploy table is generated from benchmarks/results/deploy.json, never typed by hand."""
+    from benchmarks import deploy
+    from conftest import REPO
+
+    result = json.loads((REPO / "benchmarks" / "results" / "deploy.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert deploy.README_START in readme and deploy.README_END in readme
+    block = readme.split(deploy.README_START, 1)[1].split(deploy.README_END, 1)[0].strip()
+    assert block == deploy.render_table(result).strip(), "run python -m benchmarks.deploy --readme"
