@@ -147,6 +147,16 @@ def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int],
             "fastest": min(rows, key=lambda f: rows[f]["latency_ms"]), "int8_reports": reports}
 
 
+def manifest_rows(names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """The manifest rows of the zoo names ``model.tag`` asked for (all rows when None or empty), in that order;
+    a name not in the manifest is a ValueError naming it and what the manifest holds."""
+    rows = {f"{r['model']}.{r['tag']}": r for r in read_manifest()}
+    unknown = [n for n in names or () if n not in rows]
+    if unknown:
+        raise ValueError(f"not in the manifest: {unknown}; it holds {sorted(rows)}")
+    return {n: rows[n] for n in names} if names else rows
+
+
 def render_table(result: dict[str, Any]) -> str:
     """The README's Deploy table from a results file: one row per weight and format."""
     cpu = result["cpu"]
@@ -258,16 +268,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's Deploy table from the results")
     args = parser.parse_args(argv)
     openvino = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
-    rows = {f"{r['model']}.{r['tag']}": r for r in read_manifest()}
-    names = args.weights or list(rows)
-    unknown = [n for n in names if n not in rows]
-    if unknown:
-        parser.error(f"not in the manifest: {unknown}; it holds {sorted(rows)}")
+    try:
+        rows = manifest_rows(args.weights)
+    except ValueError as exc:
+        parser.error(str(exc))
     result: dict[str, Any] = {"cpu": cpu_description(), "deploy": []}
     if not openvino:
         result["skipped"] = "OpenVINO formats (openvino / nncf not installed)"
-    for name in names:
-        row = rows[name]
+    for name, row in rows.items():
         model = segzoo.from_pretrained(name)
         recipe = Recipe.load(row["recipe"])
         classes = list(model.meta.class_names or [])

@@ -20,12 +20,11 @@ import torch
 
 import segzoo
 from benchmarks._report import cpu_description, write_result
-from benchmarks.deploy import _dataset, _median_ms, headline_metric, score
+from benchmarks.deploy import _dataset, _median_ms, headline_metric, manifest_rows, score
 from segzoo.core.outputs import class_ids
 from segzoo.data.dataset import build_pairs
 from segzoo.data.masks import read_image
 from segzoo.deploy.quantize import CALIBRATION_METHODS, quantize, sensitivity
-from segzoo.storage.manifest import read_manifest
 from segzoo.training.recipe import Recipe
 
 
@@ -95,14 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=CALIBRATION_METHODS)
     parser.add_argument("--output", default="benchmarks/results/int8_recipe.json")
     args = parser.parse_args(argv)
-    rows = {f"{r['model']}.{r['tag']}": r for r in read_manifest()}
-    names = args.weights or list(rows)
-    unknown = [n for n in names if n not in rows]
-    if unknown:
-        parser.error(f"not in the manifest: {unknown}; it holds {sorted(rows)}")
+    try:
+        rows = manifest_rows(args.weights)
+    except ValueError as exc:
+        parser.error(str(exc))
     result: dict[str, Any] = {"cpu": cpu_description(), "weights": []}
-    for name in names:
-        row = rows[name]
+    for name, row in rows.items():
         model = segzoo.from_pretrained(name)
         metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
         result["weights"].append(choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]),

@@ -268,6 +268,7 @@ class _PreparedGraph:
         # shape inference and graph optimisation, as onnxruntime advises; symbolic shapes fail on dynamic H, W
         quant_pre_process(str(self.fp32), str(self.prepared), skip_symbolic_shape=True)
         self.description = describe(model)  # classes, preprocessing, config, source sha256
+        self.float_tail = _float_tail(self.prepared)  # the head and what follows it: float in every INT8 graph
 
     def inputs(self, model: SegmentationModel, images: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """Normalised calibration arrays; a static graph calibrates on windows of its size, as it will predict."""
@@ -281,7 +282,7 @@ class _PreparedGraph:
         """The INT8 graph's bytes (metadata included) and the names of the nodes left in float."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        kept_float = _float_tail(self.prepared)
+        kept_float = list(self.float_tail)
         kept_modules = _module_nodes(self.prepared, list(keep_float))
         kept_float += [n for nodes in kept_modules.values() for n in nodes if n not in kept_float]
         int8 = self.directory / "int8.onnx"
