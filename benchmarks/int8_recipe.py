@@ -37,11 +37,14 @@ def _candidate(model: Any, q: Any, val: Any, holdout: Any, metric: str, size: tu
 
 
 def random_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
-    """A ``side`` x ``side`` window of an (H, W, C) image at a random place (the whole image where it is smaller).
-    Calibrating on windows bounds memory: onnxruntime's histogram calibrators keep every intermediate tensor of
-    every image, more than 24 GiB for 16 full-resolution aerial tiles."""
-    top = int(rng.integers(0, max(1, image.shape[0] - side + 1)))
-    left = int(rng.integers(0, max(1, image.shape[1] - side + 1)))
+    """A ``side`` x ``side`` window of an (H, W, C) image at a random place, edge pixels repeated where the image is
+    smaller (as tiled prediction pads). Calibrating on windows of one size bounds memory (onnxruntime's histogram
+    calibrators keep every intermediate tensor of every image: more than 24 GiB for 16 full-resolution aerial
+    tiles) and lets those calibrators stack the images."""
+    pad = [(0, max(0, side - image.shape[0])), (0, max(0, side - image.shape[1])), (0, 0)]
+    image = np.pad(image, pad, mode="edge")
+    top = int(rng.integers(0, image.shape[0] - side + 1))
+    left = int(rng.integers(0, image.shape[1] - side + 1))
     return np.ascontiguousarray(image[top:top + side, left:left + side])
 
 

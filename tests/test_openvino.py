@@ -89,6 +89,38 @@ def test_int8_ir_from_nncf_agrees_and_runs_from_the_cli(model, tmp_path, capsys)
     assert result["pairs"]["scored"] == 2 and result["pixel_acc"] > 0.9
 
 
+def _float_convolutions(path) -> set[str]:
+    """The IR's convolutions whose weights are a plain float constant (NNCF's quantized ones are dequantized)."""
+    import openvino as ov
+
+    ops = ov.Core().read_model(str(path)).get_ordered_ops()
+    return {op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"
+            and op.input_value(1).get_node().get_type_name() == "Constant"}
+
+
+def _convs(module: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
+def test_int8_ir_keeps_the_head_and_the_named_modules_in_float(model, tmp_path):
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.deploy.openvino import quantize_openvino
+
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = quantize_openvino(model, images, tmp_path / "a.xml", example_size=(64, 64))
+        kept = quantize_openvino(model, images, tmp_path / "b.xml", example_size=(64, 64),
+                                 keep_float=["encoder.model.conv1"])
+    head_only, with_stem = _float_convolutions(tmp_path / "a.xml"), _float_convolutions(tmp_path / "b.xml")
+    assert len(head_only) == _convs(model.head) and _convs(model) > len(head_only)
+    assert head_only < with_stem and len(with_stem - head_only) == _convs(model.encoder.model.conv1)
+    assert kept["kept_float_modules"] == ["encoder.model.conv1"] and plain["kept_float_modules"] == []
+    with pytest.raises(InvalidValueError, match=r"\['encoder.nope'\] name no weighted layer"):
+        quantize_openvino(model, images, tmp_path / "c.xml", example_size=(64, 64), keep_float=["encoder.nope"])
+    assert not (tmp_path / "c.xml").exists()
+
+
 def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
     from segzoo.deploy.openvino import export_openvino
     from segzoo.inference.runtime import OpenVinoModel

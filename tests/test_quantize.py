@@ -144,6 +144,16 @@ def test_bad_calibration_names_the_image(images, match):
         quantize(model, images)
 
 
+def test_histogram_calibration_of_mixed_sizes_is_a_clear_error():
+    """onnxruntime's percentile / entropy calibrators stack every image's activations: mixed sizes failed deep
+    inside numpy ("inhomogeneous shape"); minmax takes them."""
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
+    images = [torch.zeros(3, 32, 32, dtype=torch.uint8), torch.zeros(3, 32, 48, dtype=torch.uint8)]
+    with pytest.raises(ValueError, match=r"'percentile' calibration needs images of one size.*\(32, 32\), "
+                                         r"\(32, 48\)"):
+        quantize(model, images, method="percentile")
+
+
 def test_cli_quantize(tmp_path, capsys):
     from PIL import Image
 

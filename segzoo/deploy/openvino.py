@@ -5,10 +5,10 @@ The IR is converted from segzoo's checked ONNX export (dynamic batch, height and
 the ONNX graph holds; it is then compiled for the CPU and compared with the PyTorch model at the ONNX export's
 check sizes (fp32: max abs logit difference <= 1e-3 and identical class ids). INT8 calibrates on uint8 images
 normalised with the model's preprocessing (like ``segzoo.quantize``: images like the deployment data, never the
-evaluation data), with NNCF's defaults (per-channel symmetric weights, bias correction), and reports class-id
-agreement with fp32 and the latency of both. The metadata of every export (classes, colours, preprocessing, input
-layout, config, source sha256, the INT8 report) goes into the IR's ``rt_info``. Needs the ``openvino`` extra
-(openvino, nncf).
+evaluation data), with NNCF's defaults (per-channel symmetric weights, bias correction) and the head kept in float
+(as onnxruntime's INT8), and reports class-id agreement with fp32 and the latency of both. The metadata of every
+export (classes, colours, preprocessing, input layout, config, source sha256, the INT8 report) goes into the IR's
+``rt_info``. Needs the ``openvino`` extra (openvino, nncf).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +109,35 @@ def _median_ms(compiled: Any, x: np.ndarray, repeats: int = 5) -> float:
     return 1000 * float(np.median(times))
 
 
+def _ignored_nodes(ov_model: Any, onnx_path: Path, keep_float: Sequence[str]) -> list[str]:
+    """The IR's operations NNCF must leave in float: the head and what follows it, and the weighted layers of the
+    ``keep_float`` modules, found by the ONNX node names the conversion keeps (shape arithmetic it folded away is
+    skipped; a weighted layer it lost is an error, so a kept module is never silently quantized)."""
+    from segzoo.deploy.quantize import _float_tail, _module_nodes
+
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
+
+    def made_from(node: str) -> list[str]:  # the IR operations of an ONNX node: "N", "N/WithoutBiases", ...
+        return [name for name in names if name == node or name.startswith(node + "/")]
+
+    by_module = _module_nodes(onnx_path, ["head", *keep_float])
+    lost = {module: nodes for module, nodes in by_module.items() if not any(made_from(n) for n in nodes)}
+    if lost:
+        raise InvalidValueError(f"keep_float: the OpenVINO model has none of the layers of {sorted(lost)} "
+                                f"(ONNX nodes {sorted(n for v in lost.values() for n in v)[:6]})")
+    nodes = _float_tail(onnx_path) + [n for v in by_module.values() for n in v]
+    return list(dict.fromkeys(op for n in nodes for op in made_from(n)))
+
+
 def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path: str | Path, *,
-                      example_size: tuple[int, int] = (256, 320), subset_size: int | None = None) -> dict:
+                      example_size: tuple[int, int] = (256, 320), subset_size: int | None = None,
+                      keep_float: Sequence[str] = ()) -> dict:
     """An INT8 OpenVINO IR of ``model`` at ``path`` (``.xml``), calibrated by NNCF on ``calibration`` (uint8
-    images, (C, H, W) tensors or (H, W, C) arrays); returns the report written into the IR."""
+    images, (C, H, W) tensors or (H, W, C) arrays); returns the report written into the IR.
+
+    As in :func:`segzoo.quantize`, the head and what follows it stay in float, and so do the layers of the
+    ``keep_float`` modules (PyTorch module names; NNCF's ignored scope, by the ONNX node names that the IR keeps).
+    """
     from segzoo.deploy.quantize import _as_uint8_chw, _centre_window
 
     path = _check_xml(path)
@@ -132,7 +157,10 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
         if fixed is not None:
             inputs = [_centre_window(x, fixed) for x in inputs]
         arrays = [x.numpy() for x in inputs]
-        int8_model = nncf.quantize(fp32_model, nncf.Dataset(arrays), subset_size=subset_size or len(arrays))
+        onnx_path = Path(tmp) / "model.onnx"
+        ignored = _ignored_nodes(fp32_model, onnx_path, keep_float)
+        int8_model = nncf.quantize(fp32_model, nncf.Dataset(arrays), subset_size=subset_size or len(arrays),
+                                   ignored_scope=nncf.IgnoredScope(names=ignored))
         fp32, int8 = _compile(fp32_model), _compile(int8_model)
         agree = []
         for x in arrays:
@@ -140,6 +168,7 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
                                 class_ids(torch.from_numpy(fp32(x)[0]))).float().mean()))
         report = {"fixed_size": None if fixed is None else list(fixed), "backend": "openvino",
                   "method": "nncf post-training (defaults)", "calibration_images": len(arrays),
+                  "kept_float": len(ignored), "kept_float_modules": list(keep_float),
                   "fp32_export_checks": onnx_report["checks"],
                   "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
                   "openvino_ms": {"fp32": round(_median_ms(fp32, arrays[0]), 2),

@@ -41,6 +41,7 @@ from segzoo.models.segmentation_model import SegmentationModel
 __all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "sensitivity", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+HISTOGRAM_METHODS = ("percentile", "entropy")  # onnxruntime keeps every activation of every image for these
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -124,6 +125,11 @@ def _calibration_images(model: SegmentationModel, calibration: Iterable[Any], me
     if bad:
         raise InvalidValueError(f"calibration image(s) {bad[:5]} have {images[bad[0]].shape[0]} channels, the "
                                 f"model takes {model.in_channels}")
+    sizes = sorted({tuple(image.shape[1:]) for image in images})
+    if method in HISTOGRAM_METHODS and len(sizes) > 1:
+        raise InvalidValueError(f"{method!r} calibration needs images of one size (onnxruntime stacks every "
+                                f"image's activations), got sizes {sizes[:4]}{' ...' if len(sizes) > 4 else ''}: "
+                                "crop them to one size (as tiled prediction sees them) or use 'minmax'")
     return images
 
 
