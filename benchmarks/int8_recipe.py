@@ -1,18 +1,22 @@
-"""Choosing the INT8 recipe of a zoo weight by measure (onnxruntime, static QDQ): every calibration method
-calibrated on training images (never val), judged on other training images; a per-layer sensitivity sweep; then
-the chosen method with the most sensitive layers kept in float, one at a time, until the drop on held-out training
-images is within the target. Val is scored for every candidate but chooses nothing, so it stays an honest check.
+"""Choosing the INT8 recipe of a zoo weight by measure, for onnxruntime (static QDQ) or OpenVINO (NNCF): every
+calibration method calibrated on training images (never val), judged on other training images; where that misses
+the target, a per-layer sensitivity sweep, then the chosen method with the most sensitive layers kept in float, one
+at a time, until the drop on held-out training images is within the target. Val is scored for every candidate but
+chooses nothing, so it stays an honest check.
 
-Needs ``../shared/data`` (or ``$SEGZOO_DATA``) and the ``export`` extra. Run on an idle machine:
+Needs ``../shared/data`` (or ``$SEGZOO_DATA``) and the ``export`` extra (``openvino`` for that backend). Run on an
+idle machine:
 
-    SEGZOO_DATA=../shared/data python -m benchmarks.int8_recipe --weights deeplabv3plus_mnv2.camvid
+    SEGZOO_DATA=../shared/data python -m benchmarks.int8_recipe --weights unet_mnv2.aerial --crop 512
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,12 +32,32 @@ from segzoo.deploy.quantize import CALIBRATION_METHODS, quantize, sensitivity
 from segzoo.training.recipe import Recipe
 
 
-def _candidate(model: Any, q: Any, val: Any, holdout: Any, metric: str, size: tuple[int, int],
+def _candidate(model: Any, q: Any, keep: Sequence[str], val: Any, holdout: Any, metric: str, size: tuple[int, int],
                repeats: int) -> dict[str, Any]:
-    ids = lambda t: class_ids(q(t))  # noqa: E731
+    ids = lambda t: class_ids(q(t).float())  # noqa: E731
     return {"val": score(ids, val, model, metric)["metric"], "train_holdout": score(ids, holdout, model, metric)[
         "metric"], "latency_ms": round(_median_ms(q, torch.randn(1, model.in_channels, *size), repeats), 1),
-        "kept_float_modules": q.report["kept_float_modules"]}
+        "kept_float_modules": list(keep)}
+
+
+def int8_builder(backend: str, model: Any, calibration: Sequence[np.ndarray], size: tuple[int, int],
+                 work: Path) -> Callable[[str, Sequence[str]], Any]:
+    """``build(method, keep_float)``: an INT8 model of ``backend`` (a callable of normalised batches). OpenVINO has
+    one method, NNCF's (``"nncf"``)."""
+    def onnxruntime(method: str, keep: Sequence[str]) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return quantize(model, calibration, method=method, example_size=size, keep_float=list(keep))
+
+    def openvino(method: str, keep: Sequence[str]) -> Any:
+        from segzoo.deploy.openvino import quantize_openvino
+        from segzoo.inference.runtime import OpenVinoModel
+
+        path = work / f"int8-{len(list(work.glob('*.xml')))}.xml"
+        quantize_openvino(model, calibration, path, example_size=size, keep_float=list(keep))
+        return OpenVinoModel.load(path)
+
+    return {"onnxruntime": onnxruntime, "openvino": openvino}[backend]
 
 
 def random_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,12 +75,14 @@ def random_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.nd
 def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], metric: str, *,
                   n_calibration: int = 32, n_check: int = 16, n_holdout: int = 32, depth: int = 4,
                   max_keep: int = 3, target: float = 0.5, repeats: int = 10, seed: int = 0, crop: int = 0,
-                  methods: Sequence[str] = CALIBRATION_METHODS) -> dict[str, Any]:
-    """The INT8 recipe of one weight: training images drawn at random with ``seed`` into calibration, sweep-check
-    (the sensitivity sweep's agreement) and holdout (chooses the method and when to stop keeping layers) sets.
-    ``crop`` > 0 calibrates and sweeps on one random ``crop``-pixel window per image; holdout and val are always
-    scored on whole images."""
+                  methods: Sequence[str] = CALIBRATION_METHODS, backend: str = "onnxruntime") -> dict[str, Any]:
+    """The INT8 recipe of one weight for ``backend``: training images drawn at random with ``seed`` into
+    calibration, sweep-check (the sensitivity sweep's agreement) and holdout (chooses the method and when to stop
+    keeping layers) sets. ``crop`` > 0 calibrates and sweeps on one random ``crop``-pixel window per image; holdout
+    and val are always scored on whole images. The sweep runs in onnxruntime (minmax for OpenVINO, whose NNCF
+    calibration is its one method); its ranking orders the layers the chosen backend then keeps."""
     model = model.float().eval()
+    methods = ("nncf",) if backend == "openvino" else tuple(methods)
     train = build_pairs(recipe.data, "train")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train))
@@ -69,30 +95,33 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
         fp32 = {"val": score(lambda t: class_ids(model(t)), val, model, metric)["metric"],
                 "train_holdout": score(lambda t: class_ids(model(t)), holdout, model, metric)["metric"]}
 
-    def run(method: str, keep: Sequence[str]) -> dict[str, Any]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q = quantize(model, calibration, method=method, example_size=size, keep_float=list(keep))
-        row = _candidate(model, q, val, holdout, metric, size, repeats)
-        row["val_drop"] = round(fp32["val"] - row["val"], 2)
-        row["train_holdout_drop"] = round(fp32["train_holdout"] - row["train_holdout"], 2)
-        print(f"{name} {method:10} keep {list(keep)}: val drop {row['val_drop']:+.2f}, train-holdout drop "
-              f"{row['train_holdout_drop']:+.2f}, {row['latency_ms']} ms", flush=True)
-        return row
+    with tempfile.TemporaryDirectory(prefix="segzoo-int8-recipe-") as tmp:
+        build = int8_builder(backend, model, calibration, size, Path(tmp))
 
-    by_method = {method: run(method, []) for method in methods}
-    chosen = min(by_method, key=lambda m: by_method[m]["train_holdout_drop"])
-    sweep = sensitivity(model, calibration, check, depth=depth, method=chosen, example_size=size)
-    steps = [by_method[chosen]]
-    keep: list[str] = []
-    for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0][:max_keep]:
-        if steps[-1]["train_holdout_drop"] <= target:
-            break
-        keep.append(group)
-        steps.append(run(chosen, keep))
+        def run(method: str, keep: Sequence[str]) -> dict[str, Any]:
+            row = _candidate(model, build(method, keep), keep, val, holdout, metric, size, repeats)
+            row["val_drop"] = round(fp32["val"] - row["val"], 2)
+            row["train_holdout_drop"] = round(fp32["train_holdout"] - row["train_holdout"], 2)
+            print(f"{name} {backend} {method:10} keep {list(keep)}: val drop {row['val_drop']:+.2f}, "
+                  f"train-holdout drop {row['train_holdout_drop']:+.2f}, {row['latency_ms']} ms", flush=True)
+            return row
+
+        by_method = {method: run(method, []) for method in methods}
+        chosen = min(by_method, key=lambda m: by_method[m]["train_holdout_drop"])
+        steps = [by_method[chosen]]
+        sweep = None
+        if steps[-1]["train_holdout_drop"] > target and max_keep > 0:
+            sweep = sensitivity(model, calibration, check, depth=depth, example_size=size,
+                                method="minmax" if backend == "openvino" else chosen)
+            keep: list[str] = []
+            for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0][:max_keep]:
+                if steps[-1]["train_holdout_drop"] <= target:
+                    break
+                keep.append(group)
+                steps.append(run(chosen, keep))
     best = min(steps, key=lambda r: (r["train_holdout_drop"] > target, len(r["kept_float_modules"]),
                                      r["train_holdout_drop"]))
-    return {"weights": name, "metric": metric, "image_size": list(size), "fp32": fp32,
+    return {"weights": name, "backend": backend, "metric": metric, "image_size": list(size), "fp32": fp32,
             "calibration_images": n_calibration, "check_images": n_check, "calibration_crop": crop or None,
             "holdout_images": len(holdout),
             "methods": by_method, "chosen_method": chosen, "sensitivity": sweep, "keep_steps": steps,
@@ -110,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--holdout", type=int, default=32, help="other training images that choose the recipe")
     parser.add_argument("--crop", type=int, default=0, help="calibrate on one random window of this side per image "
                         "(0: whole images)")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"])
     parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=CALIBRATION_METHODS)
     parser.add_argument("--output", default="benchmarks/results/int8_recipe.json")
     args = parser.parse_args(argv)
@@ -124,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["weights"].append(choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]),
                                                metric, n_calibration=args.calibration, n_check=args.check,
                                                n_holdout=args.holdout, depth=args.depth, max_keep=args.max_keep,
-                                               crop=args.crop, methods=args.methods))
+                                               crop=args.crop, methods=args.methods, backend=args.backend))
     return write_result(result, args.output, ["cpu"])
 
 

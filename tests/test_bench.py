@@ -132,6 +132,46 @@ def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_p
         assert row["val_drop"] == round(result["fp32"]["val"] - row["val"], 2) and row["latency_ms"] > 0
 
 
+def test_int8_recipe_for_openvino_keeps_layers_found_by_the_sweep(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("nncf")
+    from benchmarks import int8_recipe
+    from conftest import TINY_UNET
+    from segzoo.core.config import ModelMeta
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+
+    monkeypatch.chdir(tmp_path)
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=10, size=32, seed=5)
+    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
+                                                            "val_fraction": 0.25}})
+    model = recipe.model.build(len(SHAPE_CLASSES))
+    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
+                                       n_holdout=2, depth=2, max_keep=1, target=-100.0, repeats=1, crop=24,
+                                       backend="openvino")
+    assert result["backend"] == "openvino" and list(result["methods"]) == ["nncf"]
+    assert result["calibration_crop"] == 24 and result["sensitivity"]["method"] == "minmax"
+    positive = [r["group"] for r in result["sensitivity"]["groups"] if r["gain"] > 0]
+    assert [s["kept_float_modules"] for s in result["keep_steps"]] == [[]] + [positive[:1]] * bool(positive)
+
+
+def test_random_crop_is_one_size_even_from_a_smaller_image():
+    """Crops of a 20x30 image by 24: the 30-pixel width gives a window of the image, the 20-pixel height is
+    padded by repeating the last row (as tiled prediction pads)."""
+    import numpy as np
+
+    from benchmarks.int8_recipe import random_crop
+
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for _ in range(4):
+        crop = random_crop(image, 24, rng)
+        assert crop.shape == (24, 24, 3)
+        lefts = [x for x in range(7) if (image[:, x:x + 24] == crop[:20]).all()]
+        assert len(lefts) == 1 and (crop[20:] == crop[19]).all()
+
+
 def test_readme_deploy_table_is_the_benchmarks_results():
     """The README's Deploy table is generated from benchmarks/results/deploy.json, never typed by hand."""
     from benchmarks import deploy
