@@ -135,3 +135,7 @@ def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
     assert main(["quantize", str(tmp_path / "w"), str(tmp_path / "q.onnx"), "--backend", "openvino",
                  "--calibration", str(tmp_path / "c.png")]) == 2
     assert "--backend openvino writes a .xml file" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "w"), str(tmp_path / "q.xml"), "--method", "percentile",
+                 "--calibration", str(tmp_path / "c.png")]) == 2
+    assert "--method applies to the onnxruntime backend" in capsys.readouterr().err
+    assert not (tmp_path / "q.xml").exists()

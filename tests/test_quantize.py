@@ -218,3 +218,53 @@ def test_sensitivity_ranks_groups_by_the_agreement_they_win_back(quantized, work
         assert row["gain"] == round(row["agreement"] - result["baseline_agreement"], 5)
     assert 0.5 < result["baseline_agreement"] <= 1.0 and result["check_images"] == 2
     assert agreement(full, model, check) > 0.5
+
+
+def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, monkeypatch):
+    """The manifest's int8 recipe (found by the file's sha256, whatever path names it) is what segzoo quantize
+    uses when neither --method nor --keep-float is given; flags override it; a malformed recipe is a manifest
+    problem."""
+    from PIL import Image
+
+    from segzoo.deploy.recipes import zoo_int8_recipe
+    from segzoo.storage.format import write_weights
+    from segzoo.storage.manifest import check_manifest, manifest_entry, update_manifest
+
+    zoo = tmp_path / "weights"
+    zoo.mkdir()
+    file = zoo / "unet_r18.toy.safetensors"
+    write_weights(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), file)
+    recipe = {"method": "percentile", "keep_float": ["encoder.model.conv1"]}
+    update_manifest(manifest_entry("unet_r18", "toy", file, dataset="toy", metrics={}, license="-", command="-",
+                                   int8={"onnxruntime": recipe}), zoo)
+    monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(zoo))
+    copy = tmp_path / "elsewhere.safetensors"
+    copy.write_bytes(file.read_bytes())
+    model = segzoo.from_pretrained(str(copy))
+    assert zoo_int8_recipe(model, "onnxruntime") == {**recipe, "weights": "unet_r18.toy"}
+    assert zoo_int8_recipe(model, "openvino") is None
+    assert zoo_int8_recipe(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), "onnxruntime") is None
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(folder / "0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(["quantize", str(copy), str(tmp_path / "a.onnx"), "--calibration", str(folder),
+                     "--size", "64", "64"]) == 0
+        assert "unet_r18.toy's onnxruntime INT8 recipe" in capsys.readouterr().err
+        report = QuantizedModel.load(tmp_path / "a.onnx").report
+        assert report["method"] == "percentile" and report["kept_float_modules"] == ["encoder.model.conv1"]
+        assert main(["quantize", str(copy), str(tmp_path / "b.onnx"), "--calibration", str(folder),
+                     "--size", "64", "64", "--method", "minmax"]) == 0
+        assert "recipe" not in capsys.readouterr().err
+        report = QuantizedModel.load(tmp_path / "b.onnx").report
+        assert report["method"] == "minmax" and report["kept_float_modules"] == []
+
+    import json
+
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["files"][0]["int8"] = {"onnxruntime": {"method": "minmax"}, "tensorrt": {}}
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    problems = check_manifest(zoo, models=segzoo.core.registry.MODELS)
+    assert any("int8 must map backends" in p and "tensorrt" in p for p in problems), problems

@@ -354,23 +354,32 @@ def _output_and_calibration(args: argparse.Namespace) -> tuple[Path, list]:
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from segzoo.deploy import load_source, quantize_to_file
+    from segzoo.deploy.recipes import zoo_int8_recipe
 
     out, images = _output_and_calibration(args)
     backend = args.backend or ("openvino" if out.suffix.lower() == ".xml" else "onnxruntime")
     expected = {"onnxruntime": ".onnx", "openvino": ".xml"}[backend]
     if out.suffix.lower() != expected:
         raise InvalidValueError(f"--backend {backend} writes a {expected} file, got {str(out)!r}")
+    if backend == "openvino" and args.method is not None:
+        raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
     model = load_source(args.source)
+    options = {"keep_float": args.keep_float}
+    if args.method is None and not args.keep_float:  # nothing asked: the published weights' measured recipe
+        recipe = zoo_int8_recipe(model, backend)
+        if recipe is not None:
+            print(f"segzoo quantize: {recipe['weights']}'s {backend} INT8 recipe from the weights manifest: method "
+                  f"{recipe['method']}, kept in float {recipe['keep_float'] or 'nothing but the head'} (pass "
+                  "--method or --keep-float to choose yourself)", file=sys.stderr, flush=True)
+            options = {"keep_float": recipe["keep_float"], "method": recipe["method"]}
     if backend == "openvino":
-        if args.method != "minmax" or args.keep_float:
-            raise InvalidValueError("--method and --keep-float apply to the onnxruntime backend; NNCF chooses its "
-                                    "own ranges")
         from segzoo.deploy.openvino import quantize_openvino
 
-        report = quantize_openvino(model, images, out, example_size=tuple(args.size))
+        report = quantize_openvino(model, images, out, example_size=tuple(args.size),
+                                   keep_float=options["keep_float"])
     else:
-        report = quantize_to_file(model, out, images, method=args.method, example_size=tuple(args.size),
-                                  keep_float=args.keep_float)
+        report = quantize_to_file(model, out, images, method=options.get("method") or args.method or "minmax",
+                                  example_size=tuple(args.size), keep_float=options["keep_float"])
     print(json.dumps(report, indent=2))
     return 0
 
@@ -528,11 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["onnxruntime", "openvino"],
                    help="onnxruntime (a QDQ .onnx) or openvino (an NNCF INT8 IR, .xml + .bin); default: by the "
                         "output's suffix")
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
-                   help="how activation ranges are set (default minmax)")
+    p.add_argument("--method", choices=["minmax", "percentile", "entropy"],
+                   help="how onnxruntime sets activation ranges (default: the published weights' recorded recipe, "
+                        "else minmax)")
     p.add_argument("--keep-float", action="append", default=[], metavar="MODULE",
                    help="a module name (e.g. encoder.model.conv_stem) whose layers stay in float, besides the head "
-                        "(repeatable; segzoo.deploy.quantize.sensitivity finds the layers worth it)")
+                        "(repeatable; default: the published weights' recorded recipe; "
+                        "segzoo.deploy.quantize.sensitivity finds the layers worth it)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),
                    help="example input size of the fp32 export")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

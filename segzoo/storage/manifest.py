@@ -13,12 +13,13 @@ from segzoo.storage.specs import WeightSpec, weights_dir
 
 __all__ = [
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",
-    "zoo_table", "update_readme_table", "README_START", "README_END",
+    "zoo_table", "update_readme_table", "README_START", "README_END", "INT8_BACKENDS",
 ]
 
 MANIFEST_NAME = "manifest.json"
 ENTRY_KEYS = ("model", "tag", "file", "sha256", "size", "dataset", "metrics", "license", "command")
-EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check", "recipe")
+EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check", "recipe", "int8")
+INT8_BACKENDS = ("onnxruntime", "openvino")  # the keys of a row's "int8" recipes
 WEIGHT_SUFFIX = ".safetensors"
 README_START = "<!-- model-zoo table: generated from weights/manifest.json by segzoo publish; do not edit -->"
 README_END = "<!-- end of model-zoo table -->"
@@ -117,6 +118,24 @@ def update_readme_table(directory: Path | None = None, readme: Path | None = Non
     return readme
 
 
+def _int8_problems(entry: dict[str, Any]) -> list[str]:
+    """What is wrong with a row's ``int8`` recipes: ``{backend: {"method": str, "keep_float": [module names]}}``."""
+    recipes = entry.get("int8")
+    if recipes is None:
+        return []
+    name = f"{entry['model']}.{entry['tag']}"
+    if not isinstance(recipes, dict) or set(recipes) - set(INT8_BACKENDS):
+        return [f"{name}: int8 must map backends {INT8_BACKENDS} to recipes, got {recipes!r}"]
+    problems = []
+    for backend, recipe in recipes.items():
+        if (not isinstance(recipe, dict) or sorted(recipe) != ["keep_float", "method"]
+                or not isinstance(recipe["method"], str) or not isinstance(recipe["keep_float"], list)
+                or not all(isinstance(m, str) for m in recipe["keep_float"])):
+            problems.append(f"{name}: int8.{backend} must be {{'method': str, 'keep_float': [module names]}}, "
+                            f"got {recipe!r}")
+    return problems
+
+
 def check_manifest(directory: Path | None = None, models: Any = None) -> list[str]:
     """Disagreements between the manifest, the files in ``directory`` and the registry's file specs."""
     from segzoo.core.registry import MODELS
@@ -132,6 +151,7 @@ def check_manifest(directory: Path | None = None, models: Any = None) -> list[st
             problems.append(f"manifest entry {i} lacks {missing}")
             continue
         listed[(entry["model"], entry["tag"])] = entry
+        problems += _int8_problems(entry)
         path = directory / entry["file"]
         if not path.is_file():
             problems.append(f"{entry['file']}: listed in the manifest but not in {str(directory)!r}")
