@@ -182,3 +182,40 @@ def test_readme_deploy_table_is_the_benchmarks_results():
     assert deploy.README_START in readme and deploy.README_END in readme
     block = readme.split(deploy.README_START, 1)[1].split(deploy.README_END, 1)[0].strip()
     assert block == deploy.render_table(result).strip(), "run python -m benchmarks.deploy --readme"
+
+
+def test_prune_curve_measures_parent_and_pruned_models(tmp_path, monkeypatch):
+    """The pruning benchmark on a tiny model: FLOPs kept against the parent, val and latency of each, a table row
+    per model with changes against the parent, and a plot."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch_pruning")
+    import numpy as np
+
+    from benchmarks import deploy, prune_curve
+    from conftest import TINY_UNET
+    from segzoo.core.config import ModelMeta
+    from segzoo.data.dataset import build_pairs
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.deploy import prune
+    from segzoo.training.recipe import Recipe
+
+    monkeypatch.chdir(tmp_path)
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=8, size=32, seed=6)
+    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
+                                                            "val_fraction": 0.25}})
+    model = recipe.model.build(len(SHAPE_CLASSES)).eval()
+    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    small = prune(model, flops=0.5, example_size=(32, 32), round_to=1)
+    val = deploy._dataset(recipe, build_pairs(recipe.data, "val"))
+    calibration = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(2)]
+    base = prune_curve.measure(model, "parent", val, "miou", (32, 32), calibration, None, 2)
+    row = prune_curve.measure(small, "pruned 50%", val, "miou", (32, 32), calibration, base["flops"], 2)
+    assert base["kept_flops"] == 1.0 and row["kept_flops"] <= 0.5 and row["params"] < base["params"]
+    assert row["pruning"]["target_flops"] == 0.5 and set(row["latency_ms"]) == {"fast fp32", "onnxruntime int8"}
+    result = {"cpu": {"model": "x", "cores": 2}, "machine": {"torch": "t"}, "parent": "tiny.shapes",
+              "metric": "miou", "image_size": [32, 32], "rows": [base, row]}
+    table = prune_curve.render_table(result).splitlines()
+    assert len(table) == 6 and table[-1].startswith("| pruned 50% |")
+    change = row["val"]["metric"] - base["val"]["metric"]
+    assert f"| {change:+.2f} |" in table[-1]
+    assert prune_curve.plot(result, tmp_path / "curve.png").stat().st_size > 0
