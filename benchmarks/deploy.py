@@ -33,6 +33,7 @@ from segzoo.data.dataset import SegmentationDataset, build_pairs
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.deploy import export_onnx, quantize
+from segzoo.deploy.recipes import INT8_BACKENDS, zoo_int8_recipe
 from segzoo.inference.runtime import OnnxModel
 from segzoo.inference.tiling import predict_probs
 from segzoo.storage.manifest import read_manifest
@@ -89,7 +90,10 @@ def score(predict: Logits, dataset: SegmentationDataset, model: Any, metric: str
 
 def build_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int, int], work: Path,
                   openvino: bool) -> tuple[dict[str, Logits], dict[str, Any]]:
-    """Every format of ``model``, each a callable of normalised batches, and the INT8 calibration reports."""
+    """Every format of ``model``, each a callable of normalised batches, and the INT8 calibration reports. INT8
+    follows the weights' recorded recipe (``segzoo.deploy.recipes``), as ``segzoo quantize`` does."""
+    recipes = {backend: zoo_int8_recipe(model, backend) or {"method": "minmax", "keep_float": []}
+               for backend in INT8_BACKENDS}
     formats: dict[str, Logits] = {
         "eager fp32": model,
         "fast fp32": segzoo.optimize(model, dtype=None),
@@ -97,7 +101,8 @@ def build_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int
     }
     export_onnx(model, work / "fp32.onnx", example_size=size)
     formats["onnxruntime fp32"] = OnnxModel.load(work / "fp32.onnx")
-    int8 = quantize(model, calibration, example_size=size)
+    int8 = quantize(model, calibration, example_size=size, method=recipes["onnxruntime"]["method"],
+                    keep_float=recipes["onnxruntime"]["keep_float"])
     formats["onnxruntime int8"] = int8
     reports = {"onnxruntime int8": {k: v for k, v in int8.report.items() if k != "fp32_export_checks"}}
     if openvino:
@@ -107,7 +112,8 @@ def build_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int
         export_openvino(model, work / "fp32.xml", example_size=size)
         formats["openvino fp32"] = OpenVinoModel.load(work / "fp32.xml")
         formats["openvino bf16"] = OpenVinoModel.load(work / "fp32.xml", precision="bf16")  # its CPU default
-        report = quantize_openvino(model, calibration, work / "int8.xml", example_size=size)
+        report = quantize_openvino(model, calibration, work / "int8.xml", example_size=size,
+                                   keep_float=recipes["openvino"]["keep_float"])
         formats["openvino int8"] = OpenVinoModel.load(work / "int8.xml")
         reports["openvino int8"] = {k: v for k, v in report.items() if k not in ("fp32_export_checks", "path")}
     return formats, reports
@@ -172,6 +178,17 @@ def render_table(result: dict[str, Any]) -> str:
             lines.append(f"| {entry['weights']} ({size}) | {fmt} | {row['latency_ms']:.1f} | "
                          f"{row['speedup_vs_fast_fp32']:.2f} | {row['val']['metric']:.2f} | "
                          f"{row['val_drop_vs_fp32_twin']:+.2f} | {row['train_holdout_drop_vs_fp32_twin']:+.2f} |")
+    recipes = []
+    for entry in result["deploy"]:
+        kept = {fmt: report.get("kept_float_modules") for fmt, report in entry.get("int8_reports", {}).items()}
+        method = entry.get("int8_reports", {}).get("onnxruntime int8", {}).get("method", "minmax")
+        if any(kept.values()) or method != "minmax":
+            recipes.append(f"`{entry['weights']}`: onnxruntime {method}, " + "; ".join(
+                f"{fmt} keeps {', '.join(f'`{m}`' for m in modules)} in float" for fmt, modules in kept.items()
+                if modules))
+    if recipes:
+        lines += ["", "INT8 recipes (recorded in the weights manifest, chosen by `python -m benchmarks.int8_recipe`; "
+                  "the head always stays in float): " + "; ".join(recipes) + "."]
     tiling = result.get("tiling")
     if tiling:
         head = f"| `{tiling['weights']}` on its {tiling['images']} full-resolution val tiles | val mIoU | time |"
