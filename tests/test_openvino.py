@@ -139,3 +139,32 @@ def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
                  "--calibration", str(tmp_path / "c.png")]) == 2
     assert "--method applies to the onnxruntime backend" in capsys.readouterr().err
     assert not (tmp_path / "q.xml").exists()
+
+
+def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path, capsys):
+    """--backend auto quantizes with both backends, times them on the same input and keeps only the faster, named
+    by its suffix; the report says both latencies."""
+    from segzoo.cli.files import load_for_inference
+
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"c{i}.png")
+    model.save_pretrained(str(tmp_path / "w"))
+    args = ["quantize", str(tmp_path / "w"), "--calibration", str(tmp_path / "c0.png"), str(tmp_path / "c1.png"),
+            "--size", "64", "64", "--backend", "auto"]
+    assert main([*args[:2], str(tmp_path / "q.onnx"), *args[2:]]) == 2
+    assert "give OUT without a suffix" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args[:2], str(tmp_path / "out" / "q"), *args[2:]]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{\n"):])
+    choice = report["backend_choice"]
+    assert set(choice["int8_ms"]) == {"onnxruntime", "openvino"}
+    assert choice["chosen"] == min(choice["int8_ms"], key=choice["int8_ms"].get) == report["backend"]
+    suffix = {"onnxruntime": ".onnx", "openvino": ".xml"}[choice["chosen"]]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == (["q.bin", "q.xml"] if suffix == ".xml" else ["q.onnx"])
+    loaded, _ = load_for_inference(tmp_path / "out" / f"q{suffix}")
+    image = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    assert (loaded.predict(image) == model.predict(image)).float().mean() > 0.9

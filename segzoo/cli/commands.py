@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 
@@ -352,34 +353,50 @@ def _output_and_calibration(args: argparse.Namespace) -> tuple[Path, list]:
     return out, [read_image(f) for f in files]
 
 
-def _cmd_quantize(args: argparse.Namespace) -> int:
-    from segzoo.deploy import load_source, quantize_to_file
+def _int8_options(model: Any, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The quantizer's keyword arguments for ``backend``: the flags, or where none are given, the published weights'
+    recorded recipe (said on stderr)."""
     from segzoo.deploy.recipes import zoo_int8_recipe
 
+    if args.method is not None or args.keep_float:
+        return {"keep_float": args.keep_float, **({"method": args.method} if backend == "onnxruntime" else {})}
+    recipe = zoo_int8_recipe(model, backend)
+    if recipe is None:
+        return {}
+    print(f"segzoo quantize: {recipe['weights']}'s {backend} INT8 recipe from the weights manifest: "
+          + (f"method {recipe['method']}, " if backend == "onnxruntime" else "")
+          + f"kept in float {recipe['keep_float'] or 'nothing but the head'} (pass --method or --keep-float to "
+          "choose yourself)", file=sys.stderr, flush=True)
+    return {"keep_float": recipe["keep_float"], **({"method": recipe["method"]} if backend == "onnxruntime" else {})}
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from segzoo.deploy import load_source, quantize_to_file
+
     out, images = _output_and_calibration(args)
+    suffixes = {"onnxruntime": ".onnx", "openvino": ".xml"}
     backend = args.backend or ("openvino" if out.suffix.lower() == ".xml" else "onnxruntime")
-    expected = {"onnxruntime": ".onnx", "openvino": ".xml"}[backend]
-    if out.suffix.lower() != expected:
-        raise InvalidValueError(f"--backend {backend} writes a {expected} file, got {str(out)!r}")
+    if backend == "auto":
+        if out.suffix.lower() in suffixes.values():
+            raise InvalidValueError(f"--backend auto names the file by the backend it picks: give OUT without a "
+                                    f"suffix, got {str(out)!r}")
+    elif out.suffix.lower() != suffixes[backend]:
+        raise InvalidValueError(f"--backend {backend} writes a {suffixes[backend]} file, got {str(out)!r}")
     if backend == "openvino" and args.method is not None:
         raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
     model = load_source(args.source)
-    options = {"keep_float": args.keep_float}
-    if args.method is None and not args.keep_float:  # nothing asked: the published weights' measured recipe
-        recipe = zoo_int8_recipe(model, backend)
-        if recipe is not None:
-            print(f"segzoo quantize: {recipe['weights']}'s {backend} INT8 recipe from the weights manifest: method "
-                  f"{recipe['method']}, kept in float {recipe['keep_float'] or 'nothing but the head'} (pass "
-                  "--method or --keep-float to choose yourself)", file=sys.stderr, flush=True)
-            options = {"keep_float": recipe["keep_float"], "method": recipe["method"]}
-    if backend == "openvino":
+    size = tuple(args.size)
+    if backend == "auto":
+        from segzoo.deploy.fastest import quantize_fastest
+
+        options = {b: _int8_options(model, b, args) for b in suffixes}
+        report = quantize_fastest(model, images, out, options=options, example_size=size)
+    elif backend == "openvino":
         from segzoo.deploy.openvino import quantize_openvino
 
-        report = quantize_openvino(model, images, out, example_size=tuple(args.size),
-                                   keep_float=options["keep_float"])
+        report = quantize_openvino(model, images, out, example_size=size, **_int8_options(model, backend, args))
     else:
-        report = quantize_to_file(model, out, images, method=options.get("method") or args.method or "minmax",
-                                  example_size=tuple(args.size), keep_float=options["keep_float"])
+        report = quantize_to_file(model, out, images, example_size=size, **_int8_options(model, backend, args))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -530,13 +547,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="static INT8 for CPUs (onnxruntime .onnx or OpenVINO .xml), calibrated on "
                                         "your images")
     p.add_argument("source", help="a weights file or folder, model.tag, hf-hub:org/name, or a named model")
-    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("out", help="the file to write: NAME.onnx (onnxruntime), NAME.xml (OpenVINO), or NAME with "
+                   "--backend auto")
     p.add_argument("--calibration", nargs="+", required=True,
                    help="calibration images (files or folders) like the deployment data, not the evaluation data")
     p.add_argument("--count", type=int, default=32, help="calibration images used (default 32)")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino"],
-                   help="onnxruntime (a QDQ .onnx) or openvino (an NNCF INT8 IR, .xml + .bin); default: by the "
-                        "output's suffix")
+    p.add_argument("--backend", choices=["onnxruntime", "openvino", "auto"],
+                   help="onnxruntime (a QDQ .onnx), openvino (an NNCF INT8 IR, .xml + .bin), or auto: both, timed "
+                        "on this CPU at --size, the faster kept as OUT.onnx or OUT.xml; default: by the output's "
+                        "suffix")
     p.add_argument("--method", choices=["minmax", "percentile", "entropy"],
                    help="how onnxruntime sets activation ranges (default: the published weights' recorded recipe, "
                         "else minmax)")
