@@ -268,3 +268,43 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
     (zoo / "manifest.json").write_text(json.dumps(manifest))
     problems = check_manifest(zoo, models=segzoo.core.registry.MODELS)
     assert any("int8 must map backends" in p and "tensorrt" in p for p in problems), problems
+
+
+def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(tmp_path, monkeypatch):
+    """segzoo's entropy method is a real KL calibration (onnxruntime's, as quantize_static configures it, has one
+    candidate range and equals minmax): its activation scales are never wider than minmax's, and some narrower."""
+    from onnx import numpy_helper
+
+    from segzoo.deploy.quantize import _PreparedGraph
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(4)]
+    graph = _PreparedGraph(model, tmp_path, (64, 64), None)  # exported once for both methods
+    inputs = graph.inputs(model, images)
+
+    def scales(method):
+        onnx_bytes, _ = graph.int8(inputs, [], method, True, False)
+        return {t.name: float(numpy_helper.to_array(t).ravel()[0]) for t in onnx.load_from_string(onnx_bytes).graph
+                .initializer if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+
+    minmax, entropy = scales("minmax"), scales("entropy")
+    shared = sorted(set(minmax) & set(entropy))
+    assert len(shared) > 10
+    assert all(entropy[k] <= minmax[k] * (1 + 1e-5) for k in shared)
+    assert sum(entropy[k] < minmax[k] * 0.99 for k in shared) >= 3
+
+
+def test_kl_range_clips_a_long_tail_and_keeps_a_flat_distribution():
+    from segzoo.deploy.quantize import kl_range
+
+    edges = np.linspace(-10, 10, 2049)
+    centres = (edges[:-1] + edges[1:]) / 2
+    gaussian = np.exp(-centres**2 / 2) * 1e6 * (centres >= 0)  # a ReLU's output: nothing below zero
+    gaussian[-1] = 1  # one outlier at 10
+    lo, hi = kl_range(gaussian, edges, 0.0, 10.0)
+    assert lo == 0.0 and 3 < hi < 8
+    flat = np.where(np.abs(centres) < 5, 1000.0, 0.0)
+    lo, hi = kl_range(flat, edges, -5.0, 5.0)
+    assert lo == -5.0 and hi == 5.0

@@ -42,6 +42,7 @@ __all__ = ["quantize", "QuantizedModel", "cpu_int8_support", "sensitivity", "CAL
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 HISTOGRAM_METHODS = ("percentile", "entropy")  # onnxruntime keeps every activation of every image for these
+ENTROPY_BINS = 2048  # histogram bins of the entropy calibration (TensorRT's choice), over [-max |x|, max |x|]
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -275,6 +276,7 @@ class _PreparedGraph:
         quant_pre_process(str(self.fp32), str(self.prepared), skip_symbolic_shape=True)
         self.description = describe(model)  # classes, preprocessing, config, source sha256
         self.float_tail = _float_tail(self.prepared)  # the head and what follows it: float in every INT8 graph
+        self._entropy: tuple[Any, dict[str, tuple[float, float]]] = (None, {})
 
     def inputs(self, model: SegmentationModel, images: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """Normalised calibration arrays; a static graph calibrates on windows of its size, as it will predict."""
@@ -282,6 +284,23 @@ class _PreparedGraph:
         if self.fixed_size is not None:
             inputs = [_centre_window(x, self.fixed_size) for x in inputs]
         return [x.numpy() for x in inputs]
+
+    def entropy_ranges(self, inputs: Sequence[np.ndarray]) -> dict[str, tuple[float, float]]:
+        """Each activation's range by entropy calibration (:func:`kl_range` on onnxruntime's histograms of the
+        inputs), computed once per set of inputs. onnxruntime's own entropy method is not used: quantize_static
+        gives it 128 histogram bins for 128 quantized bins, one candidate range, so it equals minmax."""
+        from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+        key = tuple((x.shape, float(x.sum())) for x in inputs)
+        if self._entropy[0] != key:
+            calibrator = create_calibrator(
+                str(self.prepared), None, augmented_model_path=str(self.directory / "entropy.onnx"),
+                calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": ENTROPY_BINS})
+            calibrator.collect_data(_Reader(inputs, "x"))
+            histograms = calibrator.collector.histogram_dict  # name -> (counts, edges, min, max, threshold)
+            self._entropy = (key, {name: kl_range(h[0], h[1], float(h[2]), float(h[3]))
+                                   for name, h in histograms.items()})
+        return self._entropy[1]
 
     def int8(self, inputs: Sequence[np.ndarray], keep_float: Sequence[str], method: str, per_channel: bool,
              reduce_range: bool) -> tuple[bytes, list[str]]:
@@ -292,15 +311,51 @@ class _PreparedGraph:
         kept_modules = _module_nodes(self.prepared, list(keep_float))
         kept_float += [n for nodes in kept_modules.values() for n in nodes if n not in kept_float]
         int8 = self.directory / "int8.onnx"
+        extra: dict[str, Any] = {}
+        if method == "entropy":  # ranges set by our entropy calibration; quantize_static's own pass is then moot
+            extra["TensorQuantOverrides"] = {
+                name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                for name, (lo, hi) in self.entropy_ranges(inputs).items()}
         quantize_static(
             str(self.prepared), str(int8), _Reader(inputs, "x"), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-            reduce_range=reduce_range, nodes_to_exclude=kept_float,
+            reduce_range=reduce_range, nodes_to_exclude=kept_float, extra_options=extra,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[method],
+                              "entropy": CalibrationMethod.MinMax}[method],
         )
         add_metadata(int8, self.description)
         return int8.read_bytes(), kept_float
+
+
+def kl_range(counts: np.ndarray, edges: np.ndarray, low: float, high: float,
+             levels: int = 128) -> tuple[float, float]:
+    """The clipping range of one activation by entropy calibration (TensorRT's recipe): of the windows
+    ``[-t, t]`` of a histogram symmetric about zero, the one whose distribution, merged into ``levels`` bins and
+    spread back, differs least (KL divergence) from the clipped original, outliers folded into the edge bins;
+    then cut to the values seen (``low``, ``high``), and always containing 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    zero, half = counts.size // 2, levels // 2
+    best, best_kl = (low, high), np.inf
+    for i in range(half, zero + 1):
+        start, end = zero - i, min(zero + i + 1, counts.size)
+        window = counts[start:end]
+        p = window.copy()
+        p[0] += counts[:start].sum()
+        p[-1] += counts[end:].sum()
+        group = np.minimum(np.arange(window.size) * levels // window.size, levels - 1)
+        nonzero = window > 0
+        merged = np.bincount(group, weights=window, minlength=levels)
+        spread = np.bincount(group, weights=nonzero, minlength=levels)
+        q = np.where(nonzero, merged[group] / np.maximum(spread[group], 1), 0.0)
+        if p.sum() == 0 or q.sum() == 0:
+            continue
+        p, q = p / p.sum(), q / q.sum()
+        q = np.where((p > 0) & (q == 0), 1e-12, q)  # outlier mass where the clipped distribution has none
+        kl = float(np.sum(p[p > 0] * np.log(p[p > 0] / q[p > 0])))
+        if kl < best_kl:
+            best, best_kl = (float(edges[start]), float(edges[end])), kl
+    lo, hi = max(best[0], low), min(best[1], high)
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 def layer_groups(model: SegmentationModel, depth: int) -> list[str]:
