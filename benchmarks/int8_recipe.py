@@ -147,15 +147,30 @@ def main(argv: list[str] | None = None) -> dict:
         rows = manifest_rows(args.weights)
     except ValueError as exc:
         parser.error(str(exc))
-    result: dict[str, Any] = {"cpu": cpu_description(), "weights": []}
+    cpu = cpu_description()
+    entries = []
     for name, row in rows.items():
         model = segzoo.from_pretrained(name)
         metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
-        result["weights"].append(choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]),
-                                               metric, n_calibration=args.calibration, n_check=args.check,
-                                               n_holdout=args.holdout, depth=args.depth, max_keep=args.max_keep,
-                                               crop=args.crop, methods=args.methods, backend=args.backend))
-    return write_result(result, args.output, ["cpu"])
+        entry = choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]), metric,
+                              n_calibration=args.calibration, n_check=args.check, n_holdout=args.holdout,
+                              depth=args.depth, max_keep=args.max_keep, crop=args.crop, methods=args.methods,
+                              backend=args.backend)
+        entries.append({**entry, "cpu": cpu})
+    return write_result(merge_results(Path(args.output), entries), args.output, ["recipes"])
+
+
+def merge_results(path: Path, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results file with ``entries`` replacing those of the same weights and backend (runs of one weight or
+    backend at a time accumulate; each entry names the CPU it ran on)."""
+    import json
+
+    old = json.loads(path.read_text())["weights"] if path.is_file() else []
+    fresh = {(e["weights"], e["backend"]) for e in entries}
+    kept = [e for e in old if (e["weights"], e.get("backend", "onnxruntime")) not in fresh]
+    merged = sorted(kept + entries, key=lambda e: (e["weights"], e.get("backend", "onnxruntime")))
+    return {"weights": merged, "recipes": {f"{e['weights']} {e.get('backend', 'onnxruntime')}": e["recipe"]
+                                           for e in merged}}
 
 
 if __name__ == "__main__":

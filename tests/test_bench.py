@@ -219,3 +219,17 @@ def test_prune_curve_measures_parent_and_pruned_models(tmp_path, monkeypatch):
     change = row["val"]["metric"] - base["val"]["metric"]
     assert f"| {change:+.2f} |" in table[-1]
     assert prune_curve.plot(result, tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_int8_recipe_results_accumulate_per_weight_and_backend(tmp_path):
+    from benchmarks.int8_recipe import merge_results
+
+    path = tmp_path / "r.json"
+    first = merge_results(path, [{"weights": "a.x", "backend": "onnxruntime", "recipe": {"method": "minmax"}},
+                                 {"weights": "a.x", "backend": "openvino", "recipe": {"method": "nncf"}}])
+    path.write_text(json.dumps(first))
+    again = merge_results(path, [{"weights": "a.x", "backend": "onnxruntime", "recipe": {"method": "entropy"}},
+                                 {"weights": "b.y", "backend": "onnxruntime", "recipe": {"method": "minmax"}}])
+    assert again["recipes"] == {"a.x onnxruntime": {"method": "entropy"}, "a.x openvino": {"method": "nncf"},
+                                "b.y onnxruntime": {"method": "minmax"}}
+    assert [e["weights"] for e in again["weights"]] == ["a.x", "a.x", "b.y"]
