@@ -197,6 +197,20 @@ def test_repository_manifest_agrees_with_files_and_registry():
     assert check_manifest() == []
 
 
+def test_recorded_int8_recipes_name_modules_of_their_models():
+    """A manifest INT8 recipe's float-kept modules exist in its model (built on the meta device: nothing loaded)."""
+    from segzoo.storage.manifest import read_manifest
+
+    rows = [r for r in read_manifest() if r.get("int8")]
+    assert rows, "the manifest records INT8 recipes for the weights benchmarks.int8_recipe measured"
+    for row in rows:
+        with torch.device("meta"):
+            names = {n for n, _ in segzoo.create(row["model"], encoder_weights=None).named_modules()}
+        for backend, recipe in row["int8"].items():
+            missing = [m for m in recipe["keep_float"] if m not in names]
+            assert not missing, f"{row['model']}.{row['tag']} {backend}: {missing} are not modules of the model"
+
+
 def test_manifest_check_reports_disagreements(tmp_path):
     weights = tmp_path / "w"
     weights.mkdir()
