@@ -102,7 +102,8 @@ def build_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int
     export_onnx(model, work / "fp32.onnx", example_size=size)
     formats["onnxruntime fp32"] = OnnxModel.load(work / "fp32.onnx")
     int8 = quantize(model, calibration, example_size=size, method=recipes["onnxruntime"]["method"],
-                    keep_float=recipes["onnxruntime"]["keep_float"])
+                    keep_float=recipes["onnxruntime"]["keep_float"],
+                    calibration_crop=recipes["onnxruntime"].get("calibration_crop"))
     formats["onnxruntime int8"] = int8
     reports = {"onnxruntime int8": {k: v for k, v in int8.report.items() if k != "fp32_export_checks"}}
     if openvino:

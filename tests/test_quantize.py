@@ -150,8 +150,14 @@ def test_histogram_calibration_of_mixed_sizes_is_a_clear_error():
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
     images = [torch.zeros(3, 32, 32, dtype=torch.uint8), torch.zeros(3, 32, 48, dtype=torch.uint8)]
     with pytest.raises(ValueError, match=r"'percentile' calibration needs images of one size.*\(32, 32\), "
-                                         r"\(32, 48\)"):
+                                         r"\(32, 48\).*calibration_crop"):
         quantize(model, images, method="percentile")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = quantize(model, images, method="percentile", calibration_crop=40, example_size=(64, 64))
+    assert q.report["calibration_crop"] == 40 and q.report["calibration_images"] == 2
+    with pytest.raises(ValueError, match="calibration_crop must be a window side"):
+        quantize(model, images, calibration_crop=0)
 
 
 def test_cli_quantize(tmp_path, capsys):
@@ -234,7 +240,7 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
     zoo.mkdir()
     file = zoo / "unet_r18.toy.safetensors"
     write_weights(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), file)
-    recipe = {"method": "percentile", "keep_float": ["encoder.model.conv1"]}
+    recipe = {"method": "percentile", "keep_float": ["encoder.model.conv1"], "calibration_crop": 48}
     update_manifest(manifest_entry("unet_r18", "toy", file, dataset="toy", metrics={}, license="-", command="-",
                                    int8={"onnxruntime": recipe}), zoo)
     monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(zoo))
@@ -255,6 +261,7 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
         assert "unet_r18.toy's onnxruntime INT8 recipe" in capsys.readouterr().err
         report = QuantizedModel.load(tmp_path / "a.onnx").report
         assert report["method"] == "percentile" and report["kept_float_modules"] == ["encoder.model.conv1"]
+        assert report["calibration_crop"] == 48
         assert main(["quantize", str(copy), str(tmp_path / "b.onnx"), "--calibration", str(folder),
                      "--size", "64", "64", "--method", "minmax"]) == 0
         assert "recipe" not in capsys.readouterr().err

@@ -358,16 +358,20 @@ def _int8_options(model: Any, backend: str, args: argparse.Namespace) -> dict[st
     recorded recipe (said on stderr)."""
     from segzoo.deploy.recipes import zoo_int8_recipe
 
-    if args.method is not None or args.keep_float:
-        return {"keep_float": args.keep_float, **({"method": args.method} if backend == "onnxruntime" else {})}
+    onnxruntime = backend == "onnxruntime"
+    if args.method is not None or args.keep_float or args.crop is not None:
+        return {"keep_float": args.keep_float,
+                **({"method": args.method or "minmax", "calibration_crop": args.crop} if onnxruntime else {})}
     recipe = zoo_int8_recipe(model, backend)
     if recipe is None:
         return {}
+    crop = f", calibration on centre {recipe['calibration_crop']}-pixel windows" if recipe["calibration_crop"] else ""
     print(f"segzoo quantize: {recipe['weights']}'s {backend} INT8 recipe from the weights manifest: "
-          + (f"method {recipe['method']}, " if backend == "onnxruntime" else "")
-          + f"kept in float {recipe['keep_float'] or 'nothing but the head'} (pass --method or --keep-float to "
-          "choose yourself)", file=sys.stderr, flush=True)
-    return {"keep_float": recipe["keep_float"], **({"method": recipe["method"]} if backend == "onnxruntime" else {})}
+          + (f"method {recipe['method']}{crop}, " if onnxruntime else "")
+          + f"kept in float {recipe['keep_float'] or 'nothing but the head'} (pass --method, --keep-float or "
+          "--crop to choose yourself)", file=sys.stderr, flush=True)
+    return {"keep_float": recipe["keep_float"],
+            **({"method": recipe["method"], "calibration_crop": recipe["calibration_crop"]} if onnxruntime else {})}
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -382,8 +386,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
                                     f"suffix, got {str(out)!r}")
     elif out.suffix.lower() != suffixes[backend]:
         raise InvalidValueError(f"--backend {backend} writes a {suffixes[backend]} file, got {str(out)!r}")
-    if backend == "openvino" and args.method is not None:
-        raise InvalidValueError("--method applies to the onnxruntime backend; NNCF chooses its own ranges")
+    if backend == "openvino" and (args.method is not None or args.crop is not None):
+        raise InvalidValueError("--method and --crop apply to the onnxruntime backend; NNCF chooses its own ranges")
     model = load_source(args.source)
     size = tuple(args.size)
     if backend == "auto":
@@ -563,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a module name (e.g. encoder.model.conv_stem) whose layers stay in float, besides the head "
                         "(repeatable; default: the published weights' recorded recipe; "
                         "segzoo.deploy.quantize.sensitivity finds the layers worth it)")
+    p.add_argument("--crop", type=int, metavar="SIDE",
+                   help="onnxruntime calibrates on each image's centre SIDE x SIDE window (percentile and entropy "
+                        "need images of one size; default: the published weights' recorded recipe, else whole "
+                        "images)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),
                    help="example input size of the fp32 export")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segzoo.core.config import ModelMeta
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
@@ -114,12 +115,26 @@ def _as_uint8_chw(image: Any, index: int) -> torch.Tensor:
     return image
 
 
+def _centre_crop(image: torch.Tensor, side: int) -> torch.Tensor:
+    """The centre ``side`` x ``side`` window of a uint8 (C, H, W) image, edge pixels repeated where it is smaller."""
+    pad_h, pad_w = max(0, side - image.shape[1]), max(0, side - image.shape[2])
+    if pad_h or pad_w:
+        image = F.pad(image.unsqueeze(0).float(), (0, pad_w, 0, pad_h), mode="replicate")[0].to(torch.uint8)
+    top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
+    return image[:, top:top + side, left:left + side].contiguous()
+
+
 def _calibration_images(model: SegmentationModel, calibration: Iterable[Any], method: str,
-                        what: str) -> list[torch.Tensor]:
-    """The calibration images as uint8 (C, H, W) tensors, after checking the method, the count and the channels."""
+                        what: str, crop: int | None = None) -> list[torch.Tensor]:
+    """The calibration images as uint8 (C, H, W) tensors (their centre ``crop`` windows if given), after checking
+    the method, the count, the channels and, for histogram methods, that they have one size."""
     if method not in CALIBRATION_METHODS:
         raise InvalidValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop < 8):
+        raise InvalidValueError(f"calibration_crop must be a window side of at least 8 pixels, got {crop!r}")
     images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
+    if crop is not None:
+        images = [_centre_crop(image, crop) for image in images]
     if not images:
         raise InvalidValueError(f"{what} needs at least one calibration image")
     bad = [i for i, image in enumerate(images) if image.shape[0] != model.in_channels]
@@ -130,7 +145,8 @@ def _calibration_images(model: SegmentationModel, calibration: Iterable[Any], me
     if method in HISTOGRAM_METHODS and len(sizes) > 1:
         raise InvalidValueError(f"{method!r} calibration needs images of one size (onnxruntime stacks every "
                                 f"image's activations), got sizes {sizes[:4]}{' ...' if len(sizes) > 4 else ''}: "
-                                "crop them to one size (as tiled prediction sees them) or use 'minmax'")
+                                "pass calibration_crop (--crop) for windows of one size, as tiled prediction "
+                                "sees them, or use 'minmax'")
     return images
 
 
@@ -215,6 +231,7 @@ def quantize(
     example_size: tuple[int, int] = (256, 320),
     opset: int | None = None,
     keep_float: Sequence[str] = (),
+    calibration_crop: int | None = None,
 ) -> QuantizedModel:
     """A static INT8 :class:`QuantizedModel` of ``model``; see the module docstring.
 
@@ -222,13 +239,14 @@ def quantize(
     deployment data, never the evaluation data). ``method``: how activation ranges are chosen (``minmax``,
     ``percentile``, ``entropy``). ``reduce_range`` None follows the CPU (7-bit weights without VNNI).
     ``keep_float``: module names (``model.named_modules()``; a name covers its children) whose layers stay in
-    float besides the head, e.g. those :func:`sensitivity` finds.
+    float besides the head, e.g. those :func:`sensitivity` finds. ``calibration_crop``: calibrate on each image's
+    centre window of that side (edge-padded where smaller): ``percentile`` and ``entropy`` need images of one size.
     """
     import onnxruntime as ort
 
     if not isinstance(model, SegmentationModel):
         raise InvalidTypeError(f"quantize takes a segzoo SegmentationModel, got {type(model).__name__}")
-    images = _calibration_images(model, calibration, method, "quantize")
+    images = _calibration_images(model, calibration, method, "quantize", calibration_crop)
     cpu = cpu_int8_support()
     reduce_range = cpu["reduce_range"] if reduce_range is None else bool(reduce_range)
     model = model.eval()
@@ -251,7 +269,8 @@ def quantize(
                       f"{cpu['flags'] or 'none'}): keep the float model", RuntimeWarning, stacklevel=2)
     q.report = {
         **fixed, "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
-        "calibration_images": len(images), "kept_float": len(kept_float), "kept_float_modules": list(keep_float),
+        "calibration_images": len(images), "calibration_crop": calibration_crop, "kept_float": len(kept_float),
+        "kept_float_modules": list(keep_float),
         "fp32_export_checks": graph.export_report["checks"],
         "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
         "onnxruntime_ms": {"fp32": round(fp32_ms, 2), "int8": round(int8_ms, 2)},

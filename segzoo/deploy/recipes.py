@@ -18,8 +18,9 @@ __all__ = ["zoo_int8_recipe", "INT8_BACKENDS"]
 
 
 def zoo_int8_recipe(model: SegmentationModel, backend: str) -> dict[str, Any] | None:
-    """``{"method": ..., "keep_float": [...]}`` for ``backend`` (``onnxruntime`` or ``openvino``; OpenVINO's
-    method is NNCF's, ``"nncf"``) when ``model``'s weights are a published file with a recorded recipe, else None."""
+    """``{"method", "keep_float", "calibration_crop" (a window side or None), "weights"}`` for ``backend``
+    (``onnxruntime`` or ``openvino``; OpenVINO's method is NNCF's, ``"nncf"``) when ``model``'s weights are a
+    published file with a recorded recipe, else None."""
     if backend not in INT8_BACKENDS:
         raise InvalidValueError(f"INT8 backend must be one of {INT8_BACKENDS}, got {backend!r}")
     sha256 = (model.loaded_from or {}).get("sha256")
@@ -27,5 +28,5 @@ def zoo_int8_recipe(model: SegmentationModel, backend: str) -> dict[str, Any] | 
         if row.get("sha256") == sha256 and backend in (row.get("int8") or {}):
             recipe = row["int8"][backend]
             return {"method": recipe["method"], "keep_float": list(recipe["keep_float"]),
-                    "weights": f"{row['model']}.{row['tag']}"}
+                    "calibration_crop": recipe.get("calibration_crop"), "weights": f"{row['model']}.{row['tag']}"}
     return None

@@ -119,7 +119,8 @@ def update_readme_table(directory: Path | None = None, readme: Path | None = Non
 
 
 def _int8_problems(entry: dict[str, Any]) -> list[str]:
-    """What is wrong with a row's ``int8`` recipes: ``{backend: {"method": str, "keep_float": [module names]}}``."""
+    """What is wrong with a row's ``int8`` recipes: ``{backend: {"method": str, "keep_float": [module names]}}``,
+    optionally with ``"calibration_crop": int`` (the window side the calibration images are cut to)."""
     recipes = entry.get("int8")
     if recipes is None:
         return []
@@ -128,11 +129,14 @@ def _int8_problems(entry: dict[str, Any]) -> list[str]:
         return [f"{name}: int8 must map backends {INT8_BACKENDS} to recipes, got {recipes!r}"]
     problems = []
     for backend, recipe in recipes.items():
-        if (not isinstance(recipe, dict) or sorted(recipe) != ["keep_float", "method"]
+        crop = recipe.get("calibration_crop") if isinstance(recipe, dict) else None
+        if (not isinstance(recipe, dict) or not {"keep_float", "method"} <= set(recipe)
+                or set(recipe) - {"keep_float", "method", "calibration_crop"}
                 or not isinstance(recipe["method"], str) or not isinstance(recipe["keep_float"], list)
-                or not all(isinstance(m, str) for m in recipe["keep_float"])):
-            problems.append(f"{name}: int8.{backend} must be {{'method': str, 'keep_float': [module names]}}, "
-                            f"got {recipe!r}")
+                or not all(isinstance(m, str) for m in recipe["keep_float"])
+                or not (crop is None or (isinstance(crop, int) and not isinstance(crop, bool)))):
+            problems.append(f"{name}: int8.{backend} must be {{'method': str, 'keep_float': [module names], "
+                            f"optionally 'calibration_crop': int}}, got {recipe!r}")
     return problems
 
 
