@@ -125,7 +125,8 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
             "calibration_images": n_calibration, "check_images": n_check, "calibration_crop": crop or None,
             "holdout_images": len(holdout),
             "methods": by_method, "chosen_method": chosen, "sensitivity": sweep, "keep_steps": steps,
-            "recipe": {"method": chosen, "keep_float": best["kept_float_modules"]}, "result": best,
+            "recipe": {"method": chosen, "keep_float": best["kept_float_modules"], "calibration_crop": crop or None},
+            "result": best,
             "target_drop": target}
 
 
