@@ -181,15 +181,21 @@ def render_table(result: dict[str, Any]) -> str:
                          f"{row['val_drop_vs_fp32_twin']:+.2f} | {row['train_holdout_drop_vs_fp32_twin']:+.2f} |")
     recipes = []
     for entry in result["deploy"]:
-        kept = {fmt: report.get("kept_float_modules") for fmt, report in entry.get("int8_reports", {}).items()}
-        method = entry.get("int8_reports", {}).get("onnxruntime int8", {}).get("method", "minmax")
-        if any(kept.values()) or method != "minmax":
-            recipes.append(f"`{entry['weights']}`: onnxruntime {method}, " + "; ".join(
-                f"{fmt} keeps {', '.join(f'`{m}`' for m in modules)} in float" for fmt, modules in kept.items()
-                if modules))
+        parts = []
+        for fmt, report in entry.get("int8_reports", {}).items():
+            method = report.get("method", "minmax") if fmt == "onnxruntime int8" else None
+            crop = report.get("calibration_crop")
+            kept = report.get("kept_float_modules") or []
+            if (method or "minmax") == "minmax" and not crop and not kept:
+                continue
+            calibration = f"{method} calibration" + (f" on {crop}-pixel crops" if crop else "") if method else None
+            kept_said = f"{', '.join(f'`{m}`' for m in kept)} in float" if kept else None
+            parts.append(f"{fmt.split()[0]} " + ", ".join(x for x in (calibration, kept_said) if x))
+        if parts:
+            recipes.append(f"`{entry['weights']}`: " + "; ".join(parts))
     if recipes:
         lines += ["", "INT8 recipes (recorded in the weights manifest, chosen by `python -m benchmarks.int8_recipe`; "
-                  "the head always stays in float): " + "; ".join(recipes) + "."]
+                  "otherwise minmax on whole images; the head always stays in float): " + ". ".join(recipes) + "."]
     tiling = result.get("tiling")
     if tiling:
         head = f"| `{tiling['weights']}` on its {tiling['images']} full-resolution val tiles | val mIoU | time |"
