@@ -171,3 +171,31 @@ def test_swin_unet_exports_at_a_fixed_size_and_says_why(suffix, tmp_path):
     else:
         with pytest.raises(ValueError, match=r"64x96"):
             load_program(tmp_path / "m.pt2")(other)
+
+
+def test_parity_tolerates_only_flips_between_tied_scores():
+    """A pruned CamVid model failed its export check with a 5e-6 logit difference: one pixel whose two best scores
+    were tied swapped class. Such ties pass; a flip between scores far apart, or too large a difference, fails."""
+    from segzoo.deploy.onnx import ExportError, check_parity
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.zeros(1, 2, 4, 4)
+            self.logits[0, 0] = 1.0
+            self.logits[0, 1, 0, 0] = 1.0 - 1e-6  # a near-tie at pixel (0, 0)
+
+        def forward(self, x):
+            return self.logits.clone()
+
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2)
+    model.forward = Fixed().forward
+    tie = Fixed().logits.clone()
+    tie[0, 1, 0, 0] = 1.0 + 1e-6  # the tied pixel swaps
+    result = check_parity(lambda x: tie.numpy(), model, [(1, 4, 4)])
+    assert result[0]["tie_flips"] == 1 and result[0]["argmax_agree"] < 1.0
+    real = Fixed().logits.clone()
+    real[0, 1, 1, 1] = 1.0 + 5e-4  # 0 -> 1 at a pixel where the scores were 1 and 0 apart
+    real[0, 0, 1, 1] = 1.0 - 5e-4
+    with pytest.raises(ExportError, match="argmax agreement"):
+        check_parity(lambda x: real.numpy(), model, [(1, 4, 4)])
