@@ -40,3 +40,16 @@ def write_result(result: dict[str, Any], output: str | Path, summary_keys: Seque
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in summary_keys}, indent=2))
     return result
+
+
+def replace_between_markers(readme: Path, start: str, end: str, text: str) -> None:
+    """Replace what stands between a README's ``start`` and ``end`` markers with ``text`` (atomically); a README
+    without both markers is a ValueError naming them."""
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{readme} lacks the table markers {start!r} ... {end!r}")
+    before, rest = content.split(start, 1)
+    after = rest.split(end, 1)[1]
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(f"{before}{start}\n{text}\n{end}{after}")
+    tmp.replace(readme)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import segzoo
-from benchmarks._report import cpu_description, write_result
+from benchmarks._report import cpu_description, replace_between_markers, write_result
 from segzoo.core.outputs import class_ids
 from segzoo.core.timing import latencies
 from segzoo.data.dataset import SegmentationDataset, build_pairs
@@ -214,14 +214,7 @@ def render_table(result: dict[str, Any]) -> str:
 
 def write_readme_table(result: dict[str, Any], readme: Path) -> None:
     """Replace the README's Deploy table (between its markers) with ``render_table(result)``."""
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the deploy table markers {README_START!r} ... {README_END!r}")
-    before, rest = text.split(README_START, 1)
-    after = rest.split(README_END, 1)[1]
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(f"{before}{README_START}\n{render_table(result)}\n{README_END}{after}")
-    tmp.replace(readme)
+    replace_between_markers(readme, README_START, README_END, render_table(result))
 
 
 def tiling_modes(weights: str, recipe_name: str, tile: int) -> dict:

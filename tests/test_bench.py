@@ -101,17 +101,9 @@ def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_p
     images (val only reported), the sweep's most sensitive group kept in float when the target is not met."""
     pytest.importorskip("onnxruntime")
     from benchmarks import int8_recipe
-    from conftest import TINY_UNET
-    from segzoo.core.config import ModelMeta
-    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
-    from segzoo.training.recipe import Recipe
 
     monkeypatch.chdir(tmp_path)  # onnxruntime's tools may leave files in the working directory
-    root = write_shapes_dataset(tmp_path / "shapes", n_images=12, size=32, seed=4)
-    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
-                                                            "val_fraction": 0.25}})
-    model = recipe.model.build(len(SHAPE_CLASSES))
-    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    recipe, model = _tiny_shapes(tmp_path, 12, 4)
     result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
                                        n_holdout=3, depth=2, max_keep=1, target=-100.0, repeats=1,
                                        methods=("minmax", "percentile"))
@@ -136,17 +128,9 @@ def test_int8_recipe_for_openvino_keeps_layers_found_by_the_sweep(tmp_path, monk
     pytest.importorskip("onnxruntime")
     pytest.importorskip("nncf")
     from benchmarks import int8_recipe
-    from conftest import TINY_UNET
-    from segzoo.core.config import ModelMeta
-    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
-    from segzoo.training.recipe import Recipe
 
     monkeypatch.chdir(tmp_path)
-    root = write_shapes_dataset(tmp_path / "shapes", n_images=10, size=32, seed=5)
-    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
-                                                            "val_fraction": 0.25}})
-    model = recipe.model.build(len(SHAPE_CLASSES))
-    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    recipe, model = _tiny_shapes(tmp_path, 10, 5)
     result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
                                        n_holdout=2, depth=2, max_keep=1, target=-100.0, repeats=1, crop=24,
                                        backend="openvino")
@@ -192,19 +176,12 @@ def test_prune_curve_measures_parent_and_pruned_models(tmp_path, monkeypatch):
     import numpy as np
 
     from benchmarks import deploy, prune_curve
-    from conftest import TINY_UNET
-    from segzoo.core.config import ModelMeta
     from segzoo.data.dataset import build_pairs
-    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
     from segzoo.deploy import prune
-    from segzoo.training.recipe import Recipe
 
     monkeypatch.chdir(tmp_path)
-    root = write_shapes_dataset(tmp_path / "shapes", n_images=8, size=32, seed=6)
-    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
-                                                            "val_fraction": 0.25}})
-    model = recipe.model.build(len(SHAPE_CLASSES)).eval()
-    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    recipe, model = _tiny_shapes(tmp_path, 8, 6)
+    model = model.eval()
     small = prune(model, flops=0.5, example_size=(32, 32), round_to=1)
     val = deploy._dataset(recipe, build_pairs(recipe.data, "val"))
     calibration = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(2)]
@@ -233,3 +210,18 @@ def test_int8_recipe_results_accumulate_per_weight_and_backend(tmp_path):
     assert again["recipes"] == {"a.x onnxruntime": {"method": "entropy"}, "a.x openvino": {"method": "nncf"},
                                 "b.y onnxruntime": {"method": "minmax"}}
     assert [e["weights"] for e in again["weights"]] == ["a.x", "a.x", "b.y"]
+
+
+def _tiny_shapes(tmp_path, n_images: int, seed: int):
+    """A synthetic shapes dataset's recipe and a fresh tiny U-Net that names its classes."""
+    from conftest import TINY_UNET
+    from segzoo.core.config import ModelMeta
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=n_images, size=32, seed=seed)
+    recipe = Recipe.from_dict({"model": TINY_UNET, "data": {"root": str(root), "classes": SHAPE_CLASSES,
+                                                            "val_fraction": 0.25}})
+    model = recipe.model.build(len(SHAPE_CLASSES))
+    model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
+    return recipe, model
