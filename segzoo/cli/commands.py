@@ -410,7 +410,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     out, images = _output_and_calibration(args)
     model = load_source(args.source)
-    pruned = prune(model, args.flops, criterion=args.criterion, calibration=images, example_size=tuple(args.size))
+    pruned = prune(model, args.flops, criterion=args.criterion, calibration=images, example_size=tuple(args.size),
+                   scope=args.scope, round_to=args.round_to)
     pruned.save_pretrained(str(out), description=f"{args.source} pruned to {pruned.meta.pruning['kept_flops']:.0%} "
                                                  "of its FLOPs; fine-tune it with segzoo train RECIPE --init "
                                                  f"{out}")
@@ -587,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8, help="calibration images used (default 8)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
                    help="input size the FLOPs are counted at (default 256 256)")
+    p.add_argument("--scope", default="model", choices=["model", "decoder"],
+                   help="prune every layer (model) or only the decoder, leaving the pretrained encoder whole")
+    p.add_argument("--round-to", type=int, default=8,
+                   help="channel counts stay multiples of this (default 8; 1 for tiny models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_prune)
 
