@@ -92,10 +92,29 @@ def test_taylor_criterion_uses_calibration_images_and_differs_from_magnitude():
     ({"flops": 1.5}, r"share of FLOPs to keep, in \(0, 1\)"),
     ({"flops": 0.5, "criterion": "taylor"}, "needs calibration images"),
     ({"flops": 0.5, "criterion": "random"}, "criterion must be one of"),
+    ({"flops": 0.5, "scope": "encoder"}, "scope must be one of"),
+    ({"flops": 0.5, "round_to": 0}, "round_to is the channel multiple"),
+    ({"flops": 0.05, "scope": "decoder", "example_size": (64, 64), "round_to": 1}, "with scope 'decoder'"),
 ])
 def test_bad_pruning_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         segzoo.prune(TINY["unet"](), **kwargs)
+
+
+def test_decoder_scope_leaves_the_encoder_whole():
+    torch.manual_seed(0)
+    model = TINY["deeplabv3plus"]().eval()
+    small = segzoo.prune(model, 0.7, scope="decoder", example_size=(64, 64), round_to=1)
+    before, after = model.state_dict(), small.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the encoder is kept but for its deepest feature's channels (test_resnet's layer4), coupled to the ASPP
+    earlier = [k for k in before if k.startswith("encoder.") and not k.startswith("encoder.model.layer4.")]
+    assert earlier and not changed & set(earlier)
+    assert any(before[k].shape != after[k].shape for k in before if k.startswith("decoder."))
+    assert small.meta.pruning["scope"] == "decoder" and small.meta.pruning["kept_flops"] <= 0.7
+    x = torch.randn(1, 3, 48, 56)
+    with torch.no_grad():
+        assert small(x).shape == (1, 3, 48, 56)
 
 
 def test_an_already_pruned_model_is_refused(pruned):

@@ -81,7 +81,8 @@ def _pruned_copy(model: SegmentationModel, ratio: float, criterion: str, example
     candidate = copy.deepcopy(model).eval()
     importance = (tp.importance.TaylorImportance() if criterion == "taylor"
                   else tp.importance.MagnitudeImportance(p=2))
-    # scope "decoder": the encoder's channel groups are given a ratio of 0, the decoder's the searched one
+    # scope "decoder": the encoder's channel groups get a ratio of 0, the decoder's (with the deepest encoder
+    # feature's channels, which Torch-Pruning ranks with the decoder layers reading them) the searched one
     ratios = {"model": (ratio, {}), "decoder": (0.0, {candidate.decoder: ratio})}[scope]
     # traced through every head: an auxiliary head's input channels follow the encoder feature it reads
     pruner = tp.pruner.MetaPruner(candidate, example, importance=importance, pruning_ratio=ratios[0],
@@ -106,10 +107,11 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
     enough). The share of channels removed per layer is searched (bisection) so that the FLOPs land within
     ``tolerance`` below the target. Channel counts stay multiples of ``round_to`` (8: what CPU vector units and
     INT8 kernels like; 1 for tiny models, where 8 is too coarse). ``scope``: ``model`` prunes every layer by the
-    same share; ``decoder`` leaves the encoder whole (its pretrained features recover nothing after pruning) and
-    prunes only the decoder, which the fine-tune retrains quickly; on DeepLabV3+ MobileNetV2 the decoder holds
-    about half the FLOPs. The result's ``config.pruned`` holds every
-    changed width, its ``meta.parent`` the model it came from; ``build_model(result.config)`` makes the same
+    same share; ``decoder`` prunes the decoder, which the fine-tune retrains quickly, and keeps the pretrained
+    encoder, whose features are slow to recover, except for the channels of its deepest feature: Torch-Pruning
+    couples those to the decoder layers that read them (the last stage's output projection, with its residual
+    branches). On DeepLabV3+ MobileNetV2 the decoder holds about half the FLOPs. The result's ``config.pruned``
+    holds every changed width, its ``meta.parent`` the model it came from; ``build_model(result.config)`` makes the same
     architecture.
     """
     from segzoo.deploy.quantize import _as_uint8_chw
