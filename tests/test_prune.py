@@ -141,4 +141,13 @@ def test_cli_prunes_and_the_result_fine_tunes_with_init(tmp_path, capsys):
         "train": {"epochs": 1, "batch_size": 2, "progress": False, "plots": False}}))
     assert main(["train", str(recipe), "-o", str(tmp_path / "ft")]) == 0
     tuned = segzoo.from_pretrained(tmp_path / "ft" / "best")
-    assert tuned.config.pruned == segzoo.from_pretrained(tmp_path / "small").config.pruned
+    small = segzoo.from_pretrained(tmp_path / "small")
+    assert tuned.config.pruned == small.config.pruned
+    # the fine-tune's parent is the pruned file; its pruning record still names the unpruned model
+    assert tuned.meta.parent["sha256"] == small.loaded_from["sha256"]
+    assert tuned.meta.pruning["kept_flops"] == report["kept_flops"]
+    assert tuned.meta.pruning["parent"]["source"] == str(tmp_path / "full")
+    from segzoo.training.publish import _lineage
+
+    card = _lineage(tuned.meta)
+    assert "Structurally pruned from `" + str(tmp_path / "full") in card and "Fine-tuned from `" in card

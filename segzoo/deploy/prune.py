@@ -160,7 +160,7 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
     meta.parent = dict(model.loaded_from) if model.loaded_from else meta.parent
     meta.pruning = {"kept_flops": round(kept, 4), "target_flops": float(flops), "criterion": criterion,
                     "scope": scope, "round_to": round_to, "example_size": list(example_size),
-                    "layers": len(config.pruned)}
+                    "layers": len(config.pruned), "parent": meta.parent}
     rebuilt = SegmentationModel(config, meta)  # the recorded widths alone: what loading the file will build
     rebuilt.load_state_dict(pruned.state_dict(), strict=True)
     rebuilt.loaded_from = model.loaded_from

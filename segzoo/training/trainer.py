@@ -53,6 +53,14 @@ __all__ = ["Trainer", "Callback", "NonFiniteLossError", "TrainingInterrupted", "
 AUX_LOSS_WEIGHT = 0.4  # torchvision's reference scripts weight the auxiliary loss so
 
 
+
+def _pruning_lineage(meta: ModelMeta) -> dict[str, Any] | None:
+    """A fine-tune of a pruned model keeps its pruning record, with the unpruned model it was pruned from (the
+    fine-tune's own ``parent`` is the pruned file)."""
+    if not meta.pruning:
+        return None
+    return {**meta.pruning, "parent": meta.pruning.get("parent", meta.parent)}
+
 class NonFiniteLossError(SegzooError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
@@ -206,6 +214,7 @@ class Trainer:
             dataset=Path(data.root).name,
             encoder_weights=model.meta.encoder_weights if recipe.model.pretrained else None,
             parent=model.loaded_from if recipe.model.pretrained else None,
+            pruning=_pruning_lineage(model.meta) if recipe.model.pretrained else None,
             training={key: getattr(cfg, key) for key in INHERITED},
             teacher=None if self.teacher is None else {
                 **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
