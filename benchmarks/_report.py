@@ -37,7 +37,9 @@ def write_result(result: dict[str, Any], output: str | Path, summary_keys: Seque
                          "torch": torch.__version__}
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")  # a run killed mid-write leaves the previous results whole
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
     print(json.dumps({k: result[k] for k in summary_keys}, indent=2))
     return result
 
