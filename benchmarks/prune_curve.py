@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
             model = segzoo.from_pretrained(path).float().eval()
             if not model.config.pruned:
                 parser.error(f"{path!r} is not a pruned model (its config records no pruned widths)")
-            pruning = model.meta.pruning
+            if i == 0:
+                first = model.meta.pruning or {}
+            # a fine-tune by an older segzoo carries no pruning record: its point's pruned model has it
+            pruning = model.meta.pruning or first
             scope = "" if pruning.get("scope", "model") == "model" else f" ({pruning['scope']} only)"
             models.append(model)
             labels.append(f"pruned {pruning['target_flops']:.0%}{scope}" + (", fine-tuned" if i else ", no fine-tune"))

@@ -168,6 +168,19 @@ def test_readme_deploy_table_is_the_benchmarks_results():
     assert block == deploy.render_table(result).strip(), "run python -m benchmarks.deploy --readme"
 
 
+def test_readme_pruning_table_is_the_benchmarks_results():
+    """The README's pruning table is generated from benchmarks/results/prune.json, never typed by hand."""
+    from benchmarks import prune_curve
+    from conftest import REPO
+
+    result = json.loads((REPO / "benchmarks" / "results" / "prune.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert prune_curve.README_START in readme and prune_curve.README_END in readme
+    block = readme.split(prune_curve.README_START, 1)[1].split(prune_curve.README_END, 1)[0].strip()
+    assert block == prune_curve.render_table(result).strip(), "run python -m benchmarks.prune_curve --readme"
+    assert len(result["rows"]) >= 4  # the parent and three pruning ratios
+
+
 def test_prune_curve_measures_parent_and_pruned_models(tmp_path, monkeypatch):
     """The pruning benchmark on a tiny model: FLOPs kept against the parent, val and latency of each, a table row
     per model with changes against the parent, and a plot."""
