@@ -156,15 +156,20 @@ def test_random_crop_is_one_size_even_from_a_smaller_image():
         assert len(lefts) == 1 and (crop[20:] == crop[19]).all()
 
 
+def _readme_block(readme, start, end):
+    """What stands between a README's generated-table markers (both must be there)."""
+    text = readme.read_text()
+    assert start in text and end in text, f"README lacks {start!r} ... {end!r}"
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
 def test_readme_deploy_table_is_the_benchmarks_results():
     """The README's Deploy table is generated from benchmarks/results/deploy.json, never typed by hand."""
     from benchmarks import deploy
     from conftest import REPO
 
     result = json.loads((REPO / "benchmarks" / "results" / "deploy.json").read_text())
-    readme = (REPO / "README.md").read_text()
-    assert deploy.README_START in readme and deploy.README_END in readme
-    block = readme.split(deploy.README_START, 1)[1].split(deploy.README_END, 1)[0].strip()
+    block = _readme_block(REPO / "README.md", deploy.README_START, deploy.README_END)
     assert block == deploy.render_table(result).strip(), "run python -m benchmarks.deploy --readme"
 
 
@@ -174,9 +179,7 @@ def test_readme_pruning_table_is_the_benchmarks_results():
     from conftest import REPO
 
     result = json.loads((REPO / "benchmarks" / "results" / "prune.json").read_text())
-    readme = (REPO / "README.md").read_text()
-    assert prune_curve.README_START in readme and prune_curve.README_END in readme
-    block = readme.split(prune_curve.README_START, 1)[1].split(prune_curve.README_END, 1)[0].strip()
+    block = _readme_block(REPO / "README.md", prune_curve.README_START, prune_curve.README_END)
     assert block == prune_curve.render_table(result).strip(), "run python -m benchmarks.prune_curve --readme"
     assert len(result["rows"]) >= 4  # the parent and three pruning ratios
 
