@@ -142,14 +142,16 @@ def test_distilled_run_resumes_and_names_its_teacher(shapes, teacher, tmp_path):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps(_recipe(shapes, epochs=2).to_dict()))
+    # a distill setting next to --teacher is checked against that teacher, not refused as unused
     assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--teacher", str(teacher),
-                 "--set", "train.epochs=1"]) == 0
+                 "--set", "train.epochs=1", "--set", "distill.temperature=2"]) == 0
     assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--teacher", str(teacher), "--resume"]) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["split"], r["epoch"]) for r in records] == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
     student = segzoo.from_pretrained(tmp_path / "run" / "best")
     digest = sha256_of(teacher / "model.safetensors")
     assert student.meta.teacher["sha256"] == digest and student.meta.teacher["loss"] == "kl"
+    assert student.meta.teacher["temperature"] == "2.0"
     assert digest in (tmp_path / "run" / "best" / "README.md").read_text()
     saved = json.loads((tmp_path / "run" / "last" / "recipe.json").read_text())
     assert saved["distill"]["teacher"] == str(teacher)

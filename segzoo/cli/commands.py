@@ -98,7 +98,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from segzoo.training.recipe import Recipe
     from segzoo.training.trainer import Trainer
 
-    recipe = Recipe.load(args.recipe, args.set)
+    overrides = list(args.set)
+    if args.teacher:
+        # an override, not a later edit: the recipe's check sees the teacher, so distill.* settings stated next to
+        # --teacher are honoured (JSON-quoted so that a path or name reads back as the same string)
+        overrides.append(f"distill.teacher={json.dumps(args.teacher)}")
+    recipe = Recipe.load(args.recipe, overrides)
     if args.init:
         if recipe.model.pretrained and recipe.model.pretrained != args.init:
             print(f"segzoo train: --init {args.init!r} replaces the recipe's model.pretrained "
@@ -107,8 +112,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in recipe.model.overrides.items() if k != "encoder_weights"}
         recipe.model = dataclasses.replace(recipe.model, pretrained=args.init, name=None, decoder=None, encoder=None,
                                            overrides=overrides)
-    if args.teacher:
-        recipe.distill = dataclasses.replace(recipe.distill, teacher=args.teacher)
     try:
         trainer = Trainer(recipe, args.output, resume=args.resume, overwrite=args.overwrite)
         summary = trainer.fit()
