@@ -241,3 +241,23 @@ def _tiny_shapes(tmp_path, n_images: int, seed: int):
     model = recipe.model.build(len(SHAPE_CLASSES))
     model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
     return recipe, model
+
+def test_prune_curve_times_models_in_blocks_round_robin():
+    """Every round runs each model for an untimed call then ``block`` timed ones, so a model is never timed right
+    after another model's call, and the rounds spread the machine's drift over all models."""
+    import torch
+
+    from benchmarks import prune_curve
+
+    calls: list[tuple[str, str]] = []
+
+    def fake(name: str, fmt: str):
+        return lambda x: calls.append((name, fmt))
+
+    models = [{fmt: fake(name, fmt) for fmt in prune_curve.FORMATS} for name in ("a", "b")]
+    out = prune_curve.interleaved_latency(models, torch.zeros(1), repeats=5, block=2)
+    assert [set(o) for o in out] == [set(prune_curve.FORMATS)] * 2
+    fmt = prune_curve.FORMATS[0]
+    one_round = [("a", fmt)] * 3 + [("b", fmt)] * 3
+    assert calls[:18] == one_round * 3  # 5 timed calls in blocks of 2: three rounds
+    assert len(calls) == 36
