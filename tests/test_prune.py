@@ -55,7 +55,8 @@ def test_a_pruned_model_rebuilds_from_its_file_without_pruning_code(pruned, tmp_
         torch.testing.assert_close(loaded(x), small(x), rtol=0, atol=0)
     header = json.loads((tmp_path / "p" / "config.json").read_text())
     assert header["model"]["pruned"] == small.config.pruned and header["pruning"]["criterion"] == "magnitude"
-    assert "pruned (magnitude criterion)" in (tmp_path / "p" / "README.md").read_text()
+    # pruned in memory: no parent file to name
+    assert "- Structurally pruned: magnitude ranking, scope model" in (tmp_path / "p" / "README.md").read_text()
 
 
 def test_a_pruned_model_exports_with_parity_and_quantizes(pruned, tmp_path):
@@ -147,7 +148,9 @@ def test_cli_prunes_and_the_result_fine_tunes_with_init(tmp_path, capsys):
     assert tuned.meta.parent["sha256"] == small.loaded_from["sha256"]
     assert tuned.meta.pruning["kept_flops"] == report["kept_flops"]
     assert tuned.meta.pruning["parent"]["source"] == str(tmp_path / "full")
-    from segzoo.training.publish import _lineage
+    from segzoo.storage.save import lineage
 
-    card = _lineage(tuned.meta)
-    assert "Structurally pruned from `" + str(tmp_path / "full") in card and "Fine-tuned from `" in card
+    pruned_from, tuned_from = lineage(tuned.meta)
+    assert pruned_from.startswith("Structurally pruned from `" + str(tmp_path / "full"))
+    assert tuned_from.startswith("Fine-tuned from `")
+    assert "\n- " + tuned_from in (tmp_path / "ft" / "best" / "README.md").read_text()  # the same words

@@ -234,7 +234,7 @@ def test_fine_tune_trained_weights_on_my_two_class_data(trained, tmp_path, capsy
     assert tuned.meta.parent == {"source": str(tmp_path / "parent"),
                                  "sha256": sha256_of(tmp_path / "parent" / "model.safetensors")}
     card = (tmp_path / "run" / "best" / "README.md").read_text()
-    assert "fine-tuned from" in card and tuned.meta.parent["sha256"] in card
+    assert "Fine-tuned from" in card and tuned.meta.parent["sha256"] in card
     # a recipe that states another normalisation or BN setting wins, with a warning naming both
     recipe["augment"]["preprocessing"] = {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2]}
     recipe["train"]["freeze_encoder_bn"] = False

@@ -32,6 +32,32 @@ def _merge_meta(model: DescribedModel, overrides: Mapping[str, Any]) -> ModelMet
     return meta
 
 
+def _source(record: Mapping[str, Any] | None) -> str:
+    record = record or {}
+    return f"`{record.get('source', 'unknown')}` (sha256 `{record.get('sha256', 'unknown')}`)"
+
+
+def lineage(meta: ModelMeta) -> list[str]:
+    """What these weights were made from, one sentence each, for every card (``save_pretrained``'s and the zoo's
+    published one): the unpruned parent and how it was pruned, the weights fine-tuned, the teacher distilled from,
+    each with its sha256. Empty for a model trained from an ImageNet encoder."""
+    lines = []
+    if meta.pruning:
+        pr = meta.pruning
+        origin = f" from {_source(pr['parent'])}" if pr.get("parent") else ""  # None: pruned in memory
+        lines.append(f"Structurally pruned{origin}: {pr.get('criterion')} ranking, scope "
+                     f"{pr.get('scope', 'model')}, {100 * pr.get('kept_flops', 0):.1f}% of its FLOPs kept (target "
+                     f"{100 * pr.get('target_flops', 0):.0f}%, counted at {pr.get('example_size')}); the pruned "
+                     "widths are in the config.")
+    if meta.parent:
+        lines.append(f"Fine-tuned from {_source(meta.parent)}.")
+    if meta.teacher:
+        t = meta.teacher
+        lines.append(f"Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}, "
+                     f"temperature {t.get('temperature')}.")
+    return lines
+
+
 def model_card(model: DescribedModel, meta: ModelMeta, repo_id: str | None = None) -> str:
     """A README.md model card: architecture, classes, preprocessing, metrics, data, licence, how to load."""
     cfg = model.config
@@ -68,16 +94,7 @@ def model_card(model: DescribedModel, meta: ModelMeta, repo_id: str | None = Non
     if meta.encoder_weights:
         lines.append(f"- encoder initialised from `{meta.encoder_weights}` before training (provenance only: "
                      "loading reads this model's own weights file and nothing else)")
-    if meta.parent:
-        lines.append(f"- fine-tuned from `{meta.parent.get('source')}` (sha256 `{meta.parent.get('sha256')}`)")
-    if meta.teacher:
-        t = meta.teacher
-        lines.append(f"- distilled from the teacher `{t.get('source')}` (sha256 `{t.get('sha256')}`): "
-                     f"{t.get('loss')} loss, weight {t.get('weight')}, temperature {t.get('temperature')}")
-    if meta.pruning:
-        pr = meta.pruning
-        lines.append(f"- structurally pruned ({pr.get('criterion')} criterion) to {100 * pr.get('kept_flops', 0):.0f}% "
-                     f"of its parent's FLOPs at {pr.get('example_size')}; the pruned widths are in the config")
+    lines += [f"- {line}" for line in lineage(meta)]
     if meta.training:
         lines.append("- further training requires: " + ", ".join(f"`{k}: {v}`" for k, v in meta.training.items()))
     lines += [f"- {k}: {v}" for k, v in meta.metrics.items()] or ["- metrics: not given"]

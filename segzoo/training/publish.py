@@ -29,6 +29,7 @@ from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.format import write_weights
 from segzoo.storage.manifest import manifest_entry, update_manifest, update_readme_table
+from segzoo.storage.save import lineage
 from segzoo.storage.specs import weights_dir
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
@@ -98,30 +99,6 @@ def _rounded(metrics: dict[str, Any], classes: list[str]) -> dict[str, float]:
     return flat
 
 
-def _source(record: dict[str, Any] | None) -> str:
-    record = record or {}
-    return f"`{record.get('source', 'unknown')}` (sha256 `{record.get('sha256', 'unknown')}`)"
-
-
-def _lineage(meta: ModelMeta) -> str:
-    """The card's lines on what these weights were made from: the weights fine-tuned, the unpruned parent and how
-    it was pruned, the teacher distilled from (each with its sha256); empty for a run from an ImageNet encoder."""
-    lines = []
-    if meta.pruning:
-        pr = meta.pruning
-        lines.append(f"- Structurally pruned from {_source(pr.get('parent'))}: {pr.get('criterion')} ranking, scope "
-                     f"{pr.get('scope', 'model')}, {100 * pr.get('kept_flops', 0):.1f}% of its FLOPs kept (target "
-                     f"{100 * pr.get('target_flops', 0):.0f}%, counted at {pr.get('example_size')}); the pruned "
-                     "widths are in the config.")
-    if meta.parent:
-        lines.append(f"- Fine-tuned from {_source(meta.parent)} with the recipe below.")
-    if meta.teacher:
-        t = meta.teacher
-        lines.append(f"- Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}, "
-                     f"temperature {t.get('temperature')}.")
-    return "".join(f"{line}\n" for line in lines)
-
-
 def _card(name: str, tag: str, model: SegmentationModel, info: PublishInfo, metrics: dict[str, Any],
           recipe: Recipe, storage: str, fp32_value: float, latency: float, picture: str) -> str:
     meta, cfg = model.meta, model.config
@@ -137,6 +114,7 @@ def _card(name: str, tag: str, model: SegmentationModel, info: PublishInfo, metr
     )
     wall = f"{info.train_seconds / 60:.0f} min" if info.train_seconds else "not recorded"
     recipe_text = json.dumps(recipe.to_dict(), indent=2)
+    made_from = "".join(f"- {line}\n" for line in lineage(meta))
     (height, width), threads = info.image_size, torch.get_num_threads()
     return f"""# {name}.{tag}
 
@@ -164,7 +142,7 @@ The checkpoint was selected on this validation split; held-out test figures are 
 - Data: {info.dataset}.
 - Licence of these weights: {info.license}.
 - Encoder initialised from `{meta.encoder_weights or 'random'}` (provenance only: loading reads this file alone).
-{_lineage(meta)}
+{made_from}
 ## Preprocessing
 RGB, scaled to [{pre.input_range[0]:g}, {pre.input_range[1]:g}], normalised with mean {list(pre.mean)} and std
 {list(pre.std)} (stored in the file; `model.predict` applies it).
