@@ -149,14 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parent", required=True, help="the zoo weight that was pruned (model.tag)")
     parser.add_argument("--point", nargs="+", action="append", default=[], metavar="WEIGHTS",
-                        help="a pruned model's weights, then optionally its fine-tuned weights (repeatable)")
+                        help="a pruned model's weights, then any fine-tunes of it (repeatable)")
     parser.add_argument("--calibration", type=int, default=32, help="training images the INT8 models calibrate on")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", default="benchmarks/results/prune.json")
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's pruning table and the plot")
     args = parser.parse_args(argv)
-    if any(len(p) > 2 for p in args.point):
-        parser.error("--point takes a pruned model's weights and at most one fine-tuned model's weights")
     try:
         row = manifest_rows([args.parent])[args.parent]
     except ValueError as exc:
@@ -181,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
             pruning = model.meta.pruning or first
             scope = "" if pruning.get("scope", "model") == "model" else f" ({pruning['scope']} only)"
             models.append(model)
-            labels.append(f"pruned {pruning['target_flops']:.0%}{scope}" + (", fine-tuned" if i else ", no fine-tune"))
+            tuned = (", fine-tuned, distilled" if model.meta.teacher else ", fine-tuned") if i else ", no fine-tune"
+            labels.append(f"pruned {pruning['target_flops']:.0%}{scope}{tuned}")
     rows = [score_row(models[0], labels[0], val, metric, size, None)]
     rows += [score_row(m, label, val, metric, size, rows[0]["flops"]) for m, label in zip(models[1:], labels[1:])]
     x = torch.randn(1, parent.in_channels, *size)
