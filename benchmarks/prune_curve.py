@@ -48,16 +48,20 @@ def formats_of(model: Any, calibration: list[np.ndarray], size: tuple[int, int])
     return {"fast fp32": segzoo.optimize(model, dtype=None), "onnxruntime int8": int8}
 
 
-def interleaved_latency(models: list[dict[str, Any]], x: torch.Tensor, repeats: int,
-                        block: int = 5) -> list[dict[str, float]]:
+def interleaved_latency(models: list[dict[str, Any]], x: torch.Tensor, repeats: int, block: int = 5,
+                        warmup: int = 3) -> list[dict[str, float]]:
     """Median ms per call of each model's formats, timed round-robin in blocks: each round runs every model for
     ``block`` timed calls after one untimed one, so that the machine's drift over the run falls on every model
     alike while no call is timed right after another model's. (Timed call by call, the parent's INT8 read 47 ms
-    against 22 ms alone: most likely the previous model's onnxruntime threads still spinning.)"""
+    against 22 ms alone: most likely the previous model's onnxruntime threads still spinning.) ``warmup`` untimed
+    calls of each model come first: the parent's fast path was still speeding up over its first calls."""
     out: list[dict[str, float]] = [{} for _ in models]
     rounds = -(-repeats // block)
     with torch.inference_mode():
         for fmt in FORMATS:
+            for formats in models:
+                for _ in range(warmup):
+                    formats[fmt](x)
             times: list[list[float]] = [[] for _ in models]
             for _ in range(rounds):
                 for i, formats in enumerate(models):

@@ -255,9 +255,9 @@ def test_prune_curve_times_models_in_blocks_round_robin():
         return lambda x: calls.append((name, fmt))
 
     models = [{fmt: fake(name, fmt) for fmt in prune_curve.FORMATS} for name in ("a", "b")]
-    out = prune_curve.interleaved_latency(models, torch.zeros(1), repeats=5, block=2)
+    out = prune_curve.interleaved_latency(models, torch.zeros(1), repeats=5, block=2, warmup=1)
     assert [set(o) for o in out] == [set(prune_curve.FORMATS)] * 2
     fmt = prune_curve.FORMATS[0]
     one_round = [("a", fmt)] * 3 + [("b", fmt)] * 3
-    assert calls[:18] == one_round * 3  # 5 timed calls in blocks of 2: three rounds
-    assert len(calls) == 36
+    assert calls[:20] == [("a", fmt), ("b", fmt)] + one_round * 3  # warm-up, then 5 timed calls in blocks of 2
+    assert len(calls) == 40
