@@ -242,6 +242,7 @@ def _tiny_shapes(tmp_path, n_images: int, seed: int):
     model.meta = ModelMeta(class_names=list(SHAPE_CLASSES))
     return recipe, model
 
+
 def test_prune_curve_times_models_in_blocks_round_robin():
     """Every round runs each model for an untimed call then ``block`` timed ones, so a model is never timed right
     after another model's call, and the rounds spread the machine's drift over all models."""

@@ -50,8 +50,7 @@ from segzoo.training.schedule import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "Callback", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
 
-AUX_LOSS_WEIGHT = 0.4  # torchvision's reference scripts weight the auxiliary loss so
-
+AUX_LOSS_WEIGHT = 0.4  # the auxiliary head's share of the loss, as in torchvision's reference scripts
 
 
 def _pruning_lineage(meta: ModelMeta) -> dict[str, Any] | None:
@@ -60,6 +59,7 @@ def _pruning_lineage(meta: ModelMeta) -> dict[str, Any] | None:
     if not meta.pruning:
         return None
     return {**meta.pruning, "parent": meta.pruning.get("parent", meta.parent)}
+
 
 class NonFiniteLossError(SegzooError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
