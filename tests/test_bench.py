@@ -262,3 +262,22 @@ def test_prune_curve_times_models_in_blocks_round_robin():
     one_round = [("a", fmt)] * 3 + [("b", fmt)] * 3
     assert calls[:20] == [("a", fmt), ("b", fmt)] + one_round * 3  # warm-up, then 5 timed calls in blocks of 2
     assert len(calls) == 40
+
+
+def test_int8_profile_gives_each_graphs_kernel_times(tmp_path, monkeypatch):
+    """onnxruntime's profile of a tiny U-Net, fp32 and INT8: every node timed once per run, the per-operator sums
+    adding up to the kernel total, and the INT8 graph running quantized convolutions where fp32 runs Conv."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks import int8_profile
+
+    monkeypatch.chdir(tmp_path)
+    recipe, model = _tiny_shapes(tmp_path, 6, 3)
+    result = int8_profile.profile_model(model, recipe, "tiny.shapes", (32, 32), [[]], runs=3, n_calibration=2,
+                                        top=100)
+    fp32, int8 = result["graphs"]["fp32"], result["graphs"]["int8 keep []"]
+    for graph in (fp32, int8):
+        assert graph["nodes"] and graph["wall_ms"] > 0
+        assert sum(graph["by_op_ms"].values()) == pytest.approx(graph["kernel_ms"], abs=0.05)
+        assert len({n["node"] for n in graph["nodes"]}) == len(graph["nodes"])
+    assert "Conv" in fp32["by_op_ms"] and not any("QLinear" in op or "Integer" in op for op in fp32["by_op_ms"])
+    assert any("QLinear" in op or "Integer" in op or "Quant" in op for op in int8["by_op_ms"])
