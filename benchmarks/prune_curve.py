@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     calibration = [read_image(train[i][0]) for i in order[:args.calibration]]
     val = _dataset(recipe, build_pairs(recipe.data, "val"))
     models, labels = [parent.float().eval()], [args.parent]
+    label_of_sha: dict[str, str] = {}  # a fine-tune of another point's fine-tune is labelled as its continuation
     for weights in args.point:
         for i, path in enumerate(weights):
             model = segzoo.from_pretrained(path).float().eval()
@@ -184,7 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
             scope = "" if pruning.get("scope", "model") == "model" else f" ({pruning['scope']} only)"
             models.append(model)
             tuned = (", fine-tuned, distilled" if model.meta.teacher else ", fine-tuned") if i else ", no fine-tune"
-            labels.append(f"pruned {pruning['target_flops']:.0%}{scope}{tuned}")
+            earlier = label_of_sha.get((model.meta.parent or {}).get("sha256", ""))
+            label = f"{earlier}, then{tuned.removeprefix(',')}" if i and earlier else \
+                f"pruned {pruning['target_flops']:.0%}{scope}{tuned}"
+            label_of_sha[(model.loaded_from or {}).get("sha256", "")] = label
+            labels.append(label)
     rows = [score_row(models[0], labels[0], val, metric, size, None)]
     rows += [score_row(m, label, val, metric, size, rows[0]["flops"]) for m, label in zip(models[1:], labels[1:])]
     x = torch.randn(1, parent.in_channels, *size)
