@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
             earlier = label_of_sha.get((model.meta.parent or {}).get("sha256", ""))
             label = f"{earlier}, then{tuned.removeprefix(',')}" if i and earlier else \
                 f"pruned {pruning['target_flops']:.0%}{scope}{tuned}"
-            label_of_sha[(model.loaded_from or {}).get("sha256", "")] = label
+            if i:  # a fine-tune of the pruned file itself is a plain fine-tune
+                label_of_sha[(model.loaded_from or {}).get("sha256", "")] = label
             labels.append(label)
     rows = [score_row(models[0], labels[0], val, metric, size, None)]
     rows += [score_row(m, label, val, metric, size, rows[0]["flops"]) for m, label in zip(models[1:], labels[1:])]
