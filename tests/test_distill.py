@@ -155,3 +155,41 @@ def test_distilled_run_resumes_and_names_its_teacher(shapes, teacher, tmp_path):
     assert digest in (tmp_path / "run" / "best" / "README.md").read_text()
     saved = json.loads((tmp_path / "run" / "last" / "recipe.json").read_text())
     assert saved["distill"]["teacher"] == str(teacher)
+
+
+def test_a_fine_tune_of_a_distilled_model_still_names_the_teacher(shapes, teacher, tmp_path):
+    """Two stages, distilled then fine-tuned without a teacher: the second's card names the first stage's teacher
+    (sha256) as an earlier stage, and a third stage keeps both earlier stages, oldest first."""
+    from segzoo.core.io import sha256_of
+    from segzoo.storage.save import lineage
+
+    Trainer(_recipe(shapes, {"teacher": str(teacher)}), tmp_path / "kd").fit()
+    stages = [tmp_path / "kd" / "best"]
+    for name in ("ft", "ft2"):
+        recipe = Recipe.from_dict({**_recipe(shapes).to_dict(), "model": {"pretrained": str(stages[-1])}})
+        Trainer(recipe, tmp_path / name).fit()
+        stages.append(tmp_path / name / "best")
+    tuned = segzoo.from_pretrained(stages[1])
+    digests = [sha256_of(stage / "model.safetensors") for stage in stages]
+    assert tuned.meta.teacher is None and tuned.meta.parent["sha256"] == digests[0]
+    assert tuned.meta.ancestry == [{"source": str(stages[0]), "sha256": digests[0], "teacher": str(teacher),
+                                    "teacher_sha256": sha256_of(teacher / "model.safetensors")}]
+    tuned_from, earlier = lineage(tuned.meta)
+    assert tuned_from.startswith(f"Fine-tuned from `{stages[0]}`")
+    assert earlier == (f"Earlier, `{stages[0]}` (sha256 `{digests[0]}`) was distilled from the teacher `{teacher}` "
+                       f"(sha256 `{sha256_of(teacher / 'model.safetensors')}`).")
+    assert "\n- " + earlier in (stages[1] / "README.md").read_text()
+    last = segzoo.from_pretrained(stages[2])
+    assert [stage["source"] for stage in last.meta.ancestry] == [str(stages[0]), str(stages[1])]
+    assert last.meta.ancestry[1]["parent_sha256"] == digests[0] and "teacher" not in last.meta.ancestry[1]
+    assert lineage(last.meta)[1].startswith(f"Earlier, `{stages[1]}` (sha256 `{digests[1]}`) was fine-tuned from")
+    assert lineage(last.meta)[2] == earlier
+
+
+def test_a_malformed_ancestry_is_a_clear_error():
+    from segzoo.core.config import ModelMeta
+
+    with pytest.raises(TypeError, match=r"meta ancestry must be a list of mappings of strings .*\{'sha256': 7\}"):
+        ModelMeta(ancestry=[{"sha256": 7}])
+    with pytest.raises(ValueError, match=r"model meta: ancestry: expected list\[dict\[str, str\]\], got 'teacher"):
+        ModelMeta.from_dict({"ancestry": "teacher.safetensors"})  # a header read from a file

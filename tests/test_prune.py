@@ -154,3 +154,23 @@ def test_cli_prunes_and_the_result_fine_tunes_with_init(tmp_path, capsys):
     assert pruned_from.startswith("Structurally pruned from `" + str(tmp_path / "full"))
     assert tuned_from.startswith("Fine-tuned from `")
     assert "\n- " + tuned_from in (tmp_path / "ft" / "best" / "README.md").read_text()  # the same words
+
+
+def test_pruning_a_distilled_file_moves_its_teacher_to_the_ancestry(tmp_path):
+    """The pruned file was not distilled itself: the teacher of the file it was pruned from is an earlier stage."""
+    from segzoo.core.io import sha256_of
+    from segzoo.storage.save import lineage
+
+    model = TINY["unet"]().eval()
+    model.meta.parent = {"source": "start.safetensors", "sha256": "a" * 64}
+    model.meta.teacher = {"source": "big.safetensors", "sha256": "b" * 64, "loss": "kl"}
+    model.save_pretrained(str(tmp_path / "kd"))
+    small = segzoo.prune(segzoo.from_pretrained(tmp_path / "kd"), 0.6, example_size=(64, 64))
+    digest = sha256_of(tmp_path / "kd" / "model.safetensors")
+    assert small.meta.teacher is None and small.meta.parent == {"source": str(tmp_path / "kd"), "sha256": digest}
+    assert small.meta.ancestry == [{"source": str(tmp_path / "kd"), "sha256": digest, "parent": "start.safetensors",
+                                    "parent_sha256": "a" * 64, "teacher": "big.safetensors",
+                                    "teacher_sha256": "b" * 64}]
+    assert lineage(small.meta)[-1] == (f"Earlier, `{tmp_path / 'kd'}` (sha256 `{digest}`) was fine-tuned from "
+                                       f"`start.safetensors` (sha256 `{'a' * 64}`) and distilled from the teacher "
+                                       f"`big.safetensors` (sha256 `{'b' * 64}`).")

@@ -314,6 +314,10 @@ class ModelMeta(_JsonConfig):
     teacher: dict[str, str] | None = None
     # provenance of a pruned model: {"kept_flops", "target_flops", "criterion", ...}; its parent is ``parent``
     pruning: dict[str, Any] | None = None
+    # the stages before ``parent``, oldest first: each earlier weights file ({"source", "sha256"}) with what it was
+    # fine-tuned from ("parent", "parent_sha256") and distilled from ("teacher", "teacher_sha256"), so that a
+    # fine-tune of a distilled fine-tune still names every teacher
+    ancestry: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocessing, Mapping):
@@ -348,6 +352,25 @@ class ModelMeta(_JsonConfig):
         if not isinstance(self.training, Mapping):
             raise InvalidTypeError(f"meta training must be a mapping of settings, got {self.training!r}")
         self.training = dict(self.training)
+        if not isinstance(self.ancestry, (list, tuple)) or not all(
+                isinstance(stage, Mapping) and all(isinstance(v, str) for v in stage.values())
+                for stage in self.ancestry):
+            raise InvalidTypeError(f"meta ancestry must be a list of mappings of strings ('source', 'sha256', "
+                                   f"'parent', 'teacher', ...), got {self.ancestry!r}")
+        self.ancestry = [dict(stage) for stage in self.ancestry]
+
+    def descendants_ancestry(self, loaded_from: Mapping[str, str]) -> list[dict[str, str]]:
+        """The ``ancestry`` of weights made from these ones (loaded from ``loaded_from``, {"source", "sha256"}):
+        this ancestry, then these weights with what they were fine-tuned and distilled from, if anything (weights
+        trained from an ImageNet encoder alone add no stage)."""
+        stage = {"source": loaded_from.get("source", "unknown"), "sha256": loaded_from.get("sha256", "unknown")}
+        # a pruned file's own parent is not repeated: the pruning record that its fine-tunes keep names it
+        pruned_here = bool(self.pruning) and self.pruning.get("parent") == self.parent
+        for role, record in (("parent", None if pruned_here else self.parent), ("teacher", self.teacher)):
+            if record:
+                stage[role] = record.get("source", "unknown")
+                stage[f"{role}_sha256"] = record.get("sha256", "unknown")
+        return [*self.ancestry, stage] if len(stage) > 2 else list(self.ancestry)
 
     def for_classes(self, num_classes: int) -> ModelMeta:
         """This meta for a model with ``num_classes`` classes: a copy, with the class names and colours (which

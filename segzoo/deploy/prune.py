@@ -157,7 +157,9 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
         reference = SegmentationModel(design)
     config = dataclasses.replace(model.config, pruned=layer_widths(pruned, reference))
     meta = ModelMeta.from_dict(model.meta.to_dict())
-    meta.parent = dict(model.loaded_from) if model.loaded_from else meta.parent
+    if model.loaded_from:  # the pruned file's parent is the file pruned; what that one came from moves to ancestry
+        meta.ancestry = model.meta.descendants_ancestry(model.loaded_from)
+        meta.parent, meta.teacher = dict(model.loaded_from), None
     meta.pruning = {"kept_flops": round(kept, 4), "target_flops": float(flops), "criterion": criterion,
                     "scope": scope, "round_to": round_to, "example_size": list(example_size),
                     "layers": len(config.pruned), "parent": meta.parent}

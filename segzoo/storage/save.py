@@ -40,7 +40,8 @@ def _source(record: Mapping[str, Any] | None) -> str:
 def lineage(meta: ModelMeta) -> list[str]:
     """What these weights were made from, one sentence each, for every card (``save_pretrained``'s and the zoo's
     published one): the unpruned parent and how it was pruned, the weights fine-tuned, the teacher distilled from,
-    each with its sha256. Empty for a model trained from an ImageNet encoder."""
+    each with its sha256, then what each earlier stage was made from (``meta.ancestry``). Empty for a model trained
+    from an ImageNet encoder."""
     lines = []
     if meta.pruning:
         pr = meta.pruning
@@ -55,6 +56,11 @@ def lineage(meta: ModelMeta) -> list[str]:
         t = meta.teacher
         lines.append(f"Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}, "
                      f"temperature {t.get('temperature')}.")
+    for stage in reversed(meta.ancestry):  # the nearest earlier stage first, as the sentences above go back
+        made = [f"{verb} {_source({'source': stage[role], 'sha256': stage.get(role + '_sha256')})}"
+                for role, verb in (("parent", "fine-tuned from"), ("teacher", "distilled from the teacher"))
+                if stage.get(role)]
+        lines.append(f"Earlier, {_source(stage)} was {' and '.join(made)}.")
     return lines
 
 

@@ -215,6 +215,7 @@ class Trainer:
             encoder_weights=model.meta.encoder_weights if recipe.model.pretrained else None,
             parent=model.loaded_from if recipe.model.pretrained else None,
             pruning=_pruning_lineage(model.meta) if recipe.model.pretrained else None,
+            ancestry=model.meta.descendants_ancestry(model.loaded_from or {}) if recipe.model.pretrained else [],
             training={key: getattr(cfg, key) for key in INHERITED},
             teacher=None if self.teacher is None else {
                 **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
