@@ -16,7 +16,7 @@ import re
 import torch
 
 import segzoo
-from benchmarks._report import write_result
+from benchmarks._report import cpu_description, write_result
 from segzoo.core.io import atomic_path
 from segzoo.storage.manifest import read_manifest, update_manifest, update_readme_table
 from segzoo.storage.specs import weights_dir
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
             with atomic_path(card) as tmp:
                 tmp.write_text(text)
     update_readme_table()
-    result = {"benchmark": "zoo_latency", "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "weights": rows}
+    result = {"benchmark": "zoo_latency", "cpu": cpu_description(), "threads": torch.get_num_threads(),
+              "repeats": args.repeats, "weights": rows}
     return write_result(result, args.output, ["weights"])
 
 
