@@ -370,7 +370,8 @@ class ModelMeta(_JsonConfig):
             if record:
                 stage[role] = record.get("source", "unknown")
                 stage[f"{role}_sha256"] = record.get("sha256", "unknown")
-        return [*self.ancestry, stage] if len(stage) > 2 else list(self.ancestry)
+        made_from = "parent" in stage or "teacher" in stage
+        return [*self.ancestry, stage] if made_from else list(self.ancestry)
 
     def for_classes(self, num_classes: int) -> ModelMeta:
         """This meta for a model with ``num_classes`` classes: a copy, with the class names and colours (which

@@ -57,7 +57,7 @@ def lineage(meta: ModelMeta) -> list[str]:
         lines.append(f"Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}, "
                      f"temperature {t.get('temperature')}.")
     for stage in reversed(meta.ancestry):  # the nearest earlier stage first, as the sentences above go back
-        made = [f"{verb} {_source({'source': stage[role], 'sha256': stage.get(role + '_sha256')})}"
+        made = [f"{verb} {_source({'source': stage[role], 'sha256': stage.get(role + '_sha256', 'unknown')})}"
                 for role, verb in (("parent", "fine-tuned from"), ("teacher", "distilled from the teacher"))
                 if stage.get(role)]
         lines.append(f"Earlier, {_source(stage)} was {' and '.join(made)}.")
