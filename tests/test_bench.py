@@ -281,3 +281,74 @@ def test_int8_profile_gives_each_graphs_kernel_times(tmp_path, monkeypatch):
         assert len({n["node"] for n in graph["nodes"]}) == len(graph["nodes"])
     assert "Conv" in fp32["by_op_ms"] and not any("QLinear" in op or "Integer" in op for op in fp32["by_op_ms"])
     assert any("QLinear" in op or "Integer" in op or "Quant" in op for op in int8["by_op_ms"])
+
+
+def test_distill_gain_fits_each_arms_epochs_to_the_budget():
+    """Epochs that fit the budget from the measured step and validation times: 10 steps of 1 s plus a 20 s
+    validation every 2 epochs is 20 s an epoch; 97% of 1000 s holds 48 of them, and never fewer than one."""
+    from benchmarks.distill_gain import fit_epochs
+
+    assert fit_epochs(1.0, 10, 20.0, 2, 1000) == 48
+    assert fit_epochs(5.0, 10, 0.0, 1, 10) == 1
+
+
+def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_path, monkeypatch):
+    """Both arms on a tiny recipe within one budget, the taught arm naming its teacher, the gain their difference
+    and the README table generated from the results; a second call reuses the finished runs."""
+    import yaml
+
+    from benchmarks import distill_gain
+    from conftest import TINY_UNET
+    from segzoo.core.io import sha256_of
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.training.recipe import Recipe
+    from segzoo.training.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=12, size=32, seed=3)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": TINY_UNET, "data": {"root": str(root), "classes": list(SHAPE_CLASSES), "val_fraction": 0.25},
+        "augment": {"crop_size": 32},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "progress": False, "plots": False}}))
+    Trainer(Recipe.load(recipe, ["train.epochs=2"]), tmp_path / "teacher").fit()
+    teacher = tmp_path / "teacher" / "best"
+    (tmp_path / "README.md").write_text(f"x\n{distill_gain.README_START}\nold\n{distill_gain.README_END}\ny\n")
+    argv = ["--recipe", str(recipe), "--teacher", str(teacher), "--minutes", "0.02", "--probe-steps", "1",
+            "--teacher-set", "distill.weight=2", "-o", "kd", "--results", "distill.json"]
+    result = distill_gain.main(argv)
+    base, taught = result["arms"]
+    assert [base["arm"], taught["arm"]] == list(distill_gain.ARMS)
+    for arm in (base, taught):
+        assert 1 <= arm["epochs_run"] <= arm["epochs_planned"] and len(arm["val"]["iou"]) == len(SHAPE_CLASSES)
+    assert base["teacher"] is None and taught["teacher"]["sha256"] == sha256_of(teacher / "model.safetensors")
+    assert result["teacher_sha256"] == taught["teacher"]["sha256"]
+    assert result["gain"] == round(taught["val"]["miou"] - base["val"]["miou"], 2)
+    assert base["architecture"] == taught["architecture"] and not list(tmp_path.glob("kd/.probe-*"))
+
+    finished = (tmp_path / "kd" / "distilled" / "summary.json").stat().st_mtime_ns
+    again = distill_gain.main([*argv, "--readme"])
+    assert (tmp_path / "kd" / "distilled" / "summary.json").stat().st_mtime_ns == finished  # reused, not retrained
+    assert again["arms"][1]["val"] == taught["val"]
+    readme = (tmp_path / "README.md").read_text()
+    table = distill_gain.render_table(json.loads((tmp_path / "distill.json").read_text()))
+    assert f"{distill_gain.README_START}\n{table}\n{distill_gain.README_END}" in readme
+    assert table.count("\n| ") == 4 + len(SHAPE_CLASSES) and f"| {SHAPE_CLASSES[1]} |" in table
+
+    with pytest.raises(SystemExit):  # only distill settings may differ between the arms
+        distill_gain.main([*argv, "--teacher-set", "train.lr=1"])
+
+
+def test_readme_distillation_table_is_the_benchmarks_results():
+    """The README's distillation table is generated from benchmarks/results/distill.json, never typed by hand;
+    until that file exists the block says so."""
+    from benchmarks import distill_gain
+    from conftest import REPO
+
+    results = REPO / "benchmarks" / "results" / "distill.json"
+    block = _readme_block(REPO / "README.md", distill_gain.README_START, distill_gain.README_END)
+    if results.is_file():
+        assert block == distill_gain.render_table(json.loads(results.read_text())).strip(), \
+            "run python -m benchmarks.distill_gain --readme"
+    else:
+        assert block == "Not measured yet: no `benchmarks/results/distill.json`."
