@@ -8,8 +8,8 @@ the teacher's forward passes cost the taught arm epochs, as they would cost a us
 to the budget as a backstop.
 
 An arm whose folder holds a finished run is reused and an interrupted one resumed, so the two arms may run in
-different sessions; each arm records the CPU it ran on, and the table says so when they differ. Run on an idle
-machine, e.g.:
+different sessions (``--arm baseline`` or ``--arm distilled`` runs one); each arm records the CPU it ran on, and
+the table says so when they differ. Run on an idle machine, e.g.:
 
     SEGZOO_DATA=../shared/data SEGZOO_WEIGHTS=../shared/weights python -m benchmarks.distill_gain --recipe camvid \\
         --teacher unet_lite2.camvid --teacher-set distill.teacher_amp=bf16 --minutes 60 -o runs/kd --readme
@@ -110,7 +110,8 @@ def run_arm(arm: str, args: argparse.Namespace, output: Path) -> dict[str, Any]:
     val = evaluate_split(model, recipe, "val")
     return {"arm": arm, "folder": str(folder), "cpu": plan["cpu"], "epochs_planned": plan["epochs"],
             "epochs_run": summary["epochs"], "best_epoch": summary["best_epoch"], "stop": summary["reason"],
-            "minutes": round(summary["seconds"] / 60, 1), "step_seconds": round(plan["step_seconds"], 3),
+            "budget_minutes": plan["budget_seconds"] / 60, "minutes": round(summary["seconds"] / 60, 1),
+            "step_seconds": round(plan["step_seconds"], 3),
             "val_seconds": round(plan["val_seconds"], 1), "params": sum(p.numel() for p in model.parameters()),
             "architecture": model.config.to_dict(), "teacher": model.meta.teacher,
             "val": {"miou": round(100 * val["miou"], 2), "iou": [round(100 * v, 2) for v in val["iou"]]}}
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher-set", action="append", default=[], metavar="distill.KEY=VALUE",
                         help="override for the taught arm only (e.g. distill.teacher_amp=bf16)")
     parser.add_argument("--probe-steps", type=int, default=4, help="timed steps that plan each arm's epochs")
+    parser.add_argument("--arm", choices=("both", *FOLDERS.values()), default="both",
+                        help="run one arm only (its figures are printed; the results file needs both)")
     parser.add_argument("-o", "--output", required=True, help="folder of both runs (reused: see above)")
     parser.add_argument("--results", default="benchmarks/results/distill.json")
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's distillation table")
@@ -157,12 +160,20 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--minutes must be positive, got {args.minutes}")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    if args.arm != "both":
+        arm = run_arm(next(a for a in ARMS if FOLDERS[a] == args.arm), args, output)
+        print(json.dumps({k: arm[k] for k in ("arm", "epochs_run", "minutes", "val")}, indent=2))
+        return arm
     arms = [run_arm(arm, args, output) for arm in ARMS]
+    if arms[0]["budget_minutes"] != arms[1]["budget_minutes"]:
+        raise SystemExit(f"the arms were planned for different budgets ({arms[0]['budget_minutes']:g} and "
+                         f"{arms[1]['budget_minutes']:g} minutes): rerun one with --minutes of the other")
     if arms[0]["architecture"] != arms[1]["architecture"]:
         raise SystemExit("the two arms trained different architectures: check the --set overrides")
     recipe = Recipe.load(args.recipe, args.set)
     result = {"cpu": cpu_description(), "recipe": args.recipe, "teacher": args.teacher,
-              "teacher_sha256": (arms[1]["teacher"] or {}).get("sha256"), "budget_minutes": args.minutes,
+              "teacher_sha256": (arms[1]["teacher"] or {}).get("sha256"),
+              "budget_minutes": arms[0]["budget_minutes"],
               "classes": list(recipe.data.classes), "arms": arms,
               "gain": round(arms[1]["val"]["miou"] - arms[0]["val"]["miou"], 2)}
     written = write_result(result, args.results, ["gain"])

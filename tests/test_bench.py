@@ -316,8 +316,11 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
     (tmp_path / "README.md").write_text(f"x\n{distill_gain.README_START}\nold\n{distill_gain.README_END}\ny\n")
     argv = ["--recipe", str(recipe), "--teacher", str(teacher), "--minutes", "0.02", "--probe-steps", "1",
             "--teacher-set", "distill.weight=2", "-o", "kd", "--results", "distill.json"]
+    alone = distill_gain.main([*argv, "--arm", "distilled"])  # one arm, in its own session
+    assert alone["teacher"] is not None and not (tmp_path / "distill.json").exists()
     result = distill_gain.main(argv)
     base, taught = result["arms"]
+    assert taught["val"] == alone["val"]  # the finished arm was reused
     assert [base["arm"], taught["arm"]] == list(distill_gain.ARMS)
     for arm in (base, taught):
         assert 1 <= arm["epochs_run"] <= arm["epochs_planned"] and len(arm["val"]["iou"]) == len(SHAPE_CLASSES)
