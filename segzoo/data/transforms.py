@@ -112,6 +112,13 @@ def _random_scale_crop_class():
     return RandomScaleCrop
 
 
+def __getattr__(name: str) -> Any:
+    """``from segzoo.data.transforms import RandomScaleCrop`` works before any preset was built (PEP 562)."""
+    if name == "RandomScaleCrop":
+        return _random_scale_crop_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def train_preset(
     crop_size: int | tuple[int, int] = 512,
     scale: tuple[float, float] = (0.5, 2.0),
