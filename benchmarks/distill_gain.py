@@ -42,6 +42,11 @@ ARMS = ("without teacher", "with teacher")
 FOLDERS = {"without teacher": "baseline", "with teacher": "distilled"}
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def arm_overrides(arm: str, common: Sequence[str], teacher: str, teacher_sets: Sequence[str]) -> list[str]:
     """The recipe overrides of one arm: the common ones, plus the teacher and its settings for the taught arm."""
     if arm == "with teacher":
@@ -87,14 +92,13 @@ def run_arm(arm: str, args: argparse.Namespace, output: Path) -> dict[str, Any]:
     else:
         if folder.exists():
             raise SystemExit(f"{folder} exists but {plan_file} does not: remove the folder or pick another --output")
-        probe = measure_arm(Recipe.load(args.recipe, overrides), output / f".probe-{FOLDERS[arm]}", args.probe_steps)
         base = Recipe.load(args.recipe, overrides)
+        probe = measure_arm(base, output / f".probe-{FOLDERS[arm]}", args.probe_steps)
         epochs = fit_epochs(probe["step_seconds"], probe["steps_per_epoch"], probe["val_seconds"],
                             base.train.val_every, args.minutes * 60)
         plan = {**probe, "epochs": epochs, "budget_seconds": args.minutes * 60, "overrides": overrides,
                 "cpu": cpu_description()}
-        with atomic_path(plan_file) as tmp:
-            tmp.write_text(json.dumps(plan, indent=2) + "\n")
+        _write_json(plan_file, plan)
         print(f"{arm}: {probe['step_seconds']:.2f} s/step, {probe['val_seconds']:.1f} s/validation -> "
               f"{epochs} epochs in {args.minutes} min", flush=True)
     recipe = Recipe.load(args.recipe, [*plan["overrides"], f"train.epochs={plan['epochs']}",
@@ -104,8 +108,7 @@ def run_arm(arm: str, args: argparse.Namespace, output: Path) -> dict[str, Any]:
         summary = Trainer(recipe, folder, resume=summary is not None).fit()
         if previous:  # a resumed run's summary counts only its own part
             summary["seconds"] += previous
-            with atomic_path(summary_file) as tmp:
-                tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            _write_json(summary_file, summary)
     model = segzoo.from_pretrained(folder / "best")
     val = evaluate_split(model, recipe, "val")
     return {"arm": arm, "folder": str(folder), "cpu": plan["cpu"], "epochs_planned": plan["epochs"],
