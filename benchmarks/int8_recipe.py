@@ -13,6 +13,7 @@ idle machine:
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         parser.error(str(exc))
     cpu = cpu_description()
+    command = " ".join(["python -m benchmarks.int8_recipe", *(argv if argv is not None else sys.argv[1:])])
     entries = []
     for name, row in rows.items():
         model = segzoo.from_pretrained(name)
@@ -157,21 +159,25 @@ def main(argv: list[str] | None = None) -> dict:
                               n_calibration=args.calibration, n_check=args.check, n_holdout=args.holdout,
                               depth=args.depth, max_keep=args.max_keep, crop=args.crop, methods=args.methods,
                               backend=args.backend)
-        entries.append({**entry, "cpu": cpu})
+        entries.append({**entry, "cpu": cpu, "command": command})
     return write_result(merge_results(Path(args.output), entries), args.output, ["recipes"])
 
 
 def merge_results(path: Path, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The results file with ``entries`` replacing those of the same weights and backend (runs of one weight or
-    backend at a time accumulate; each entry names the CPU it ran on)."""
+    backend at a time accumulate; each entry names the CPU it ran on). ``commands`` maps each entry to the command
+    that made it: an entry's own ``command``, else the one the file recorded for it."""
     import json
 
-    old = json.loads(path.read_text())["weights"] if path.is_file() else []
-    fresh = {(e["weights"], e["backend"]) for e in entries}
-    kept = [e for e in old if (e["weights"], e.get("backend", "onnxruntime")) not in fresh]
-    merged = sorted(kept + entries, key=lambda e: (e["weights"], e.get("backend", "onnxruntime")))
-    return {"weights": merged, "recipes": {f"{e['weights']} {e.get('backend', 'onnxruntime')}": e["recipe"]
-                                           for e in merged}}
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    key = lambda e: f"{e['weights']} {e.get('backend', 'onnxruntime')}"  # noqa: E731
+    fresh = {key(e) for e in entries}
+    kept = [e for e in previous.get("weights", []) if key(e) not in fresh]
+    merged = sorted(kept + entries, key=key)
+    old_commands = previous.get("commands", {})
+    commands = {key(e): e.get("command") or old_commands.get(key(e)) for e in merged}
+    return {"weights": merged, "recipes": {key(e): e["recipe"] for e in merged},
+            "commands": {k: v for k, v in commands.items() if v}}
 
 
 if __name__ == "__main__":

@@ -226,6 +226,11 @@ def test_int8_recipe_results_accumulate_per_weight_and_backend(tmp_path):
     assert again["recipes"] == {"a.x onnxruntime": {"method": "entropy"}, "a.x openvino": {"method": "nncf"},
                                 "b.y onnxruntime": {"method": "minmax"}}
     assert [e["weights"] for e in again["weights"]] == ["a.x", "a.x", "b.y"]
+    # a command recorded in the file survives a run of other weights; a fresh entry brings its own
+    path.write_text(json.dumps({**again, "commands": {"a.x openvino": "old ov", "a.x onnxruntime": "old ort"}}))
+    third = merge_results(path, [{"weights": "a.x", "backend": "onnxruntime", "recipe": {"method": "minmax"},
+                                  "command": "new ort"}])
+    assert third["commands"] == {"a.x onnxruntime": "new ort", "a.x openvino": "old ov"}
 
 
 def _tiny_shapes(tmp_path, n_images: int, seed: int):
