@@ -84,7 +84,7 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     readme.write_text(f"intro\n{deploy.README_START}\nold table\n{deploy.README_END}\noutro\n")
     result = {"cpu": {"model": "Test CPU", "cores": 2, "isa": ["avx2"]}, "deploy": [entry],
               "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
-    deploy.write_readme_table(result, readme)
+    deploy.write_readme_table([result], readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert f"| tiny.shapes (32x48) | onnxruntime int8 | {rows['onnxruntime int8']['latency_ms']:.1f} |" in text
@@ -92,8 +92,52 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     plain = tmp_path / "plain.md"
     plain.write_text("no markers here\n")
     with pytest.raises(ValueError, match="markers"):
-        deploy.write_readme_table(result, plain)
+        deploy.write_readme_table([result], plain)
     assert plain.read_text() == "no markers here\n"
+
+
+def _deploy_result(model: str, isa: list[str], latencies: dict[str, dict[str, float]]) -> dict:
+    """A results file of ``benchmarks.deploy`` with only what the summary reads: per weight, each format's
+    latency (the fast fp32 path's included) and val drop."""
+    entries = []
+    for name, formats in latencies.items():
+        fast = formats["fast fp32"]
+        rows = {f: {"latency_ms": ms, "speedup_vs_fast_fp32": round(fast / ms, 2),
+                    "val_drop_vs_fp32_twin": 0.1 if f.endswith("int8") else 0.0} for f, ms in formats.items()}
+        entries.append({"weights": name, "formats": rows, "fastest": min(rows, key=lambda f: rows[f]["latency_ms"])})
+    return {"cpu": {"model": model, "cores": 2, "isa": isa}, "deploy": entries}
+
+
+def test_deploy_results_are_kept_per_cpu_and_summarised_side_by_side(tmp_path):
+    """Each kind of CPU writes its own results file (so a run on one machine keeps another's figures), and the
+    README's summary gives every weight a column group per CPU: INT8 speed-ups of both backends and the fastest
+    format, with "not measured" where a CPU's run left a weight out."""
+    from benchmarks import deploy
+
+    xeon = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512_vnni", "amx_int8"]}
+    epyc = {"model": "AMD EPYC 9R14", "isa": ["avx2", "avx512f", "avx512_vnni"]}
+    assert deploy.results_file(xeon, tmp_path) == tmp_path / "intel-xeon-platinum-8480_amx.json"
+    assert deploy.results_file(epyc, tmp_path).name == "amd-epyc-9r14_avx512-vnni.json"
+    assert deploy.results_file({"model": "AMD EPYC", "isa": ["avx2"]}).name == "amd-epyc_avx2.json"
+    assert deploy.results_file({"model": "Generic", "isa": []}).name == "generic_no-avx2.json"
+
+    with pytest.raises(FileNotFoundError, match="no deploy results"):
+        deploy.load_results(tmp_path)
+    both = {"fast fp32": 100.0, "onnxruntime int8": 50.0, "openvino int8": 40.0, "openvino bf16": 25.0}
+    avx2 = _deploy_result("AMD EPYC", ["avx2"], {"a.camvid": both})
+    amx = _deploy_result("Xeon", ["avx2", "amx_int8"], {"a.camvid": {**both, "openvino bf16": 80.0},
+                                                        "b.aerial": {"fast fp32": 10.0, "onnxruntime int8": 5.0}})
+    for result in (avx2, amx):
+        path = deploy.results_file(result["cpu"], tmp_path)
+        path.write_text(json.dumps(result))
+    results = deploy.load_results(tmp_path)
+    assert [r["cpu"]["model"] for r in results] == ["AMD EPYC", "Xeon"]  # by file name
+    summary = deploy.render_summary(results).splitlines()
+    assert "AMD EPYC (AVX2): INT8 speed-up, OV / ORT" in summary[0] and "Xeon (AMX)" in summary[0]
+    assert summary[2] == ("| a.camvid | 2.50 / 2.00 | +0.10 / +0.10 | openvino bf16 4.00x "
+                          "| 2.50 / 2.00 | +0.10 / +0.10 | openvino int8 2.50x |")
+    # the AVX2 run never measured b.aerial; the Xeon's had no OpenVINO
+    assert summary[3] == "| b.aerial | not measured |  |  | - / 2.00 | - / +0.10 | onnxruntime int8 2.00x |"
 
 
 def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_path, monkeypatch):
@@ -164,13 +208,16 @@ def _readme_block(readme, start, end):
 
 
 def test_readme_deploy_table_is_the_benchmarks_results():
-    """The README's Deploy table is generated from benchmarks/results/deploy.json, never typed by hand."""
+    """The README's Deploy section is generated from every file in benchmarks/results/deploy/, never typed by
+    hand, and each file sits where a run on its CPU would write it."""
     from benchmarks import deploy
     from conftest import REPO
 
-    result = json.loads((REPO / "benchmarks" / "results" / "deploy.json").read_text())
+    folder = REPO / deploy.RESULTS_DIR
+    results = deploy.load_results(folder)
+    assert [deploy.results_file(r["cpu"], folder) for r in results] == sorted(folder.glob("*.json"))
     block = _readme_block(REPO / "README.md", deploy.README_START, deploy.README_END)
-    assert block == deploy.render_table(result).strip(), "run python -m benchmarks.deploy --readme"
+    assert block == deploy.render_readme(results).strip(), "run python -m benchmarks.deploy --readme-only"
 
 
 def test_readme_pruning_table_is_the_benchmarks_results():
