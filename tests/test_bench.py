@@ -367,9 +367,10 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
     teacher = tmp_path / "teacher" / "best"
     (tmp_path / "README.md").write_text(f"x\n{distill_gain.README_START}\nold\n{distill_gain.README_END}\ny\n")
     argv = ["--recipe", str(recipe), "--teacher", str(teacher), "--minutes", "0.02", "--probe-steps", "1",
-            "--teacher-set", "distill.weight=2", "-o", "kd", "--results", "distill.json"]
+            "--teacher-set", "distill.weight=2", "-o", "kd"]
+    results = tmp_path / "benchmarks" / "results" / "distill" / "tiny_kl_w2_t1.json"  # recipe, loss, weight, T
     alone = distill_gain.main([*argv, "--arm", "distilled"])  # one arm, in its own session
-    assert alone["teacher"] is not None and not (tmp_path / "distill.json").exists()
+    assert alone["teacher"] is not None and not results.parent.exists()
     result = distill_gain.main(argv)
     base, taught = result["arms"]
     assert taught["val"] == alone["val"]  # the finished arm was reused
@@ -386,24 +387,46 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
     assert (tmp_path / "kd" / "distilled" / "summary.json").stat().st_mtime_ns == finished  # reused, not retrained
     assert again["arms"][1]["val"] == taught["val"]
     readme = (tmp_path / "README.md").read_text()
-    table = distill_gain.render_table(json.loads((tmp_path / "distill.json").read_text()))
+    table = distill_gain.render_table([json.loads(results.read_text())])
     assert f"{distill_gain.README_START}\n{table}\n{distill_gain.README_END}" in readme
     assert table.count("\n| ") == 4 + len(SHAPE_CLASSES) and f"| {SHAPE_CLASSES[1]} |" in table
+    assert "| | without teacher | kl, weight 2, T 1 | change |" in table
 
     with pytest.raises(SystemExit):  # only distill settings may differ between the arms
         distill_gain.main([*argv, "--teacher-set", "train.lr=1"])
 
 
 def test_readme_distillation_table_is_the_benchmarks_results():
-    """The README's distillation table is generated from benchmarks/results/distill.json, never typed by hand;
-    until that file exists the block says so."""
+    """The README's distillation tables are generated from benchmarks/results/distill/, never typed by hand, and
+    each file is named by its setting as a run would name it."""
     from benchmarks import distill_gain
     from conftest import REPO
 
-    results = REPO / "benchmarks" / "results" / "distill.json"
+    folder = REPO / distill_gain.RESULTS_DIR
+    results = distill_gain.load_results(folder)
+    assert [distill_gain.results_file(r, folder) for r in results] == sorted(folder.glob("*.json"))
     block = _readme_block(REPO / "README.md", distill_gain.README_START, distill_gain.README_END)
-    if results.is_file():
-        assert block == distill_gain.render_table(json.loads(results.read_text())).strip(), \
-            "run python -m benchmarks.distill_gain --readme"
-    else:
-        assert block == "Not measured yet: no `benchmarks/results/distill.json`."
+    assert block == distill_gain.render_table(results).strip(), "run python -m benchmarks.distill_gain --readme"
+
+
+def test_distillation_settings_against_one_baseline_share_a_table():
+    """Two settings compared with the same untaught run make one table, a column and a change each; a comparison
+    with another untaught run gets its own table; no results at all say so."""
+    from benchmarks import distill_gain
+
+    def arm(miou: float, teacher: dict | None) -> dict:
+        return {"cpu": {"model": "CPU"}, "epochs_run": 10, "minutes": 5.0, "teacher": teacher,
+                "val": {"miou": miou, "iou": [miou, miou]}}
+
+    def comparison(base: float, taught: float, loss: str, weight: str) -> dict:
+        teacher = {"loss": loss, "weight": weight, "temperature": "4.0"}
+        return {"recipe": "r", "teacher": "t", "budget_minutes": 5, "classes": ["a", "b"],
+                "arms": [arm(base, None), arm(taught, teacher)]}
+
+    tables = distill_gain.render_table([comparison(70, 69, "kl", "1.0"), comparison(70, 71.5, "cwd", "3.0"),
+                                        comparison(60, 62, "cwd", "3.0")]).split("\n\n")
+    shared = tables[1].splitlines()  # tables[0] is the first table's "Measured by" line
+    assert shared[0] == "| | without teacher | kl, weight 1, T 4 | change | cwd, weight 3, T 4 | change |"
+    assert "| **mIoU** | 70 | 69 | -1.00 | 71.5 | +1.50 |" in shared
+    assert len(tables) == 4 and "| **mIoU** | 60 | 62 | +2.00 |" in tables[3]
+    assert distill_gain.render_table([]).startswith("Not measured yet")
