@@ -185,6 +185,18 @@ def results_file(cpu: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     return folder / f"{slug}_{isa_tier(cpu)}.json"
 
 
+def merge_results(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over the same CPU's ``previous`` results: a run of some weights (``--weights``) replaces their
+    entries and keeps the others where they were, and keeps the tiling and memory figures it did not measure."""
+    measured = {e["weights"]: e for e in new["deploy"]}
+    kept = [measured.pop(e["weights"], e) for e in previous["deploy"]]
+    merged = {**previous, **new, "deploy": [*kept, *measured.values()]}
+    merged.pop("skipped", None)
+    if "skipped" in new:
+        merged["skipped"] = new["skipped"]
+    return merged
+
+
 def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     """Every CPU's results in ``folder``, by file name; an empty or missing folder is a FileNotFoundError."""
     files = sorted(folder.glob("*.json"))
@@ -374,13 +386,16 @@ def main(argv: list[str] | None = None) -> dict:
         classes = list(model.meta.class_names or [])
         metric = headline_metric(row["metrics"]["headline"], classes)
         with tempfile.TemporaryDirectory() as tmp:
-            result["deploy"].append(measure_weight(
-                model, recipe, name, tuple(row["image_size"]), metric, repeats=args.repeats,
-                n_calibration=args.calibration, n_holdout=args.holdout, work=Path(tmp), openvino=openvino))
+            entry = measure_weight(model, recipe, name, tuple(row["image_size"]), metric, repeats=args.repeats,
+                                   n_calibration=args.calibration, n_holdout=args.holdout, work=Path(tmp),
+                                   openvino=openvino)
+        result["deploy"].append({**entry, "weights_sha256": row["sha256"]})
     if args.aerial:
         result["tiling"] = tiling_modes(args.aerial, "aerial", args.tile)
         result["large_image"] = large_image_memory(args.aerial, 4000, args.tile)
     output = Path(args.output) if args.output else results_file(result["cpu"])
+    if output.is_file():
+        result = merge_results(json.loads(output.read_text()), result)
     written = write_result(result, output, ["cpu"])
     if args.readme:
         write_readme_table(load_results(output.parent), Path("README.md"))

@@ -139,6 +139,15 @@ def test_deploy_results_are_kept_per_cpu_and_summarised_side_by_side(tmp_path):
     # the AVX2 run never measured b.aerial; the Xeon's had no OpenVINO
     assert summary[3] == "| b.aerial | not measured |  |  | - / 2.00 | - / +0.10 | onnxruntime int8 2.00x |"
 
+    # a later run of one weight on the Xeon replaces that weight's figures and keeps the rest (and the tiling)
+    amx["tiling"] = {"weights": "b.aerial"}
+    again = _deploy_result("Xeon", ["avx2", "amx_int8"], {"a.camvid": {"fast fp32": 90.0, "onnxruntime int8": 30.0},
+                                                          "c.nuclei": {"fast fp32": 9.0, "onnxruntime int8": 3.0}})
+    merged = deploy.merge_results(amx, again)
+    assert [e["weights"] for e in merged["deploy"]] == ["a.camvid", "b.aerial", "c.nuclei"]
+    assert merged["deploy"][0]["formats"]["fast fp32"]["latency_ms"] == 90.0
+    assert merged["deploy"][1] == amx["deploy"][1] and merged["tiling"] == {"weights": "b.aerial"}
+
 
 def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_path, monkeypatch):
     """The INT8 recipe benchmark on a tiny model: each method measured, the choice made on held-out training
@@ -212,10 +221,16 @@ def test_readme_deploy_table_is_the_benchmarks_results():
     hand, and each file sits where a run on its CPU would write it."""
     from benchmarks import deploy
     from conftest import REPO
+    from segzoo.storage.manifest import read_manifest
 
     folder = REPO / deploy.RESULTS_DIR
     results = deploy.load_results(folder)
     assert [deploy.results_file(r["cpu"], folder) for r in results] == sorted(folder.glob("*.json"))
+    # figures of a weights file the zoo no longer publishes are stale: re-run deploy --weights for it
+    published = {f"{r['model']}.{r['tag']}": r["sha256"] for r in read_manifest()}
+    stale = [(r["cpu"]["model"], e["weights"]) for r in results for e in r["deploy"]
+             if "weights_sha256" in e and published.get(e["weights"]) != e["weights_sha256"]]
+    assert not stale, f"deploy figures of replaced or withdrawn weights: {stale}"
     block = _readme_block(REPO / "README.md", deploy.README_START, deploy.README_END)
     assert block == deploy.render_readme(results).strip(), "run python -m benchmarks.deploy --readme-only"
 
