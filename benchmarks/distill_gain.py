@@ -146,11 +146,11 @@ def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
 
 
-def _row(name: str, values: Sequence[float], change: bool = True) -> str:
+def _row(name: str, values: Sequence[float], change: bool = True, fmt: str = ".2f") -> str:
     """A table row: the untaught arm's value, then each taught arm's value and (``change``) its difference."""
-    cells = [f"{values[0]:g}"]
+    cells = [format(values[0], fmt)]
     for v in values[1:]:
-        cells += [f"{v:g}", f"{v - values[0]:+.2f}" if change else ""]
+        cells += [format(v, fmt), f"{v - values[0]:+.2f}" if change else ""]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
@@ -176,8 +176,8 @@ def render_table(results: Sequence[dict[str, Any]]) -> str:
                  "val IoU (%) of each arm's best checkpoint, fp32 at full resolution.", "",
                  "| | " + " | ".join(f"{variant(a)} | change" if a["teacher"] else variant(a) for a in arms) + " |",
                  "|---|" + "---:|" * (2 * len(arms) - 1)]
-        lines.append(_row("epochs in the budget", [a["epochs_run"] for a in arms], change=False))
-        lines.append(_row("wall time (min)", [a["minutes"] for a in arms], change=False))
+        lines.append(_row("epochs in the budget", [a["epochs_run"] for a in arms], change=False, fmt="g"))
+        lines.append(_row("wall time (min)", [a["minutes"] for a in arms], change=False, fmt=".1f"))
         lines.append(_row("**mIoU**", [a["val"]["miou"] for a in arms]))
         lines += [_row(name, [a["val"]["iou"][i] for a in arms]) for i, name in enumerate(first["classes"])]
         tables.append("\n".join(lines))

@@ -442,6 +442,7 @@ def test_distillation_settings_against_one_baseline_share_a_table():
                                         comparison(60, 62, "cwd", "3.0")]).split("\n\n")
     shared = tables[1].splitlines()  # tables[0] is the first table's "Measured by" line
     assert shared[0] == "| | without teacher | kl, weight 1, T 4 | change | cwd, weight 3, T 4 | change |"
-    assert "| **mIoU** | 70 | 69 | -1.00 | 71.5 | +1.50 |" in shared
-    assert len(tables) == 4 and "| **mIoU** | 60 | 62 | +2.00 |" in tables[3]
+    assert "| **mIoU** | 70.00 | 69.00 | -1.00 | 71.50 | +1.50 |" in shared
+    assert "| epochs in the budget | 10 | 10 |  | 10 |  |" in shared
+    assert len(tables) == 4 and "| **mIoU** | 60.00 | 62.00 | +2.00 |" in tables[3]
     assert distill_gain.render_table([]).startswith("Not measured yet")
