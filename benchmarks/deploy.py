@@ -5,8 +5,8 @@ never saw (a drop that only val would hide shows up there); then whole-image vs 
 aerial weights on their full-resolution validation tiles. The CPU's model and instruction sets go into the
 results, because INT8 and bf16 speed depend on them, and each kind of CPU keeps its own results file in
 ``benchmarks/results/deploy/`` (named by CPU model and instruction tier: a run replaces only its own machine's).
-``--readme`` rewrites the README's Deploy section from every file there: a table of the fastest INT8 and the
-fastest format per weight and CPU, then each CPU's full table.
+``--readme`` rewrites the README's Deploy section from every file there: per weight and CPU, INT8's speed-up and
+val drop on each backend and the fastest format, then each CPU's full table.
 
 Needs ``../shared/data`` (or ``$SEGZOO_DATA``) and the ``export`` and ``openvino`` extras (OpenVINO columns are
 left out, said in the results, when it is not installed). Run on an idle machine:

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher-set", action="append", default=[], metavar="distill.KEY=VALUE",
                         help="override for the taught arm only (e.g. distill.teacher_amp=bf16)")
     parser.add_argument("--probe-steps", type=int, default=10,
-                        help="timed steps that plan each arm's epochs (4 overestimated a CamVid step by 20%%)")
+                        help="timed steps that plan each arm's epochs (after one untimed step)")
     parser.add_argument("--arm", choices=("both", *FOLDERS.values()), default="both",
                         help="run one arm only (its figures are printed; the results file needs both)")
     parser.add_argument("-o", "--output", required=True, help="folder of both runs (reused: see above)")
