@@ -44,6 +44,11 @@ def write_result(result: dict[str, Any], output: str | Path, summary_keys: Seque
     return result
 
 
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    """Every JSON results file in ``folder``, in file-name order (a missing folder: none)."""
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+
+
 def replace_between_markers(readme: Path, start: str, end: str, text: str) -> None:
     """Replace what stands between a README's ``start`` and ``end`` markers with ``text`` (atomically); a README
     without both markers is a ValueError naming them."""

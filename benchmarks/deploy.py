@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import segzoo
-from benchmarks._report import cpu_description, replace_between_markers, write_result
+from benchmarks._report import cpu_description, read_results, replace_between_markers, write_result
 from segzoo.core.outputs import class_ids
 from segzoo.core.timing import latencies
 from segzoo.data.dataset import SegmentationDataset, build_pairs
@@ -199,10 +199,10 @@ def merge_results(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, An
 
 def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     """Every CPU's results in ``folder``, by file name; an empty or missing folder is a FileNotFoundError."""
-    files = sorted(folder.glob("*.json"))
-    if not files:
+    results = read_results(folder)
+    if not results:
         raise FileNotFoundError(f"no deploy results in {folder}: run python -m benchmarks.deploy first")
-    return [json.loads(f.read_text()) for f in files]
+    return results
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:

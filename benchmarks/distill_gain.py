@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import segzoo
-from benchmarks._report import cpu_description, replace_between_markers, write_result
+from benchmarks._report import cpu_description, read_results, replace_between_markers, write_result
 from segzoo.core.io import atomic_path
 from segzoo.training.publish import evaluate_split
 from segzoo.training.recipe import Recipe
@@ -143,7 +143,7 @@ def results_file(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
 
 def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     """Every comparison in ``folder``, by file name (none: an empty list)."""
-    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    return read_results(folder)
 
 
 def _row(name: str, values: Sequence[float], change: bool = True, fmt: str = ".2f") -> str:
