@@ -446,3 +446,39 @@ def test_distillation_settings_against_one_baseline_share_a_table():
     assert "| epochs in the budget | 10 | 10 |  | 10 |  |" in shared
     assert len(tables) == 4 and "| **mIoU** | 60.00 | 62.00 | +2.00 |" in tables[3]
     assert distill_gain.render_table([]).startswith("Not measured yet")
+
+
+def test_recipe_sweep_runs_variants_side_by_side_and_tabulates_their_val_readings(tmp_path):
+    """Two variants of a tiny recipe trained as two ``segzoo train`` processes at once; the table and
+    sweep.json hold each one's best and last val reading, and a bad variant fails before anything starts."""
+    import yaml
+    from conftest import TINY_UNET
+
+    from benchmarks.recipe_sweep import main, read_sweep
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+
+    root = write_shapes_dataset(tmp_path / "shapes", n_images=8, size=32, seed=3)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": TINY_UNET, "data": {"root": str(root), "classes": list(SHAPE_CLASSES), "val_fraction": 0.25},
+        "augment": {"crop_size": 32}, "train": {"epochs": 2, "batch_size": 2, "val_every": 1}}))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"common": ["train.lr=0.01"], "variants": {
+        "base": {"recipe": str(recipe)}, "slow": {"recipe": str(recipe), "set": ["train.lr=0.0001"]}}}))
+    summary = main([str(sweep), "-o", str(tmp_path / "out"), "--parallel", "2", "--workers", "0",
+                    "--threads", "1"])
+    assert summary["classes"] == list(SHAPE_CLASSES)
+    for name in ("base", "slow"):
+        result = summary["variants"][name]
+        assert result["returncode"] == 0, (tmp_path / "out" / f"{name}.log").read_text()
+        assert result["epochs"] == 2 and sorted(result["curve"]) == [1, 2]
+        assert max(result["curve"].values()) == pytest.approx(result["best"]["miou"], abs=1e-4)
+        assert len(result["best"]["iou"]) == len(SHAPE_CLASSES)
+    assert summary["variants"]["slow"]["command"][-2:] == ["--set", "train.lr=0.0001"]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"].keys() == {"base", "slow"}
+
+    sweep.write_text(yaml.safe_dump({"variants": {"typo": {"recipe": str(recipe), "set": ["train.lr=-1"]}}}))
+    with pytest.raises(InvalidValueError, match="train.lr"):
+        read_sweep(sweep)
+    assert not (tmp_path / "out" / "typo").exists()
