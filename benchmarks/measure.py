@@ -4,14 +4,38 @@ is ``segzoo.core.timing``)."""
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-__all__ = ["latencies", "train_step_times", "peak_memory", "matmul_peak_flops", "percentile", "count_flops"]
+__all__ = ["latencies", "round_robin_seconds", "train_step_times", "peak_memory", "matmul_peak_flops", "percentile",
+           "count_flops"]
 
 from segzoo.core.timing import count_flops, latencies, percentile  # noqa: E402  (re-exported for the suite)
+
+
+def round_robin_seconds(fns: dict[str, Callable[[], object]], rounds: int, block: int = 5,
+                        warmup: int = 3) -> dict[str, list[list[float]]]:
+    """Seconds per call of each function, timed round-robin: each round runs every function for one untimed call
+    (it wakes that runtime's threads and outlasts the previous one's) then ``block`` timed calls. The machine's
+    drift over the run falls on every function alike, so ratios taken within a round compare like with like.
+    ``warmup`` untimed calls of each come first. Returns, per function, a list of rounds, each a list of times."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[list[float]]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            times = []
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            out[name].append(times)
+    return out
 
 
 def _reset_cpu_peak() -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import segzoo
 from benchmarks._report import cpu_description, replace_between_markers, write_result
 from benchmarks.deploy import _dataset, headline_metric, manifest_rows, score
+from benchmarks.measure import round_robin_seconds
 from segzoo.core.outputs import class_ids
 from segzoo.data.dataset import build_pairs
 from segzoo.data.masks import read_image
@@ -55,24 +55,12 @@ def interleaved_latency(models: list[dict[str, Any]], x: torch.Tensor, repeats: 
     alike while no call is timed right after another model's. (Timed call by call, the parent's INT8 read 47 ms
     against 22 ms alone: most likely the previous model's onnxruntime threads still spinning.) ``warmup`` untimed
     calls of each model come first: the parent's fast path was still speeding up over its first calls."""
-    out: list[dict[str, float]] = [{} for _ in models]
     rounds = -(-repeats // block)
     with torch.inference_mode():
-        for fmt in FORMATS:
-            for formats in models:
-                for _ in range(warmup):
-                    formats[fmt](x)
-            times: list[list[float]] = [[] for _ in models]
-            for _ in range(rounds):
-                for i, formats in enumerate(models):
-                    formats[fmt](x)  # untimed: wakes this model's threads, outlasts the last model's
-                    for _ in range(block):
-                        start = time.perf_counter()
-                        formats[fmt](x)
-                        times[i].append(time.perf_counter() - start)
-            for i, t in enumerate(times):
-                out[i][fmt] = round(1000 * float(np.median(t)), 1)
-    return out
+        timed = {fmt: round_robin_seconds({i: (lambda f=formats[fmt]: f(x)) for i, formats in enumerate(models)},
+                                          rounds, block, warmup) for fmt in FORMATS}
+    return [{fmt: round(1000 * float(np.median(np.concatenate(timed[fmt][i]))), 1) for fmt in FORMATS}
+            for i in range(len(models))]
 
 
 def score_row(model: Any, label: str, val: Any, metric: str, size: tuple[int, int],
