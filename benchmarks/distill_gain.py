@@ -129,15 +129,18 @@ def variant(arm: dict[str, Any]) -> str:
     teacher = arm.get("teacher")
     if not teacher:
         return "without teacher"
-    return f"{teacher['loss']}, weight {float(teacher['weight']):g}, T {float(teacher['temperature']):g}"
+    schedule = teacher.get("weight_schedule", "constant")
+    decay = "" if schedule == "constant" else f" {schedule} to 0"
+    return f"{teacher['loss']}, weight {float(teacher['weight']):g}{decay}, T {float(teacher['temperature']):g}"
 
 
 def results_file(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     """One results file per student recipe and distillation setting (``camvid_cwd_w3_t4.json``), so that trying
     another loss or weight adds a file beside the earlier ones instead of replacing them."""
     teacher = result["arms"][1]["teacher"]
+    schedule = teacher.get("weight_schedule", "constant")
     name = f"{Path(result['recipe']).stem}_{teacher['loss']}_w{float(teacher['weight']):g}" \
-           f"_t{float(teacher['temperature']):g}"
+           f"{'' if schedule == 'constant' else '-' + schedule}_t{float(teacher['temperature']):g}"
     return folder / f"{name}.json"
 
 

@@ -454,15 +454,19 @@ def test_distillation_settings_against_one_baseline_share_a_table():
     assert "| epochs in the budget | 10 | 10 |  | 10 |  |" in shared
     assert len(tables) == 4 and "| **mIoU** | 60.00 | 62.00 | +2.00 |" in tables[3]
     assert distill_gain.render_table([]).startswith("Not measured yet")
+    decaying = comparison(70, 70.5, "cwd", "3.0")
+    decaying["arms"][1]["teacher"]["weight_schedule"] = "linear"
+    assert distill_gain.results_file(decaying).name == "r_cwd_w3-linear_t4.json"
+    assert distill_gain.variant(decaying["arms"][1]) == "cwd, weight 3 linear to 0, T 4"
 
 
 def test_recipe_sweep_runs_variants_side_by_side_and_tabulates_their_val_readings(tmp_path):
     """Two variants of a tiny recipe trained as two ``segzoo train`` processes at once; the table and
     sweep.json hold each one's best and last val reading, and a bad variant fails before anything starts."""
     import yaml
-    from conftest import TINY_UNET
 
     from benchmarks.recipe_sweep import main, read_sweep
+    from conftest import TINY_UNET
     from segzoo.core.errors import InvalidValueError
     from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
 

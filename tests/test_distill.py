@@ -119,6 +119,39 @@ def test_a_teacher_changes_the_students_gradient_and_sees_its_own_normalisation(
     assert all(not p.requires_grad for p in taught.teacher.model.parameters()) and not taught.teacher.model.training
 
 
+def test_a_decaying_distillation_weight_hands_the_student_over_to_the_labels(shapes, teacher, tmp_path):
+    """``weight_schedule`` scales the distillation term by 1 at the first step, falling to 0 after the last
+    (linear: halfway at half the run; cosine: likewise, flatter at both ends); at the end of a decaying run the
+    student's gradient is the untaught one's, at its start the constant schedule's."""
+    recipe = _recipe(shapes, {"teacher": "x", "weight": 2.0, "weight_schedule": "linear"})
+    assert [recipe.distill.weight_at(p) for p in (0.0, 0.5, 1.0, 1.5)] == [2.0, 1.0, 0.0, 0.0]
+    cosine = _recipe(shapes, {"teacher": "x", "weight": 2.0, "weight_schedule": "cosine"}).distill
+    assert cosine.weight_at(0.5) == pytest.approx(1.0) and cosine.weight_at(0.1) == pytest.approx(1.0 + math.cos(
+        math.pi * 0.1))
+    with pytest.raises(ValueError, match=r"distill\.weight_schedule must be one of \['constant', 'linear', "
+                                         r"'cosine'\], got 'step'"):
+        _recipe(shapes, {"teacher": "x", "weight_schedule": "step"})
+
+    plain = Trainer(_recipe(shapes), tmp_path / "a")
+    constant = Trainer(_recipe(shapes, {"teacher": str(teacher), "weight": 2.0}), tmp_path / "b")
+    decaying = Trainer(_recipe(shapes, {"teacher": str(teacher), "weight": 2.0, "weight_schedule": "linear"}),
+                       tmp_path / "c")
+    for trainer in (constant, decaying):
+        trainer.model.load_state_dict(plain.model.state_dict())
+    images, masks = next(iter(plain._loader(plain.train_set, list(range(4)), 4, drop_last=True)))
+
+    def loss(trainer: Trainer, step: int) -> float:
+        trainer.global_step = step
+        with torch.no_grad():
+            return float(trainer._forward_loss(normalize(images, trainer.model.meta.preprocessing), masks.long(),
+                                               images))
+
+    end = plain.cfg.epochs * plain.steps_per_epoch
+    assert loss(decaying, 0) == pytest.approx(loss(constant, 0)) != pytest.approx(loss(plain, 0))
+    assert loss(decaying, end) == pytest.approx(loss(plain, end))
+    assert decaying.model.meta.teacher["weight_schedule"] == "linear"
+
+
 def test_wrong_classes_or_a_missing_teacher_fail_before_any_work(shapes, teacher, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr("segzoo.training.trainer.build_pairs", lambda *a: calls.append(a) or [])

@@ -54,8 +54,10 @@ def lineage(meta: ModelMeta) -> list[str]:
         lines.append(f"Fine-tuned from {_source(meta.parent)}.")
     if meta.teacher:
         t = meta.teacher
-        lines.append(f"Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}, "
-                     f"temperature {t.get('temperature')}.")
+        schedule = t.get("weight_schedule", "constant")
+        decay = "" if schedule == "constant" else f" decaying to 0 ({schedule})"
+        lines.append(f"Distilled from the teacher {_source(t)}: {t.get('loss')} loss, weight {t.get('weight')}"
+                     f"{decay}, temperature {t.get('temperature')}.")
     for stage in reversed(meta.ancestry):  # the nearest earlier stage first, as the sentences above go back
         made = [f"{verb} {_source({'source': stage[role], 'sha256': stage.get(role + '_sha256', 'unknown')})}"
                 for role, verb in (("parent", "fine-tuned from"), ("teacher", "distilled from the teacher"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,16 +207,26 @@ class TrainConfig:
             _check_range("train.class_weights", weight, 0)
 
 
+WEIGHT_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda progress: 1.0,
+    "linear": lambda progress: 1.0 - progress,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+}
+
+
 @dataclass
 class DistillConfig:
     """Knowledge distillation (``segzoo.training.distill``): a frozen ``teacher`` (zoo name, weights file or
     folder) whose logits on the same batch add ``weight`` times the ``loss`` (``kl`` per pixel, or ``cwd``
-    channel-wise) at ``temperature`` (default: 1 for kl, 4 for cwd) to the task loss. ``teacher_amp: bf16`` runs
-    the teacher in bf16 autocast. An empty ``teacher`` means no distillation."""
+    channel-wise) at ``temperature`` (default: 1 for kl, 4 for cwd) to the task loss. ``weight_schedule``
+    ``linear`` or ``cosine`` decays that weight to 0 over the run's steps (the teacher guiding the start, the
+    labels the end); ``constant`` keeps it. ``teacher_amp: bf16`` runs the teacher in bf16 autocast. An empty
+    ``teacher`` means no distillation."""
 
     teacher: str | None = None
     loss: str = "kl"
     weight: float = 1.0
+    weight_schedule: str = "constant"  # constant | linear | cosine
     temperature: float | None = None
     teacher_amp: str = "none"  # none | bf16
 
@@ -227,8 +237,15 @@ class DistillConfig:
             raise InvalidValueError(f"distill.loss must be one of {sorted(DISTILL_LOSSES)}, got {self.loss!r}")
         if self.teacher_amp not in ("none", "bf16"):
             raise InvalidValueError(f"distill.teacher_amp must be 'none' or 'bf16', got {self.teacher_amp!r}")
+        if self.weight_schedule not in WEIGHT_SCHEDULES:
+            raise InvalidValueError(f"distill.weight_schedule must be one of {list(WEIGHT_SCHEDULES)}, got "
+                                    f"{self.weight_schedule!r}")
         _check_range("distill.weight", self.weight, 0, low_open=True)
         _check_range("distill.temperature", self.temperature, 0, 100, low_open=True, optional=True)
+
+    def weight_at(self, progress: float) -> float:
+        """The distillation weight at ``progress`` through the run (0: its first step, 1: past its last)."""
+        return self.weight * WEIGHT_SCHEDULES[self.weight_schedule](min(max(progress, 0.0), 1.0))
 
 
 @dataclass
@@ -286,7 +303,7 @@ class Recipe:
             "data.masks": (data.layout != "folder", f"data.layout is {data.layout!r}, not folder"),
             "data.ignore_colours": (not data.colours, "data.colours is not set (masks hold class ids)"),
             **{f"distill.{key}": (not self.distill.teacher, "distill.teacher is not set")
-               for key in ("loss", "weight", "temperature", "teacher_amp")},
+               for key in ("loss", "weight", "weight_schedule", "temperature", "teacher_amp")},
         }
         for key, (ignored, why) in unused.items():
             section, name = key.split(".")

@@ -219,7 +219,7 @@ class Trainer:
             training={key: getattr(cfg, key) for key in INHERITED},
             teacher=None if self.teacher is None else {
                 **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
-                "temperature": str(self.distill_loss.temperature)},
+                "weight_schedule": recipe.distill.weight_schedule, "temperature": str(self.distill_loss.temperature)},
         )
         if recipe.augment.crop_size % model.input_divisor:
             warnings.warn(f"augment.crop_size {recipe.augment.crop_size} is not a multiple of the model's input "
@@ -429,7 +429,8 @@ class Trainer:
         if aux is not None:
             loss = loss + AUX_LOSS_WEIGHT * self.loss_fn(aux, masks)
         if self.teacher is not None and raw is not None:
-            loss = loss + self.recipe.distill.weight * self.distill_loss(logits, self.teacher(raw), masks)
+            weight = self.recipe.distill.weight_at(self.global_step / (self.cfg.epochs * self.steps_per_epoch))
+            loss = loss + weight * self.distill_loss(logits, self.teacher(raw), masks)
         return loss
 
     def _micro_step(self, images: torch.Tensor, masks: torch.Tensor, last_micro: bool) -> float:
