@@ -161,7 +161,8 @@ def test_train_eval_predict_commands(shapes, tmp_path):
 
     ids = Image.open(tmp_path / "p" / "shape_0000.png")
     assert ids.size == (32, 32) and ids.mode == "L"
-    assert Image.open(tmp_path / "p" / "shape_0000_overlay.png").mode == "RGB"
+    overlay = Image.open(tmp_path / "p" / "shape_0000_overlay.png")
+    assert overlay.mode == "RGB" and overlay.size == (384, 384)  # enlarged, so that the legend covers a corner only
     bad = _cli("predict", str(tmp_path / "nothing.png"), "-w", str(tmp_path / "run" / "best"))
     assert bad.returncode == 2 and "nothing.png" in bad.stderr
     wrong = _recipe_file(shapes, tmp_path / "w.yaml", epochs=1)

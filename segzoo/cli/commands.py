@@ -299,6 +299,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.tile is None and (args.overlap is not None or args.batch is not None):
         raise InvalidValueError("--overlap and --batch apply to windows; --tile none predicts whole images")
+    if args.overlay_min_side < 0:
+        raise InvalidValueError(f"--overlay-min-side must be >= 0 (0: never enlarge), got {args.overlay_min_side}")
     args.overlap = 0.25 if args.overlap is None else args.overlap
     args.batch = 4 if args.batch is None else args.batch
     device = pick_device(args.device)
@@ -306,7 +308,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model, transform = load_for_inference(args.weights)
     written = predict_files(model, transform, files, args.output, device=device, overwrite=args.overwrite,
                             progress=not args.quiet, legend=not args.no_legend, tile=args.tile, overlap=args.overlap,
-                            tta=tuple(args.tta), scales=tuple(args.scales), batch=args.batch)
+                            tta=tuple(args.tta), scales=tuple(args.scales), batch=args.batch,
+                            overlay_min_side=args.overlay_min_side)
     print(f"wrote {len(written)} class-id PNGs and overlays to {args.output}")
     return 0
 
@@ -516,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", nargs="*", type=float, default=[1.0], help="test-time scales to average")
     p.add_argument("--batch", type=int, default=None, help="windows per forward pass (default 4)")
     p.add_argument("--no-legend", action="store_true", help="overlays without the class legend")
+    p.add_argument("--overlay-min-side", type=int, default=384,
+                   help="overlays of images with a shorter side below this are enlarged to it (nearest neighbour), so "
+                        "that the legend leaves the prediction visible; the class-id PNG keeps the image's size; 0: "
+                        "never enlarge (default 384)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_predict)
 
