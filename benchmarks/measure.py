@@ -17,18 +17,20 @@ from segzoo.core.timing import count_flops, latencies, percentile  # noqa: E402 
 
 
 def round_robin_seconds(fns: dict[str, Callable[[], object]], rounds: int, block: int = 5,
-                        warmup: int = 3) -> dict[str, list[list[float]]]:
-    """Seconds per call of each function, timed round-robin: each round runs every function for one untimed call
-    (it wakes that runtime's threads and outlasts the previous one's) then ``block`` timed calls. The machine's
-    drift over the run falls on every function alike, so ratios taken within a round compare like with like.
-    ``warmup`` untimed calls of each come first. Returns, per function, a list of rounds, each a list of times."""
+                        warmup: int = 3, settle: int = 1) -> dict[str, list[list[float]]]:
+    """Seconds per call of each function, timed round-robin: each round runs every function for ``settle``
+    untimed calls (they wake that runtime's threads and outlast the previous one's) then ``block`` timed calls.
+    The machine's drift over the run falls on every function alike, so ratios taken within a round compare like
+    with like. ``warmup`` untimed calls of each come first. Returns, per function, a list of rounds, each a list
+    of times."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[list[float]]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            fn()
+            for _ in range(settle):
+                fn()
             times = []
             for _ in range(block):
                 start = time.perf_counter()

@@ -68,20 +68,14 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     assert metric == "dice:disc" and deploy.headline_metric("mIoU", SHAPE_CLASSES) == "miou"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "INT8 is not faster" on a model this small
-        entry = deploy.measure_weight(model, recipe, "tiny.shapes", (32, 48), metric, repeats=2, block=1,
-                                      n_calibration=3, n_holdout=4, work=work, openvino=openvino)
+        entry = deploy.measure_weight(model, recipe, "tiny.shapes", (32, 48), metric, repeats=1, n_calibration=3,
+                                      n_holdout=4, work=work, openvino=openvino)
     expected = {"eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxruntime int8"}
     expected |= {"openvino fp32", "openvino bf16", "openvino int8"} if openvino else set()
     rows = entry["formats"]
     assert set(rows) == expected and entry["holdout_images"] == 4
     assert all(r["latency_ms"] > 0 and r["val"]["images"] == 3 and len(r["val"]["iou"]) == 4 for r in rows.values())
     assert rows["eager fp32"]["val_drop_vs_fp32_twin"] == 0.0
-    # timed in two rounds: each speed-up is the median of the rounds' own ratios, their range kept beside it
-    assert entry["timing"] == {"rounds": 2, "calls_per_round": 1}
-    assert rows["fast fp32"]["speedup_vs_fast_fp32"] == 1.0 and rows["fast fp32"]["speedup_range"] == [1.0, 1.0]
-    low, high = rows["onnxruntime int8"]["speedup_range"]
-    assert low <= rows["onnxruntime int8"]["speedup_vs_fast_fp32"] <= high
-    assert deploy.round_speedups([[2.0, 2.0, 4.0], [3.0]], [[1.0, 1.0, 1.0], [3.0]]) == [2.0, 1.0]
     # fp32 runtimes agree with eager PyTorch on every pixel of a fresh model here; INT8 is judged against its twin
     assert abs(rows["onnxruntime fp32"]["val"]["metric"] - rows["eager fp32"]["val"]["metric"]) < 0.5
     twin = rows["onnxruntime fp32"]["val"]["metric"] - rows["onnxruntime int8"]["val"]["metric"]
@@ -93,9 +87,7 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     deploy.write_readme_table([result], readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
-    int8 = rows["onnxruntime int8"]
-    assert (f"| tiny.shapes (32x48) | onnxruntime int8 | {int8['latency_ms']:.1f} | "
-            f"{int8['speedup_vs_fast_fp32']:.2f} | {low:.2f}-{high:.2f} |") in text
+    assert f"| tiny.shapes (32x48) | onnxruntime int8 | {rows['onnxruntime int8']['latency_ms']:.1f} |" in text
     assert "Test CPU (2 cores; avx2)" in text
     plain = tmp_path / "plain.md"
     plain.write_text("no markers here\n")
@@ -337,6 +329,14 @@ def test_prune_curve_times_models_in_blocks_round_robin():
     one_round = [("a", fmt)] * 3 + [("b", fmt)] * 3
     assert calls[:20] == [("a", fmt), ("b", fmt)] + one_round * 3  # warm-up, then 5 timed calls in blocks of 2
     assert len(calls) == 40
+
+    from benchmarks.measure import round_robin_seconds
+
+    seen: list[str] = []
+    timed = round_robin_seconds({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, rounds=2, block=3,
+                                warmup=0, settle=2)
+    assert seen == (["a"] * 5 + ["b"] * 5) * 2  # 2 untimed settling calls, then 3 timed, per function and round
+    assert [len(r) for r in timed["a"]] == [3, 3] and all(t >= 0 for r in timed["b"] for t in r)
 
 
 def test_int8_profile_gives_each_graphs_kernel_times(tmp_path, monkeypatch):
