@@ -124,23 +124,30 @@ def run_arm(arm: str, args: argparse.Namespace, output: Path) -> dict[str, Any]:
             "val": {"miou": round(100 * val["miou"], 2), "iou": [round(100 * v, 2) for v in val["iou"]]}}
 
 
+def _decay(teacher: dict[str, str]) -> str:
+    """The distillation weight's schedule when it decays (``linear``, ``cosine``), else '' (students recorded
+    before schedules existed kept a constant weight)."""
+    schedule = teacher.get("weight_schedule", "constant")
+    return "" if schedule == "constant" else schedule
+
+
 def variant(arm: dict[str, Any]) -> str:
     """How an arm was taught, e.g. ``kl, weight 1, T 1``; ``without teacher`` for the baseline."""
     teacher = arm.get("teacher")
     if not teacher:
         return "without teacher"
-    schedule = teacher.get("weight_schedule", "constant")
-    decay = "" if schedule == "constant" else f" {schedule} to 0"
-    return f"{teacher['loss']}, weight {float(teacher['weight']):g}{decay}, T {float(teacher['temperature']):g}"
+    schedule = _decay(teacher)
+    return f"{teacher['loss']}, weight {float(teacher['weight']):g}{f' {schedule} to 0' if schedule else ''}, " \
+           f"T {float(teacher['temperature']):g}"
 
 
 def results_file(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     """One results file per student recipe and distillation setting (``camvid_cwd_w3_t4.json``), so that trying
     another loss or weight adds a file beside the earlier ones instead of replacing them."""
     teacher = result["arms"][1]["teacher"]
-    schedule = teacher.get("weight_schedule", "constant")
+    schedule = _decay(teacher)
     name = f"{Path(result['recipe']).stem}_{teacher['loss']}_w{float(teacher['weight']):g}" \
-           f"{'' if schedule == 'constant' else '-' + schedule}_t{float(teacher['temperature']):g}"
+           f"{f'-{schedule}' if schedule else ''}_t{float(teacher['temperature']):g}"
     return folder / f"{name}.json"
 
 
