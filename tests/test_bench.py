@@ -34,6 +34,25 @@ def test_suite_smoke(tmp_path, monkeypatch):
     assert (tmp_path / "smoke.png").stat().st_size > 1000
 
 
+def test_timing_in_own_process_runs_the_loader_in_a_fresh_interpreter_with_this_thread_count():
+    """The child loads only what its loader imports (onnxruntime, imported here, is absent there), runs the
+    requested threads, and a loader that fails there is an error here carrying the child's message."""
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401  (imported here, must not be there)
+
+    from segzoo.core.timing import median_ms_in_own_process
+
+    assert "onnxruntime" in sys.modules
+    loader = "helpers.timing_probe:identity_if_alone"
+    assert median_ms_in_own_process(loader, [1, "onnxruntime"], (1, 3, 8, 8), repeats=3, threads=1) > 0
+    with pytest.raises(RuntimeError, match="child runs 1 threads, not 2"):
+        median_ms_in_own_process(loader, [2, "onnxruntime"], (1, 3, 8, 8), repeats=3, threads=1)
+    with pytest.raises(ValueError, match="expected 'module:attribute'"):
+        median_ms_in_own_process("helpers.timing_probe.identity_if_alone", [], (1, 3, 8, 8), repeats=3)
+
+
 def test_unknown_pair_and_mode():
     with pytest.raises(KeyError, match="nope"):
         suite.run(["nope"], ["eager"], "cpu", (32, 32), 1)
@@ -69,11 +88,12 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "INT8 is not faster" on a model this small
         entry = deploy.measure_weight(model, recipe, "tiny.shapes", (32, 48), metric, repeats=1, n_calibration=3,
-                                      n_holdout=4, work=work, openvino=openvino)
+                                      n_holdout=4, work=work, openvino=openvino, passes=1)
     expected = {"eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxruntime int8"}
     expected |= {"openvino fp32", "openvino bf16", "openvino int8"} if openvino else set()
     rows = entry["formats"]
     assert set(rows) == expected and entry["holdout_images"] == 4
+    assert all(len(r["latency_ms_passes"]) == 1 for r in rows.values())  # each timed once, in its own process
     assert all(r["latency_ms"] > 0 and r["val"]["images"] == 3 and len(r["val"]["iou"]) == 4 for r in rows.values())
     assert rows["eager fp32"]["val_drop_vs_fp32_twin"] == 0.0
     # fp32 runtimes agree with eager PyTorch on every pixel of a fresh model here; INT8 is judged against its twin
@@ -88,7 +108,7 @@ def test_deploy_benchmark_measures_every_format_and_writes_the_readme_table(tmp_
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert f"| tiny.shapes (32x48) | onnxruntime int8 | {rows['onnxruntime int8']['latency_ms']:.1f} |" in text
-    assert "Test CPU (2 cores; avx2)" in text
+    assert "Test CPU (2 cores; avx2)" in text and "each format in its own fresh process, median of 1 pass." in text
     plain = tmp_path / "plain.md"
     plain.write_text("no markers here\n")
     with pytest.raises(ValueError, match="markers"):

@@ -1,7 +1,8 @@
 """Choosing the INT8 backend by measure on the CPU at hand: which of onnxruntime and OpenVINO is faster depends on
 the CPU (on a VNNI / AMX Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on AVX2-only CPUs
 onnxruntime INT8 was measured at only 1.05-1.1x its fp32), so instead of a rule per instruction set both are
-quantized, timed on the same input, and the faster one is kept.
+quantized, each timed on the same input in its own fresh process (timed one after the other in one process,
+runtimes change each other's speed), and the faster one is kept.
 """
 
 from __future__ import annotations
@@ -14,33 +15,26 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from segzoo.core.errors import InvalidValueError
-from segzoo.core.timing import latencies
+from segzoo.core.timing import median_ms_in_own_process
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.manifest import INT8_BACKENDS
 
 __all__ = ["quantize_fastest", "SUFFIXES"]
 
 SUFFIXES = {"onnxruntime": ".onnx", "openvino": ".xml"}
-
-
-def _median_ms(fn: Any, x: torch.Tensor, repeats: int) -> float:
-    fn(x)  # warm-up
-    return 1000 * float(np.median(latencies(lambda: fn(x), repeats, torch.device("cpu"))))
+LOADERS = {"onnxruntime": "segzoo.inference.runtime:OnnxModel.load",
+           "openvino": "segzoo.inference.runtime:OpenVinoModel.load"}
 
 
 def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem: str | Path, *,
                      options: Mapping[str, Mapping[str, Any]] | None = None,
                      example_size: tuple[int, int] = (256, 320), repeats: int = 10) -> dict[str, Any]:
-    """INT8 by each installed backend, timed at ``example_size`` (batch 1) in this process; the faster one is kept
-    as ``stem.onnx`` or ``stem.xml`` (+ ``.bin``), the other discarded. ``options``: per backend, keyword
+    """INT8 by each installed backend, each timed at ``example_size`` (batch 1) in its own process; the faster one
+    is kept as ``stem.onnx`` or ``stem.xml`` (+ ``.bin``), the other discarded. ``options``: per backend, keyword
     arguments of its quantizer (e.g. ``{"onnxruntime": {"method": "minmax", "keep_float": [...]}}``). Returns the
     kept model's report with ``backend_choice``: each backend's INT8 latency and the ratio."""
     from segzoo.deploy.quantize import quantize_to_file
-    from segzoo.inference.runtime import OnnxModel, OpenVinoModel
 
     stem = Path(stem)
     if stem.suffix.lower() in SUFFIXES.values():
@@ -51,7 +45,7 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
     images = list(calibration)
     backends = [b for b in INT8_BACKENDS if b == "onnxruntime" or _openvino_installed()]
     stem.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(1, model.in_channels, *example_size)
+    shape = (1, model.in_channels, *example_size)
     with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
         reports, ms = {}, {}
         for backend in backends:
@@ -61,14 +55,12 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
                 if backend == "onnxruntime":
                     reports[backend] = quantize_to_file(model, path, images, example_size=example_size,
                                                         **options[backend])
-                    loaded: Any = OnnxModel.load(path)
                 else:
                     from segzoo.deploy.openvino import quantize_openvino
 
                     reports[backend] = quantize_openvino(model, images, path, example_size=example_size,
                                                          **options[backend])
-                    loaded = OpenVinoModel.load(path)
-            ms[backend] = round(_median_ms(loaded, x, repeats), 2)
+            ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
         chosen = min(ms, key=ms.get)
         source = Path(tmp) / f"int8{SUFFIXES[chosen]}"
         target = stem.with_name(stem.name + SUFFIXES[chosen])
@@ -76,7 +68,8 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
             os.replace(source.with_suffix(".bin"), target.with_suffix(".bin"))
         os.replace(source, target)
         shutil.rmtree(tmp, ignore_errors=True)
-    choice = {"chosen": chosen, "int8_ms": ms, "example_size": list(example_size), "repeats": repeats}
+    choice = {"chosen": chosen, "int8_ms": ms, "example_size": list(example_size), "repeats": repeats,
+              "timing": "each backend in its own process"}
     if len(ms) == 2:
         other = next(b for b in ms if b != chosen)
         choice["speedup_over_" + other] = round(ms[other] / ms[chosen], 2)
