@@ -226,3 +226,50 @@ def test_a_malformed_ancestry_is_a_clear_error():
         ModelMeta(ancestry=[{"sha256": 7}])
     with pytest.raises(ValueError, match=r"model meta: ancestry: expected list\[dict\[str, str\]\], got 'teacher"):
         ModelMeta.from_dict({"ancestry": "teacher.safetensors"})  # a header read from a file
+
+
+def test_teacher_margin_scores_both_models_on_the_same_augmented_batches_and_on_val(shapes, teacher, tmp_path):
+    """benchmarks.teacher_margin: a model against itself has no margin; a trained teacher against a student that
+    predicts one class everywhere has a positive one on the augmented training batches, the difference of their
+    scores; the batches are the recipe's crops; a student of other classes is refused; the results file is
+    written."""
+    from benchmarks.teacher_margin import main as margin_main
+    from benchmarks.teacher_margin import measure, training_batches
+
+    recipe = _recipe(shapes)
+    one_class = tmp_path / "one-class"
+    student = recipe.model.build(len(SHAPE_CLASSES))
+    with torch.no_grad():  # a student that calls every pixel the last class: worse than the teacher, surely
+        student.head.weight.zero_()
+        student.head.bias.copy_(torch.arange(len(SHAPE_CLASSES), dtype=torch.float32))
+    student.save_pretrained(str(one_class))
+
+    batches = list(training_batches(recipe, 6))
+    assert [tuple(images.shape) for images, _ in batches] == [(4, 3, 32, 32), (2, 3, 32, 32)]
+    assert all(images.dtype == torch.uint8 and masks.shape == images.shape[:1] + images.shape[2:]
+               for images, masks in batches)
+    with pytest.raises(ValueError, match=r"--images must be between 1 and the 9 training images, got 10"):
+        list(training_batches(recipe, 10))
+
+    three = tmp_path / "three-classes"
+    recipe.model.build(3).save_pretrained(str(three))
+    with pytest.raises(ValueError, match=r"student .*three-classes.* predicts 3 classes, the recipe's data has 4"):
+        measure(recipe, str(teacher), str(three), images=6)
+
+    itself = measure(recipe, str(teacher), str(teacher), images=6)
+    assert itself["scores"]["teacher"] == itself["scores"]["student"]
+    assert all(m == 0 for split in itself["margin"].values() for m in [split["miou"], *split["iou"]])
+
+    against = measure(recipe, str(teacher), str(one_class), images=6)
+    scores, margin = against["scores"], against["margin"]["training_batches"]
+    assert margin["miou"] == round(scores["teacher"]["training_batches"]["miou"]
+                                   - scores["student"]["training_batches"]["miou"], 2)
+    assert margin["miou"] > 0 and len(margin["iou"]) == len(SHAPE_CLASSES)
+
+    file = tmp_path / "tiny.json"  # the command line reads a recipe file
+    file.write_text(json.dumps(recipe.to_dict()))
+    out = tmp_path / "margin.json"
+    written = margin_main(["--recipe", str(file), "--teacher", str(teacher), "--student", str(one_class),
+                           "--student-name", "one class", "--images", "6", "--results", str(out)])
+    assert json.loads(out.read_text())["margin"] == written["margin"] == against["margin"]
+    assert written["student"] == "one class"
