@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +23,24 @@ import torch
 import segzoo
 from benchmarks._report import cpu_description, write_result
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
-from segzoo.data.normalize import normalize
-from segzoo.training.metrics import ConfusionMatrix
+from segzoo.training.evaluate import evaluate
 from segzoo.training.publish import evaluate_split
 from segzoo.training.recipe import Recipe
 
 RESULTS_DIR = Path("benchmarks/results/distill_margin")
 
 
-def training_batches(recipe: Recipe, images: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def training_batches(recipe: Recipe, images: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``images`` training samples (a seeded random choice) through the recipe's training augmentation, in
-    batches of its batch size: uint8 images (N, 3, H, W) and class-id masks (N, H, W)."""
+    batches of its batch size: uint8 images (N, 3, H, W) and class-id masks (N, H, W). Held in memory, so that
+    every model is scored on the very same crops."""
     data = recipe.data
     dataset = SegmentationDataset(build_pairs(data, "train"),
                                   data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes), seed)
     if not 0 < images <= len(dataset):
         raise ValueError(f"--images must be between 1 and the {len(dataset)} training images, got {images}")
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:images].tolist()
-    yield from make_loader(dataset, recipe.train.batch_size, chosen, ignore_index=data.ignore_index)
-
-
-@torch.inference_mode()
-def score_batches(models: dict[str, segzoo.SegmentationModel], batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                  num_classes: int, ignore_index: int) -> dict[str, dict[str, Any]]:
-    """fp32 metrics of each model (normalised its own way) on the same batches."""
-    matrices = {name: ConfusionMatrix(num_classes, ignore_index) for name in models}
-    for images, masks in batches:
-        for name, model in models.items():
-            matrices[name].update(model(normalize(images, model.meta.preprocessing)), masks.long())
-    return {name: matrix.compute() for name, matrix in matrices.items()}
+    return list(make_loader(dataset, recipe.train.batch_size, chosen, ignore_index=data.ignore_index))
 
 
 def _percent(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -60,14 +49,17 @@ def _percent(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def measure(recipe: Recipe, teacher: str, student: str, images: int, seed: int = 0) -> dict[str, Any]:
     """Teacher and student on ``images`` augmented training samples and on val; margins = teacher - student."""
-    models = {"teacher": segzoo.from_pretrained(teacher).float().eval(),
-              "student": segzoo.from_pretrained(student).float().eval()}
+    sources = {"teacher": teacher, "student": student}
+    models = {role: segzoo.from_pretrained(source).float().eval() for role, source in sources.items()}
     classes = list(recipe.data.classes)
     for role, model in models.items():
         if model.num_classes != len(classes):
-            raise ValueError(f"{role} {teacher if role == 'teacher' else student!r} predicts {model.num_classes} "
-                             f"classes, the recipe's data has {len(classes)} {classes}")
-    train = score_batches(models, training_batches(recipe, images, seed), len(classes), recipe.data.ignore_index)
+            raise ValueError(f"{role} {sources[role]!r} predicts {model.num_classes} classes, the recipe's data has "
+                             f"{len(classes)} {classes}")
+    batches = training_batches(recipe, images, seed)
+    with torch.inference_mode():
+        train = {role: evaluate(model, batches, len(classes), recipe.data.ignore_index, torch.device("cpu"),
+                                model.meta.preprocessing) for role, model in models.items()}
     scores = {role: {"training_batches": _percent(train[role]),
                      "val": _percent(evaluate_split(models[role], recipe, "val"))} for role in models}
     margin = {split: {"miou": round(scores["teacher"][split]["miou"] - scores["student"][split]["miou"], 2),
