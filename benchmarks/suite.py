@@ -27,6 +27,7 @@ from benchmarks.measure import (
 )
 from benchmarks.pairs import PAIRS
 from segzoo.core.errors import InvalidValueError, UnknownNameError
+from segzoo.core.extras import install_hint
 
 __all__ = ["main", "run", "MODES"]
 
@@ -259,6 +260,6 @@ def main(argv=None) -> int:
     try:
         bar_chart(result, out / f"{stem}.png")
     except ImportError:
-        print("bar chart skipped: matplotlib is not installed (pip install 'segzoo[plots]')")
+        print(f"bar chart skipped: matplotlib is not installed ({install_hint('plots')})")
     print(markdown(result))
     return 0

@@ -323,8 +323,8 @@ def test_mask_scan_is_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
     recipe = Recipe.from_dict(recipe_dict(w / "shapes"))
     masks = sorted((w / "shapes" / "masks").iterdir())
     cache = tmp_path / "cache"
-    assert scan_masks(masks, recipe.data.decoder(), cache) == 8
-    assert scan_masks(masks, recipe.data.decoder(), cache) == 0  # remembered
+    assert scan_masks(masks, recipe.data.decoder(), cache).decoded == 8
+    assert scan_masks(masks, recipe.data.decoder(), cache).decoded == 0  # remembered
     bad_mask(w, ("shape_0003",))
     with pytest.raises(InvalidValueError, match="shape_0003"):
         scan_masks(masks, recipe.data.decoder(), cache)  # a changed file is decoded again

@@ -251,7 +251,8 @@ def test_train_init_flag_fine_tunes_from_the_command_line(shapes, trained, tmp_p
         "model": {"name": "unet_r18", "overrides": {"encoder_weights": "ignored-with-init"}},
         "data": {"root": str(data), "classes": ["background", "object"], "val_fraction": 0.25},
         "augment": {"crop_size": 32}, "train": {"epochs": 1, "batch_size": 4, "progress": False, "plots": False}}))
-    with pytest.warns(UserWarning, match="re-initialised"):
+    with pytest.warns(UserWarning, match="re-initialised"), \
+            pytest.warns(UserWarning, match=r"--init .* replaces the recipe's model\.name='unet_r18'"):
         assert main(["train", str(recipe), "-o", str(tmp_path / "run"), "--init", str(trained)]) == 0
     tuned = segzoo.from_pretrained(tmp_path / "run" / "best")
     assert tuned.config.encoder.name == "plain" and tuned.meta.parent["source"] == str(trained)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fnmatch
 import json
 import sys
@@ -103,15 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # an override, not a later edit: the recipe's check sees the teacher, so distill.* settings stated next to
         # --teacher are honoured (JSON-quoted so that a path or name reads back as the same string)
         overrides.append(f"distill.teacher={json.dumps(args.teacher)}")
-    recipe = Recipe.load(args.recipe, overrides)
-    if args.init:
-        if recipe.model.pretrained and recipe.model.pretrained != args.init:
-            print(f"segzoo train: --init {args.init!r} replaces the recipe's model.pretrained "
-                  f"{recipe.model.pretrained!r}", file=sys.stderr)
-        # the weights bring their architecture and every tensor: the recipe's model choice and encoder init go
-        overrides = {k: v for k, v in recipe.model.overrides.items() if k != "encoder_weights"}
-        recipe.model = dataclasses.replace(recipe.model, pretrained=args.init, name=None, decoder=None, encoder=None,
-                                           overrides=overrides)
+    recipe = Recipe.load(args.recipe, overrides, init=args.init)
     try:
         trainer = Trainer(recipe, args.output, resume=args.resume, overwrite=args.overwrite)
         summary = trainer.fit()

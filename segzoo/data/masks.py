@@ -121,6 +121,12 @@ class MaskDecoder:
         self.values = {int(k): int(v) for k, v in (values or {}).items()}
         if colours and values:
             raise InvalidValueError("a mask decoder takes colours or values, not both")
+        for raw, class_id in self.values.items():
+            if not 0 <= raw <= 65535 or not (0 <= class_id < num_classes or class_id == ignore_index):
+                raise InvalidValueError(
+                    f"mask value map entry {raw}: {class_id}: raw values are 0..65535 (8- or 16-bit masks) and "
+                    f"class ids 0..{num_classes - 1} or the ignore index {ignore_index}"
+                )
 
     def __call__(self, path: Path) -> np.ndarray:
         image = _open_mask(path)

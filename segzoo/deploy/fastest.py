@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segzoo.core.errors import InvalidValueError
+from segzoo.core.extras import install_hint
 from segzoo.core.timing import median_ms_in_own_process
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.manifest import INT8_BACKENDS
@@ -74,7 +75,7 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
         other = next(b for b in ms if b != chosen)
         choice["speedup_over_" + other] = round(ms[other] / ms[chosen], 2)
     else:
-        choice["note"] = "OpenVINO is not installed (pip install 'segzoo[openvino]'): onnxruntime only"
+        choice["note"] = f"OpenVINO is not installed ({install_hint('openvino')}): onnxruntime only"
     return {**reports[chosen], "path": str(target), "backend": chosen, "backend_choice": choice}
 
 

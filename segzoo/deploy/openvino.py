@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from segzoo.core.errors import InvalidValueError
+from segzoo.core.extras import install_hint
 from segzoo.core.io import atomic_paths
 from segzoo.core.outputs import class_ids
 from segzoo.data.normalize import normalize
@@ -39,8 +40,8 @@ def _openvino():
     try:
         import openvino
     except ImportError as exc:
-        raise InvalidValueError("the OpenVINO backend needs openvino (and nncf for INT8): "
-                                "pip install 'segzoo[openvino]'") from exc
+        raise InvalidValueError(f"the OpenVINO backend needs openvino (and nncf for INT8): "
+                                f"{install_hint('openvino')}") from exc
     return openvino
 
 
@@ -144,7 +145,7 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
     try:
         import nncf
     except ImportError as exc:
-        raise InvalidValueError("INT8 OpenVINO models need nncf: pip install 'segzoo[openvino]'") from exc
+        raise InvalidValueError(f"INT8 OpenVINO models need nncf: {install_hint('openvino')}") from exc
     images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
     if not images:
         raise InvalidValueError("quantize needs at least one calibration image")

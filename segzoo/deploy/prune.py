@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from segzoo.core.config import ModelMeta
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.extras import install_hint
 from segzoo.data.normalize import normalize
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.models.widths import layer_widths
@@ -36,7 +37,7 @@ def _tp():
     try:
         import torch_pruning
     except ImportError as exc:
-        raise InvalidValueError("structured pruning needs torch-pruning: pip install 'segzoo[compress]'") from exc
+        raise InvalidValueError(f"structured pruning needs torch-pruning: {install_hint('compress')}") from exc
     return torch_pruning
 
 

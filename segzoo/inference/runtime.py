@@ -21,6 +21,7 @@ import torch
 from segzoo._version import __version__
 from segzoo.core.config import ModelConfig, ModelMeta, Preprocessing
 from segzoo.core.errors import InvalidValueError, MissingFileError
+from segzoo.core.extras import install_hint
 
 __all__ = [
     "ExportedModel", "OnnxModel", "OpenVinoModel", "set_openvino_metadata", "LoadedProgram", "load_program",
@@ -223,7 +224,7 @@ class OpenVinoModel(ExportedModel):
         try:
             import openvino as ov
         except ImportError as exc:
-            raise InvalidValueError("OpenVINO models need the openvino package: pip install 'segzoo[openvino]'"
+            raise InvalidValueError(f"OpenVINO models need the openvino package: {install_hint('openvino')}"
                                     ) from exc
         path = Path(path)
         if not path.is_file():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +174,7 @@ class TrainConfig:
     val_every: int = 1
     monitor: str = "miou"
     early_stopping: int | None = None  # validations without improvement
-    max_seconds: float | None = None  # stop after the epoch that passes this wall time
+    max_seconds: float | None = None  # stop at the first step past this wall time (last/ resumes there)
     max_steps_per_epoch: int | None = None
     sync_bn: bool = False
     tensorboard: bool = False
@@ -248,6 +249,35 @@ class DistillConfig:
         return self.weight * WEIGHT_SCHEDULES[self.weight_schedule](min(max(progress, 0.0), 1.0))
 
 
+ARCHITECTURE_KEYS = ("name", "decoder", "encoder", "pretrained")
+
+
+def with_init(data: Mapping[str, Any], init: str) -> dict[str, Any]:
+    """The recipe ``data`` fine-tuning the trained weights ``init`` (a zoo name, file or folder).
+
+    One rule: the weights bring their architecture and every tensor, so ``init`` takes the place of the recipe's
+    model choice. The ``model`` section may be left out; what it names of an architecture (``name``, ``decoder``,
+    ``encoder``, another ``pretrained``, ``overrides.encoder_weights``) is replaced, and said in one warning;
+    ``num_classes`` and the other overrides still apply."""
+    if not isinstance(init, str) or not init:
+        raise InvalidValueError(f"--init takes trained weights (a zoo name, file or folder), got {init!r}")
+    data = dict(data)
+    model = data.get("model") or {}
+    if not isinstance(model, Mapping):
+        raise InvalidValueError(f"recipe section 'model' must be a mapping of keys to values, got {model!r}")
+    model = dict(model)
+    replaced = [f"model.{key}={model[key]!r}" for key in ARCHITECTURE_KEYS if model.get(key) not in (None, init)]
+    overrides = model.get("overrides")
+    if isinstance(overrides, Mapping) and "encoder_weights" in overrides:
+        replaced.append(f"model.overrides.encoder_weights={overrides['encoder_weights']!r}")
+        model["overrides"] = {k: v for k, v in overrides.items() if k != "encoder_weights"}
+    if replaced:
+        warnings.warn(f"--init {init!r} brings its own architecture and weights: it replaces the recipe's "
+                      f"{', '.join(replaced)}", UserWarning, stacklevel=3)
+    data["model"] = {**{k: v for k, v in model.items() if k not in ARCHITECTURE_KEYS}, "pretrained": init}
+    return data
+
+
 @dataclass
 class Recipe:
     model: ModelSpec
@@ -261,7 +291,11 @@ class Recipe:
     stated: frozenset[str] = frozenset()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+    def from_dict(cls, data: Mapping[str, Any], init: str | None = None) -> Recipe:
+        """A recipe from its sections. ``init`` (``segzoo train --init``): trained weights that take the place of
+        the recipe's model choice (see :func:`with_init`)."""
+        if init is not None:
+            data = with_init(data, init)
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
             raise InvalidValueError(f"recipe: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
@@ -315,8 +349,9 @@ class Recipe:
                 raise InvalidValueError(f"recipe {key} would be ignored: {why}; remove it or change that setting")
 
     @classmethod
-    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-        """A recipe file (or a bundled recipe's name) with ``section.key=value`` overrides (YAML values)."""
+    def load(cls, path: str | Path, overrides: Sequence[str] = (), init: str | None = None) -> Recipe:
+        """A recipe file (or a bundled recipe's name) with ``section.key=value`` overrides (YAML values), and
+        optionally trained weights to start from (``init``, as :meth:`from_dict`)."""
         import yaml
 
         path = Path(path)
@@ -345,7 +380,7 @@ class Recipe:
                 node[leaf] = yaml.safe_load(value)
             except yaml.YAMLError as exc:
                 raise InvalidValueError(f"override {item!r}: the value is not valid YAML: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, init)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,7 @@ from segzoo.core.errors import (
     OutputExistsError,
     SegzooError,
 )
+from segzoo.core.extras import install_hint
 from segzoo.core.io import RunLock, atomic_path, write_error
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.data.normalize import normalize
@@ -151,6 +152,9 @@ class _ListSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+PROGRESS_SECONDS = 30.0  # off a terminal, a progress line at least this often
+
+
 class Trainer:
     """Train a model described by a :class:`Recipe`, writing checkpoints and logs into ``output_dir``.
 
@@ -196,7 +200,9 @@ class Trainer:
             self.distill_loss = build_distill_loss(recipe.distill.loss, recipe.distill.temperature,
                                                    data.ignore_index).to(self.device)
         train_pairs, val_pairs = build_pairs(data, "train"), build_pairs(data, "val")
-        scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())  # every bad mask, before any work
+        # every bad mask, before any work; then the classes the training masks actually hold
+        scanned = scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())
+        scanned.check_classes(data, "train", [mask for _, mask in train_pairs])
         self.train_set = SegmentationDataset(
             train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes), cfg.seed
         )
@@ -261,6 +267,9 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict[str, Any]] = []
         self._stop_signal: int | None = None
+        self._deadline: float | None = None  # perf_counter() past which fit() stops (train.max_seconds)
+        self._out_of_time = False  # fit() stopped mid-epoch at the time limit
+        self._last_line = 0.0  # when the last progress line was printed (off a terminal)
         self._stop_reason: str | None = None
         self.interrupted: TrainingInterrupted | None = None  # set when fit() ended on SIGINT / SIGTERM
         self._tb = None  # a TensorBoard writer while fit() runs with train.tensorboard
@@ -376,14 +385,25 @@ class Trainer:
         """End ``fit`` after the current epoch (checkpoint written as usual); ``reason`` goes into the summary."""
         self._stop_reason = str(reason)
 
-    def _should_stop(self) -> int | None:
+    def _should_stop(self) -> tuple[int | None, bool]:
+        """(the stop signal received, whether the time limit has passed), agreed by every rank so that all stop
+        at the same step."""
+        time_up = self._deadline is not None and time.perf_counter() > self._deadline
         if not self.ctx.enabled:
-            return self._stop_signal
+            return self._stop_signal, time_up
         import torch.distributed as dist
 
-        flag = torch.tensor([self._stop_signal or 0], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
-        return int(flag.item()) or None
+        flag = torch.tensor([self._stop_signal or 0, int(time_up)], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag[0]) or None, bool(flag[1])
+
+    def _progress_line(self, text: str) -> None:
+        """Off a terminal (no progress bar), a line at least every ``PROGRESS_SECONDS``, so that a log shows the
+        run is alive inside a long epoch."""
+        now = time.perf_counter()
+        if self.cfg.progress and self.ctx.is_main and now - self._last_line >= PROGRESS_SECONDS:
+            print(text, flush=True)
+            self._last_line = now
 
     @contextlib.contextmanager
     def _signals(self):
@@ -534,10 +554,17 @@ class Trainer:
             if progress is not None:
                 progress.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                 progress.update(1)
-            signum = self._should_stop()
+            else:
+                self._progress_line(f"epoch {epoch + 1}/{cfg.epochs} step {micro // cfg.grad_accum}/"
+                                    f"{self.steps_per_epoch} loss {loss_sum / seen:.4f} lr {lr:.2e} "
+                                    f"{rate:.1f} img/s")
+            signum, time_up = self._should_stop()
             if signum:
                 path = self.save_last()
                 raise TrainingInterrupted(signum, path)
+            if time_up and micro < total_micro:  # stop within a step of the limit; last/ resumes mid-epoch
+                self._out_of_time = True
+                break
         mean = loss_sum / max(seen, 1)
         rate = seen * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
         self._log({"split": "train", "epoch": epoch + 1, "step": self.global_step, "loss": mean,
@@ -570,10 +597,11 @@ class Trainer:
             )
 
             self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-        start = time.perf_counter()
+        start = self._last_line = time.perf_counter()
+        self._deadline = None if cfg.max_seconds is None else start + cfg.max_seconds
         reason = "completed"
         progress = None
-        self.interrupted, self._stop_reason = None, None
+        self.interrupted, self._stop_reason, self._out_of_time = None, None, False
         for callback in self.callbacks:
             callback.on_fit_start(self)
         try:
@@ -588,9 +616,16 @@ class Trainer:
                     if progress is not None:
                         progress.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
                     train_loss = self._train_epoch(epoch, progress)
+                    if self._out_of_time:
+                        reason = "time_limit"
+                        self._stop_mid_epoch(epoch, start)
+                        break
                     self.epoch, self.batch = epoch + 1, 0
                     record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
                     if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+                        if progress is None:
+                            self._progress_line(f"epoch {epoch + 1}/{cfg.epochs}: validating on "
+                                                f"{len(self.val_set)} images")
                         metrics = self.validate()
                         record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)})
                         self._log({"split": "val", "epoch": epoch + 1, "step": self.global_step, **metrics})
@@ -607,7 +642,7 @@ class Trainer:
                     if self._stop_reason is not None:
                         reason = self._stop_reason
                         break
-                    if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
+                    if self._should_stop()[1]:
                         reason = "time_limit"
                         break
         except TrainingInterrupted as exc:
@@ -630,6 +665,17 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_fit_end(self, summary)
         return summary
+
+    def _stop_mid_epoch(self, epoch: int, start: float) -> None:
+        """The time limit passed inside an epoch: save the resumable checkpoint at this step and say so."""
+        path = self.save_last()
+        if self.ctx.is_main:
+            step = self.batch // self.cfg.grad_accum
+            best = ("best/ holds the best validated model" if self.best_epoch else
+                    "no validation has run yet, so there is no best/")
+            print(f"segzoo: train.max_seconds ({self.cfg.max_seconds:g} s) reached after "
+                  f"{time.perf_counter() - start:.0f} s, at epoch {epoch + 1} step {step}/{self.steps_per_epoch}; "
+                  f"{best}; {path} resumes from this step (--resume)", flush=True)
 
     def _after_validation(self, epoch: int, metrics: dict[str, Any]) -> str | None:
         cfg = self.cfg
@@ -668,7 +714,7 @@ class Trainer:
         try:
             from segzoo.training.plots import plot_curves, plot_predictions
         except ImportError as exc:  # matplotlib is an optional extra
-            print(f"segzoo: plots skipped ({exc}); pip install 'segzoo[plots]'", flush=True)
+            print(f"segzoo: plots skipped ({exc}); {install_hint('plots')}", flush=True)
             return
         plot_curves(self.history, self.output_dir / "curves.png", self.cfg.monitor)
         model = self.ema.module if self.ema is not None else self.model
