@@ -7,6 +7,7 @@ This module sits above ``models`` (configs -> modules), ``storage`` (the weights
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -173,9 +174,40 @@ def _spec_importer(spec: WeightSpec):
         model = importer(src)
         model.meta.dataset = spec.dataset or model.meta.dataset
         model.meta.license = spec.license or model.meta.license
+        if spec.class_names is not None:
+            model.meta = dataclasses.replace(model.meta, class_names=list(spec.class_names))
         write_weights(model, dst)
 
     return convert_file
+
+
+def _hub_repo_id(text: str) -> str:
+    """The repo id of an ``hf-hub:org/name`` source, checked by the Hub's own rules before any request."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = text[len(HUB_PREFIX) :]
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise InvalidValueError(f"{text!r}: a Hub source is 'hf-hub:org/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise InvalidValueError(f"{text!r}: {repo_id!r} is not a Hub repo id ('org/name': letters, digits, '-', "
+                                f"'_', '.', no '--' or '..'): {exc}") from None
+    return repo_id
+
+
+def _resolve_hub(repo_id: str, hub: dict[str, Any]) -> Path:
+    """A Hub repo's segzoo weights: its own ``model.safetensors``, or, for a transformers repo (its
+    ``config.json`` names a ``model_type``), its checkpoint converted once and cached as segzoo weights."""
+    from segzoo.storage.hub import download_weights, repo_config
+
+    config = repo_config(repo_id, **hub)
+    if config is None or "model_type" not in config:
+        return download_weights(repo_id, **hub)
+    tag = repo_id.replace("/", "--") + (f"@{hub['revision']}" if hub.get("revision") else "")
+    spec = WeightSpec(tag, hub=repo_id, convert="transformers", description=f"hf-hub:{repo_id}, converted")
+    return resolve_spec("hf-hub", spec, converter=_spec_importer(spec), **hub)
 
 
 def resolve_source(
@@ -196,12 +228,8 @@ def resolve_source(
     if path.is_file():
         return path
     if text.startswith(HUB_PREFIX):
-        from segzoo.storage.hub import download_weights
-
-        repo_id = text[len(HUB_PREFIX) :]
-        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-            raise InvalidValueError(f"{text!r}: a Hub source is 'hf-hub:org/name'")
-        return download_weights(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        return _resolve_hub(_hub_repo_id(text), hub)
     zoo = _split_zoo_name(text)
     if zoo is not None:
         name, tag = zoo

@@ -13,7 +13,7 @@ from segzoo.cli.commands import count_flops
 def test_list_models(capsys):
     assert main(["list", "deeplabv3_*"]) == 0
     out = capsys.readouterr().out.split()
-    assert out == ["deeplabv3_mnv2", "deeplabv3_r101", "deeplabv3_r50"]
+    assert out == ["deeplabv3_mnv2", "deeplabv3_mnv3", "deeplabv3_r101", "deeplabv3_r50"]
 
 
 def test_list_decoders_and_encoders(capsys):

@@ -37,6 +37,23 @@ def test_torchvision(name, aux):
     assert_equivalent(ref, ours)
 
 
+@pytest.mark.parametrize("name,aux", [("lraspp_mobilenet_v3_large", False),
+                                      ("deeplabv3_mobilenet_v3_large", False),
+                                      ("deeplabv3_mobilenet_v3_large", True)])
+def test_torchvision_mobilenet_v3(name, aux, tmp_path):
+    """torchvision's MobileNetV3 models, inferred from a checkpoint file: LR-ASPP's two classifiers become one
+    head (one bias fewer), the aux classifier reads the 40-channel stride-8 tap, as torchvision's does."""
+    from torchvision.models import segmentation as tvs
+
+    kwargs = {"aux_loss": aux} if name.startswith("deeplabv3") else {}
+    ref = randomize_bn(getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=5, **kwargs))
+    torch.save(ref.state_dict(), tmp_path / "tv.pth")
+    ours = from_torchvision(tmp_path / "tv.pth")
+    assert ours.config.encoder.name == "tv_mobilenet_v3_large" and (ours.aux_head is not None) == aux
+    assert n_params(ours) == n_params(ref) - (5 if name.startswith("lraspp") else 0)
+    assert_equivalent(ref, ours, sizes=[(64, 64), (96, 128), (97, 131)])
+
+
 def test_torchvision_101_from_checkpoint_file_infers_arch(tmp_path):
     from torchvision.models import segmentation as tvs
 
@@ -109,10 +126,12 @@ def test_refuses_pickled_code(tmp_path):
 def test_wrong_checkpoint_kinds(tmp_path):
     with pytest.raises(ValueError, match="outc.conv.weight"):
         from_milesial({"conv.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="classifier.4.weight"):
+    with pytest.raises(ValueError, match=r"neither a ResNet-50/101 nor MobileNetV3-Large.*lraspp_mobilenet_v3_large"):
         from_torchvision({"backbone.conv1.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="unknown torchvision architecture"):
-        from_torchvision({}, arch="lraspp_mobilenet_v3_large")
+    with pytest.raises(ValueError, match="classifier.4.weight"):
+        from_torchvision({"backbone.conv1.weight": torch.zeros(1)}, arch="fcn_resnet50")
+    with pytest.raises(ValueError, match="unknown torchvision architecture 'lraspp_mobilenet_v3_small'"):
+        from_torchvision({}, arch="lraspp_mobilenet_v3_small")
 
 
 def test_cli_convert(tmp_path, capsys):

@@ -16,6 +16,8 @@ SMALL = {
     "deeplabv3": {"channels": 16},
     "deeplabv3plus": {"channels": 16, "low_level_channels": 8},
     "swin_unet": {"depths": (1, 1, 1), "window_size": 4, "head_dim": 8},
+    "segformer": {"channels": 16},
+    "lraspp": {"channels": 16},
 }
 ENCODERS = {
     "test_resnet": {},
@@ -29,6 +31,7 @@ ENCODERS = {
 UNSUPPORTED = {
     ("deeplabv3plus", "test_vit"): "reduction 4",
     ("swin_unet", "test_vit"): "needs 4 encoder features",
+    ("lraspp", "test_vit"): "needs an encoder feature at low_reduction=8",
 }
 ALL = [(d, e) for d in SMALL for e in ENCODERS if (d, e) not in UNSUPPORTED]
 

@@ -16,7 +16,13 @@ CORE_MODELS = [
     "unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2", "fcn_r50", "fcn_r101",
     "deeplabv3_r50", "deeplabv3_r101", "deeplabv3_mnv2", "deeplabv3plus_r50", "deeplabv3plus_r101",
     "deeplabv3plus_mnv2", "swin_unet_t", "unet_lite0", "unet_lite2", "deeplabv3plus_lite0", "deeplabv3plus_lite2",
+    "deeplabv3_mnv3", "lraspp_mnv3", "segformer_b0", "segformer_b1", "segformer_b2", "segformer_b3", "segformer_b4",
+    "segformer_b5",
 ]
+# the largest SegFormers take 10-17 s each to build twice or compile on 2 cores: their rebuild and compile checks
+# run with -m slow (B0-B2 exercise the same code in the fast suite)
+HEAVY = {"segformer_b3", "segformer_b4", "segformer_b5"}
+BUILT = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in CORE_MODELS]
 
 
 def test_core_models_are_listed():
@@ -76,7 +82,7 @@ def test_efficientnet_lite_models(name, encoder, stride, channels):
         assert model(torch.randn(1, 3, 70, 90)).shape == (1, 11, 70, 90)
 
 
-@pytest.mark.parametrize("name", CORE_MODELS)
+@pytest.mark.parametrize("name", BUILT)
 def test_recreated_exactly_from_json_config(name):
     model = segzoo.create(name).eval()
     text = model.config.to_json()
@@ -89,7 +95,7 @@ def test_recreated_exactly_from_json_config(name):
         torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", CORE_MODELS)
+@pytest.mark.parametrize("name", BUILT)
 def test_torch_compile_every_named_model(name):
     model = segzoo.create(name).eval()
     # as segzoo compiles (static shapes), and from a clean state: after another model at another size the

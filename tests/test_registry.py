@@ -58,10 +58,14 @@ def test_list_models_pattern_sorted_and_pretrained_filter():
     assert names == sorted(names)
     assert {"unet_carvana", "unet_r18", "unet_r34", "unet_r50", "unet_mnv2"} <= set(names)
     assert all(n.startswith("unet_") for n in names)
-    # the filter lists exactly the models with published weights: milesial's checkpoints and the zoo's manifest
+    # the filter lists exactly the models with published weights: the checkpoints published elsewhere that named
+    # models declare (milesial's, torchvision's, NVIDIA's) and the zoo's manifest
+    from segzoo.core.registry import MODELS
     from segzoo.storage.manifest import read_manifest
 
-    published = {"unet_carvana"} | {e["model"] for e in read_manifest()}
+    declared = {e.name for e in MODELS.registered() if e.metadata.get("weights")}
+    assert {"unet_carvana", "deeplabv3_r50", "lraspp_mnv3", "segformer_b0", "segformer_b5"} <= declared
+    published = declared | {e["model"] for e in read_manifest()}
     assert segzoo.list_models(pretrained=True) == sorted(published)
     assert "unet_r34" not in published
 

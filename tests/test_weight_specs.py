@@ -233,3 +233,57 @@ def test_manifest_check_reports_disagreements(tmp_path):
     assert "good.safetensors: sha256" in problems  # the 'wrong' row
     assert "m.unlisted: registered with file" in problems
     assert "gone.t: in the manifest but no registered model has that name" in problems
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A loopback HTTP server over a folder (127.0.0.1 only), for downloads by URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_torchvision_url_checked_against_the_hash_prefix_in_its_name(isolated, served, monkeypatch):
+    """torch.hub's rule for download.pytorch.org files: the sha256 starts with the hex after the last '-'. A
+    right prefix converts and caches (torchvision's VOC class names attached); a wrong one is refused, nothing
+    kept."""
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    from conftest import randomize_bn
+    from segzoo.models.named import VOC_CLASSES
+
+    root, url = served
+    ref = randomize_bn(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21))
+    torch.save(ref.state_dict(), root / "tmp.pth")
+    digest = sha(root / "tmp.pth")
+    (root / "tmp.pth").rename(root / f"lraspp_mobilenet_v3_large-{digest[:8]}.pth")
+    (root / "lraspp_mobilenet_v3_large-00000000.pth").write_bytes((root / f"lraspp_mobilenet_v3_large-"
+                                                                   f"{digest[:8]}.pth").read_bytes())
+    spec = dataclasses.replace(MODELS.entry("lraspp_mnv3").metadata["weights"]["coco_voc"],
+                               url=f"{url}/lraspp_mobilenet_v3_large-{digest[:8]}.pth")
+    bad = dataclasses.replace(spec, tag="bad", url=f"{url}/lraspp_mobilenet_v3_large-00000000.pth")
+    entry = dataclasses.replace(MODELS.entry("lraspp_mnv3"), metadata={"weights": published(spec, bad)})
+    monkeypatch.setitem(MODELS._entries, "lraspp_mnv3", entry)
+    model = segzoo.create("lraspp_mnv3", pretrained="coco_voc")
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(X), ref(X)["out"], atol=1e-4, rtol=1e-4)
+    assert tuple(model.meta.class_names) == VOC_CLASSES and "BSD-3-Clause" in model.meta.license
+    with pytest.raises(ChecksumError, match="does not start with the '00000000'"):
+        segzoo.create("lraspp_mnv3", pretrained="bad")
+    cache = isolated / "torch" / "hub" / "checkpoints" / "segzoo"
+    assert sorted(p.name for p in cache.iterdir()) == ["lraspp_mnv3.coco_voc.safetensors",
+                                                      "lraspp_mnv3.coco_voc.safetensors.json"]

@@ -24,6 +24,10 @@ def count_flops(model, height: int = 512, width: int = 512) -> int:
     return flops_on(model, torch.randn(1, model.in_channels, height, width))
 
 
+DECLARED_HEADING = ("Published elsewhere (downloaded once on first use, checked, converted, cached; each under its "
+                    "own licence):")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     # the registry alone: listing named models imports neither torch nor timm
     from segzoo.core.registry import DECODERS, ENCODERS, MODELS, plugin_status
@@ -38,9 +42,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 1 if any(r.state in ("failed", "conflict") for r in rows) else 0
     if args.weights:
         from segzoo.storage.manifest import read_manifest, zoo_table
+        from segzoo.storage.specs import declared_table
 
         rows = [e for e in read_manifest() if fnmatch.fnmatch(f"{e['model']}.{e['tag']}", args.pattern)]
         print(zoo_table(rows))
+        print(f"\n{DECLARED_HEADING}\n\n{declared_table(args.pattern)}")
         return 0
     registry = ENCODERS if args.encoders else DECODERS if args.decoders else MODELS
     names = registry.names(args.pattern)
@@ -77,8 +83,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.arch:
         kwargs["arch"] = json.loads(args.arch) if args.arch.lstrip().startswith("{") else args.arch
-    if not Path(args.src).is_file():
-        raise MissingFileError(f"checkpoint {args.src!r} does not exist")
+    if not Path(args.src).exists():
+        raise MissingFileError(f"checkpoint {args.src!r} does not exist (a file, or a folder for --from "
+                               "transformers)")
     dst = Path(args.dst)
     taken = dst.exists() if dst.suffix == ".safetensors" else (dst / WEIGHTS_NAME).exists()
     if taken and not args.overwrite:
@@ -446,11 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("convert", help="import a torchvision / smp / milesial checkpoint as segzoo weights")
-    p.add_argument("src", help="checkpoint file (.pth read with weights_only=True, or .safetensors)")
+    p = sub.add_parser("convert", help="import a torchvision / smp / milesial / transformers checkpoint as segzoo "
+                                       "weights")
+    p.add_argument("src", help="checkpoint file (.pth read with weights_only=True, or .safetensors), or a "
+                               "transformers folder (config.json + weights)")
     p.add_argument("dst", help="a .safetensors file, or a folder for the save_pretrained layout")
     p.add_argument("--from", dest="source", required=True,
-                   help="importer: torchvision, smp, milesial or a plugin's (segzoo.list_converters())")
+                   help="importer: torchvision, smp, milesial, transformers or a plugin's (segzoo.list_converters())")
     p.add_argument("--arch", help="architecture when the weights do not say: torchvision name, or smp config JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_convert)

@@ -1,5 +1,6 @@
-"""Importers of torchvision, smp and milesial/Pytorch-UNet checkpoints (registered converters), each returning a
-segzoo model whose outputs equal the peer's; ``.pth`` files are read with ``weights_only=True``.
+"""Importers of torchvision, smp, milesial/Pytorch-UNet and transformers (SegFormer) checkpoints (registered
+converters), each returning a segzoo model whose outputs equal the peer's; ``.pth`` files are read with
+``weights_only=True``.
 May import: core, layers, encoders, decoders, storage, inference, models.
 """
 
@@ -8,5 +9,6 @@ from __future__ import annotations
 from segzoo.convert.milesial import from_milesial
 from segzoo.convert.smp import from_smp
 from segzoo.convert.torchvision import from_torchvision
+from segzoo.convert.transformers import from_transformers
 
-__all__ = ["from_torchvision", "from_smp", "from_milesial"]
+__all__ = ["from_torchvision", "from_smp", "from_milesial", "from_transformers"]

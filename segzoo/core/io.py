@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "sha256_of", "atomic_path", "atomic_paths", "atomic_folder", "folder_lock", "RunLock", "exchange_paths",
     "write_error", "new_file_mode", "load_weights_only", "read_safetensors_metadata", "env_flag", "TRUE_VALUES",
-    "StateFit",
+    "StateFit", "read_json_file",
 ]
 
 
@@ -281,6 +281,29 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise InvalidValueError(
             f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}") from exc
+
+
+def read_json_file(path: str | Path, what: str, max_bytes: int = 1 << 20) -> dict:
+    """A JSON object from a file that is untrusted input (a config beside foreign weights): at most ``max_bytes``,
+    an object at the top, its nesting bounded by the parser's recursion limit; anything else is one
+    ``InvalidValueError`` naming the file."""
+    import json
+
+    from segzoo.core.errors import InvalidValueError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} {str(path)!r} does not exist")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InvalidValueError(f"{what} {str(path)!r} is {size} bytes, more than the {max_bytes} such a file holds")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidValueError(f"{what} {str(path)!r} is not valid JSON: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidValueError(f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})

@@ -262,6 +262,12 @@ class Registry:
                 pass
 
     # -- lookup -------------------------------------------------------------------------
+    def registered(self) -> list[RegistryEntry]:
+        """The entries registered in this process (segzoo's own, and plugins already imported), by name; imports
+        no plugin."""
+        self._load_builtins()
+        return [self._entries[name] for name in sorted(self._entries)]
+
     def own_names(self) -> list[str]:
         """Registered and plugin names (without the fallback's), sorted; imports no plugin."""
         self._load_builtins()

@@ -10,7 +10,7 @@ from typing import Any
 
 from segzoo.core.errors import InvalidTypeError
 from segzoo.core.registry import DECODERS
-from segzoo.decoders import deeplabv3, deeplabv3plus, fcn, swin_unet, unet  # noqa: F401  (register)
+from segzoo.decoders import deeplabv3, deeplabv3plus, fcn, lraspp, segformer, swin_unet, unet  # noqa: F401  (register)
 from segzoo.decoders.base import Decoder
 
 __all__ = ["Decoder", "build_decoder", "decoder_params"]

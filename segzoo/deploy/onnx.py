@@ -47,13 +47,15 @@ def trace_input(model: SegmentationModel, example_size: tuple[int, int], dynamic
     return torch.randn(2, model.in_channels, h if h % d else h + d // 2 + 1, w if w % d else w + d // 2 + 1)
 
 
-def check_sizes(model: SegmentationModel, example_size: tuple[int, int]) -> list[tuple[int, int, int]]:
+def check_sizes(model: SegmentationModel, example_size: tuple[int, int], min_side: int = 1
+                ) -> list[tuple[int, int, int]]:
     """The (batch, height, width) sizes a dynamic export is checked at, none of them the traced one: two off the
-    input divisor (one with batch 1, one with batch 2 and about half the size) and one that is a multiple of it
-    (the most common case, and the one a guard on the padding would reject)."""
+    input divisor (one with batch 1, one with batch 2 and about half the size, at least ``min_side``) and one that
+    is a multiple of it (the most common case, and the one a guard on the padding would reject)."""
     h, w = example_size
     d = model.input_divisor
-    return [(1, h + d // 2 + 3, w + d + 5), (2, max(d + 1, h // 2 + 7), max(d + 1, w // 2 + 1)),
+    low = max(d + 1, min_side)
+    return [(1, h + d // 2 + 3, w + d + 5), (2, max(low, h // 2 + 7), max(low, w // 2 + 1)),
             (1, d * max(2, -(-h // d)), d * max(2, -(-w // d)))]
 
 

@@ -59,7 +59,8 @@ def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool 
         example = torch.randint(0, 256, example.shape, dtype=torch.uint8)
     shapes = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}} if dynamic else None
     program = torch.export.export(traced, (example,), dynamic_shapes=shapes)
-    limits = {"dynamic": dynamic, "min_side": d + 1 if dynamic else None, "size": None if dynamic else [h, w],
+    min_side = max(d + 1, model.encoder.program_min_side)
+    limits = {"dynamic": dynamic, "min_side": min_side if dynamic else None, "size": None if dynamic else [h, w],
               "in_channels": model.in_channels}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".pt2", dir=path.parent)
@@ -68,7 +69,7 @@ def export_program(model: SegmentationModel, path: str | Path, *, dynamic: bool 
         torch.export.save(program, tmp, extra_files={LIMITS_FILE: json.dumps(limits),
                                                      META_FILE: json.dumps(describe(model, uint8_input))})
         loaded = load_program(tmp)
-        sizes = check_sizes(model, (h, w)) if dynamic else [(1, h, w)]
+        sizes = check_sizes(model, (h, w), min_side) if dynamic else [(1, h, w)]
         with torch.inference_mode():
             checks = check_parity(lambda x: loaded(x).float().numpy(), model, sizes, atol,
                                   what="the exported program", uint8_input=uint8_input)

@@ -1,5 +1,6 @@
 """Encoders behind one contract (base.py): any timm ``features_only`` backbone, the classic U-Net ``plain``
-encoder, plugins; weights.py reads encoder weights offline.
+encoder, SegFormer's Mix Transformer (``mit_b0`` ... ``mit_b5``), torchvision's MobileNetV3 with its segmentation
+taps, plugins; weights.py reads encoder weights offline.
 May import: core, layers.
 """
 
@@ -10,7 +11,9 @@ import torch
 from segzoo.core.config import EncoderConfig
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.registry import ENCODERS
+from segzoo.encoders import mit as _mit  # noqa: F401  (registers "mit_b0" ... "mit_b5")
 from segzoo.encoders import plain as _plain  # noqa: F401  (registers "plain")
+from segzoo.encoders import tv_mobilenetv3 as _tv_mobilenetv3  # noqa: F401  (registers "tv_mobilenet_v3_large")
 from segzoo.encoders.base import Encoder, OutputStrideError
 from segzoo.encoders.timm_encoder import TimmEncoder, TimmFallback
 

@@ -33,6 +33,9 @@ class Encoder(nn.Module):
     reductions: tuple[int, ...]
     input_divisor: int
     preprocessing: Preprocessing | None = None
+    # the smallest input side a torch.export program of it holds: torch.export specialises a size that can reach 1
+    # (e.g. a strided reduction of a small map), so encoders with such layers state where their sizes stay >= 2
+    program_min_side: int = 1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -24,13 +24,14 @@ from segzoo.core.errors import (
     MissingFileError,
     UnknownNameError,
 )
-from segzoo.core.io import atomic_path, sha256_of
-from segzoo.core.specs import WeightSpec, published
+from segzoo.core.io import atomic_path, read_json_file, sha256_of
+from segzoo.core.specs import WeightSpec, published, url_hash_prefix
 
 __all__ = [
     "ChecksumError",
     "WeightSpec",
     "cache_dir",
+    "declared_table",
     "published",
     "resolve_spec",
     "spec_for",
@@ -150,7 +151,7 @@ def resolve_spec(
             )
         _verify(path, spec.sha256, f"weights {name}.{spec.tag}", remove=False)
         return path
-    if spec.hub:
+    if spec.hub and not spec.convert:
         from segzoo.storage.hub import download_weights
 
         return download_weights(spec.hub, **hub_kwargs)
@@ -162,11 +163,19 @@ def resolve_spec(
             _verify(cached, spec.sha256, f"cached weights {name}.{spec.tag}", remove=True)
             return cached
         if record.is_file():
-            expected = json.loads(record.read_text()).get("sha256", "")
+            expected = read_json_file(record, "download record", 1 << 16).get("sha256", "")
+            if not isinstance(expected, str):
+                raise InvalidValueError(f"download record {str(record)!r}: sha256 must be a string, got {expected!r}")
             _verify(cached, expected, f"cached weights {name}.{spec.tag}", remove=True)
             return cached
         cached.unlink()  # a converted file without its record cannot be verified: fetch again
     cached.parent.mkdir(parents=True, exist_ok=True)
+    if spec.hub:  # a transformers repo: its snapshot folder, converted
+        from segzoo.storage.hub import TRANSFORMERS_WEIGHTS, download_transformers_snapshot
+
+        folder = download_transformers_snapshot(spec.hub, TRANSFORMERS_WEIGHTS, **hub_kwargs)
+        weights = next(folder / n for n in TRANSFORMERS_WEIGHTS if (folder / n).is_file())
+        return _convert(name, spec, converter, folder, cached, f"hf-hub:{spec.hub}", weights)
     with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
         download = Path(tmp) / Path(spec.url).name
         try:
@@ -181,14 +190,62 @@ def resolve_spec(
             ) from exc
         if spec.sha256:
             _verify(download, spec.sha256, f"download {spec.url}", remove=True)
+        else:
+            _verify_prefix(download, spec.url)
         if spec.convert is None:
             with atomic_path(cached) as tmp_cached:
                 shutil.copyfile(download, tmp_cached)
             return cached
-        if converter is None:
-            raise InvalidValueError(f"weights {name}.{spec.tag} need the {spec.convert!r} importer")
-        converter(download, cached)
-        info = {"sha256": sha256_of(cached), "source": spec.url, "source_sha256": sha256_of(download)}
+        return _convert(name, spec, converter, download, cached, spec.url, download)
+
+
+def _verify_prefix(path: Path, url: str) -> None:
+    """torch.hub's rule: a file name carrying a sha256 prefix must match the file's sha256."""
+    prefix = url_hash_prefix(url)
+    if prefix is not None:
+        actual = sha256_of(path)
+        if not actual.startswith(prefix):
+            raise ChecksumError(f"download {url} has sha256 {actual}, which does not start with the {prefix!r} its "
+                                "file name carries; nothing was kept")
+
+
+def _convert(name: str, spec: WeightSpec, converter: Callable[[Path, Path], None] | None, source: Path,
+             cached: Path, origin: str, original: Path) -> Path:
+    """Convert a downloaded checkpoint into the cached segzoo file, with the record that verifies it later."""
+    if converter is None:
+        raise InvalidValueError(f"weights {name}.{spec.tag} need the {spec.convert!r} importer")
+    converter(source, cached)
+    record = Path(str(cached) + ".json")
+    info = {"sha256": sha256_of(cached), "source": origin, "source_sha256": sha256_of(original)}
     with atomic_path(record) as tmp_record:
         tmp_record.write_text(json.dumps(info, indent=2) + "\n")
     return cached
+
+
+def _source_of_spec(spec: WeightSpec) -> str:
+    if spec.hub:
+        return f"hf-hub:{spec.hub}"
+    if spec.url:
+        return spec.url
+    return f"weights/{spec.file}"
+
+
+def declared_table(pattern: str = "*") -> str:
+    """The weights that named models declare (published elsewhere: URLs and Hub repos, converted on first use),
+    one markdown row a tag: where from, the data, the metric its authors report, and the licence, in full, so
+    that it is read before anything is downloaded."""
+    import fnmatch
+
+    from segzoo.core.registry import CORE_SOURCE, MODELS
+
+    lines = ["| weights | source | dataset | reported | licence |", "|---|---|---|---|---|"]
+    for entry in MODELS.registered():
+        if entry.source != CORE_SOURCE:
+            continue
+        for tag, spec in (entry.metadata.get("weights") or {}).items():
+            if not fnmatch.fnmatchcase(f"{entry.name}.{tag}", pattern):
+                continue
+            metrics = ", ".join(f"{k} {v:.1f}" for k, v in spec.metrics.items()) or "-"
+            lines.append(f"| `{entry.name}.{tag}` | {_source_of_spec(spec)} | {spec.dataset or '-'} | {metrics} "
+                         f"| {spec.license or '-'} |")
+    return "\n".join(lines)
