@@ -50,6 +50,25 @@ def _tv(fn: str) -> Callable[[], nn.Module]:
     return build
 
 
+class TransformersSegformer(nn.Module):
+    """transformers' SegFormer, its logits upsampled to the input size as its post-processing does: the same
+    output as segzoo's model, so both sides do the same work."""
+
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+        wide = variant != "b0"
+        config = SegformerConfig(hidden_sizes=[64, 128, 320, 512] if wide else [32, 64, 160, 256],
+                                 depths={"b0": [2, 2, 2, 2], "b2": [3, 4, 6, 3]}[variant],
+                                 decoder_hidden_size=768 if wide else 256, num_labels=150)
+        self.model = SegformerForSemanticSegmentation(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(pixel_values=x).logits
+        return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def _classic_unet() -> nn.Module:
     from tests.helpers.classic_unet import MilesialUNet
 
@@ -69,5 +88,11 @@ PAIRS: dict[str, Pair] = {
         Pair("fcn_r50", lambda: segzoo.create("fcn_r50"), _tv("fcn_resnet50"), "torchvision fcn_resnet50"),
         Pair("unet_carvana", lambda: segzoo.create("unet_carvana"), _classic_unet, "classic U-Net (milesial layout)"),
         Pair("swin_unet_t", lambda: segzoo.create("swin_unet_t"), None, "-"),
+        Pair("segformer_b0", lambda: segzoo.create("segformer_b0"), lambda: TransformersSegformer("b0"),
+             "transformers SegformerForSemanticSegmentation (B0) + upsampling"),
+        Pair("segformer_b2", lambda: segzoo.create("segformer_b2"), lambda: TransformersSegformer("b2"),
+             "transformers SegformerForSemanticSegmentation (B2) + upsampling"),
+        Pair("segformer_b0_smp", lambda: segzoo.create("segformer_b0"),
+             _smp("Segformer", "mit_b0", classes=150), "smp Segformer('mit_b0')"),
     ]
 }

@@ -174,3 +174,20 @@ def test_segformer_exports_with_dynamic_sizes_and_parity(suffix, tmp_path):
     assert all(c["max_abs_diff"] <= 1e-3 and c["argmax_agree"] == 1.0 for c in report["checks"])
     if suffix == ".pt2":
         assert report["min_side"] == model.encoder.program_min_side == 61
+
+
+@pytest.mark.parametrize("name,kwargs", [("segformer_b0", {}), ("segformer_b0", {"encoder": "test_resnet"})])
+def test_fast_path_folds_the_head_and_keeps_the_logits(name, kwargs):
+    """segzoo.optimize swaps the SegFormer head for its folded form (one convolution per scale to the fused width,
+    upsampled after it): the same logits up to rounding, with trained-looking BatchNorm statistics."""
+    from segzoo.decoders.segformer import FoldedSegFormerDecoder, SegFormerDecoder
+
+    model = segzoo.create(name, num_classes=6, **kwargs).eval()
+    bn = model.decoder.fuse[1]
+    bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+    fast = segzoo.optimize(model)
+    assert isinstance(fast.model.decoder, FoldedSegFormerDecoder)
+    assert isinstance(model.decoder, SegFormerDecoder)  # the model itself is untouched
+    x = torch.randn(2, 3, 96, 131)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)

@@ -119,6 +119,16 @@ class OptimizedModel(nn.Module):
             return logits.float()
 
 
+def _use_inference_forms(model: nn.Module) -> None:
+    """Replace each module that offers an equivalent eval-only form (``inference_form()``, e.g. a head whose
+    linear layers fold together) by that form, in place."""
+    for name, module in list(model.named_modules()):
+        form = getattr(module, "inference_form", None)
+        if name and callable(form):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, form())
+
+
 def optimize(
     model: nn.Module,
     *,
@@ -137,6 +147,7 @@ def optimize(
     if dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else None
     fast = copy.deepcopy(model).eval()
+    _use_inference_forms(fast)
     in_ch = getattr(model, "in_channels", 3)
     if example is None:
         example = torch.randn(2, in_ch, 64, 64, device=device)
