@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
+from segzoo.core.extras import install_hint
 
 __all__ = ["main", "count_flops"]
 
@@ -432,6 +433,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from segzoo.core.device import pick_device
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InvalidValueError(f"segzoo app needs Gradio: {install_hint('app')}") from None
+    from segzoo.cli.app import launch
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise InvalidValueError(f"--port must be in 1..65535, got {args.port}")
+    launch(args.weights, host=args.host, port=args.port, share=args.share, device=str(pick_device(args.device)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segzoo", description="Semantic-segmentation model zoo for PyTorch.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -610,6 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0, help="training time budget")
     p.add_argument("--images", type=int, default=240, help="synthetic images to generate")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("app", help="a local web app: predict with any weights in the browser, compare two (the app "
+                                   "extra, Gradio)")
+    p.add_argument("--weights", nargs="*", default=[], help="weights to load at start and offer first (anything "
+                                                            "predict takes)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (ONNX and OpenVINO files run on the CPU)")
+    p.set_defaults(func=_cmd_app)
 
     sub.add_parser("bench", help="benchmark segzoo against smp / torchvision (segzoo bench --help)", add_help=False)
     return parser

@@ -18,7 +18,10 @@ from segzoo.data.pairs import IMAGE_SUFFIXES
 from segzoo.inference.runtime import OnnxModel, OpenVinoModel, load_program
 from segzoo.inference.tiling import check_options
 
-__all__ = ["load_for_inference", "place", "predict_files", "prediction_outputs", "expand_inputs", "check_classes"]
+__all__ = [
+    "load_for_inference", "place", "predict_files", "Predictor", "check_tiling", "prediction_outputs", "expand_inputs",
+    "check_classes",
+]
 
 
 def load_for_inference(weights: str | Path):
@@ -122,6 +125,58 @@ def class_id_image(pred: np.ndarray, num_classes: int):
     return Image.fromarray(pred.astype(np.uint16))
 
 
+def check_tiling(tiling: dict[str, Any]) -> None:
+    """An error naming the first tiling option (``tile``, which may be ``"auto"``, ``overlap``, ``tta``,
+    ``scales``, ``batch``) that cannot work."""
+    auto = tiling.get("tile") == "auto"
+    check_options(None if auto else tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
+                  tiling.get("scales", (1.0,)), tiling.get("batch", 4))
+
+
+class Predictor:
+    """One image's way through prediction, shared by ``segzoo predict`` and ``segzoo app``: the eval transform,
+    the fast path (``segzoo.optimize``) for a PyTorch model, :func:`segzoo.inference.fast.predict_classes`, and
+    the coloured overlay with its legend."""
+
+    def __init__(self, model: Any, transform) -> None:
+        from segzoo.data.palette import palette
+        from segzoo.inference.fast import optimize
+        from segzoo.models.segmentation_model import SegmentationModel
+
+        self.model, self.transform = model, transform
+        self.runner = optimize(model) if isinstance(model, SegmentationModel) else model
+        self.window = getattr(model, "fixed_size", None)  # a fixed-size graph: windows of its size replace tiles
+        self.colours = palette(model.num_classes, model.meta.class_colours)[:-1]
+        self.names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
+
+    def class_ids(self, image: np.ndarray, **tiling: Any) -> np.ndarray:
+        """Class ids (H, W) of an RGB uint8 image (H, W, 3); ``tiling`` as ``predict_files``."""
+        from segzoo.inference.fast import predict_classes
+
+        auto = tiling.get("tile") == "auto"
+        x = self.transform(image=image)["image"]
+        options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else dict(tiling)
+        if self.window is not None:
+            options = {**options, "tile": None if auto else options.get("tile"), "window": self.window}
+        pred = predict_classes(self.runner, x, self.model.meta.preprocessing, output_size=image.shape[:2],
+                               **options)
+        return pred.cpu().numpy()
+
+    def overlay(self, image: np.ndarray, pred: np.ndarray, alpha: float = 0.5, legend: bool = True,
+                min_side: int | None = None) -> np.ndarray:
+        """The class colours over the image, enlarged to ``min_side`` (an integer factor), with a legend of the
+        classes present."""
+        from segzoo.data.palette import draw_legend
+
+        overlay = (image * (1 - alpha) + self.colours[pred] * alpha).astype(np.uint8)
+        if min_side and min(overlay.shape[:2]) < min_side:
+            factor = -(-min_side // min(overlay.shape[:2]))
+            overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
+        if legend:
+            overlay = draw_legend(overlay, self.names, self.colours, present=np.unique(pred))
+        return overlay
+
+
 def predict_files(
     model: Any, transform, files: Iterable[Path], output: str | Path, device: str | torch.device = "cpu",
     alpha: float = 0.5, overwrite: bool = False, progress: bool = True, legend: bool = True,
@@ -141,13 +196,8 @@ def predict_files(
 
     from segzoo.core.io import atomic_paths
     from segzoo.core.progress import progress as report
-    from segzoo.data.palette import draw_legend, palette
-    from segzoo.inference.fast import optimize, predict_classes
-    from segzoo.models.segmentation_model import SegmentationModel
 
-    auto = tiling.get("tile") == "auto"
-    check_options(None if auto else tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
-                  tiling.get("scales", (1.0,)), tiling.get("batch", 4))
+    check_tiling(tiling)
     files = list(files)
     outputs = prediction_outputs(files, output)
     taken = [str(p) for p in outputs if p.exists()]
@@ -156,27 +206,13 @@ def predict_files(
                                 "(overwrite=True) to replace them, or another output folder")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    model = place(model, device)
-    runner = optimize(model) if isinstance(model, SegmentationModel) else model
-    window = getattr(model, "fixed_size", None)  # a fixed-size graph: windows of its size replace tiles
-    colours = palette(model.num_classes, model.meta.class_colours)[:-1]
-    names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
+    predictor = Predictor(place(model, device), transform)
     written = []
     for path, ids_path, overlay_path in report(zip(files, outputs[::2], outputs[1::2]), len(files), "predict",
                                                enabled=progress, ):
         image = read_image(path)
-        x = transform(image=image)["image"]
-        options = {**tiling, "tile": auto_tile(x.shape[-2:])} if auto else dict(tiling)
-        if window is not None:
-            options = {**options, "tile": None if auto else options.get("tile"), "window": window}
-        pred = predict_classes(runner, x, model.meta.preprocessing, output_size=image.shape[:2], **options)
-        pred = pred.cpu().numpy()
-        overlay = (image * (1 - alpha) + colours[pred] * alpha).astype(np.uint8)
-        if overlay_min_side and min(overlay.shape[:2]) < overlay_min_side:
-            factor = -(-overlay_min_side // min(overlay.shape[:2]))
-            overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
-        if legend:
-            overlay = draw_legend(overlay, names, colours, present=np.unique(pred))
+        pred = predictor.class_ids(image, **tiling)
+        overlay = predictor.overlay(image, pred, alpha, legend, overlay_min_side)
         with atomic_paths([ids_path, overlay_path]) as (ids_tmp, overlay_tmp):
             class_id_image(pred, model.num_classes).save(ids_tmp, format="PNG")
             Image.fromarray(overlay).save(overlay_tmp, format="PNG")

@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("onnx", "onnxscript", "onnxruntime"),
     "compress": ("torch-pruning",),
     "openvino": ("openvino", "nncf", "onnx", "onnxscript", "onnxruntime"),
+    "app": ("gradio",),
 }
 
 
