@@ -120,6 +120,15 @@ def test_api_endpoint_predict_returns_overlay_mask_and_table(served, photo, tmp_
     assert [row[0] for row in table["data"]] and elapsed.endswith("ms") and len(files) == 2
     with pytest.raises(Exception, match="pick weights first"):
         client.predict(handle_file(str(photo)), "", api_name="/predict")
+    # several images at once: an overlay each in the gallery, a class-id PNG and an overlay each to download
+    second = tmp_path / "second.png"
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(second)
+    gallery, downloads = client.predict([handle_file(str(photo)), handle_file(str(second))], str(model_dir),
+                                        api_name="/predict_many")
+    assert len(gallery) == 2 and len(downloads) == 4
+    assert gallery[0]["caption"].startswith("photo.png: ") and gallery[1]["caption"].startswith("second.png: ")
+    flipped = np.array(Image.open(next(d for d in downloads if d.endswith("_mask.png") and d != downloads[0])))
+    assert np.array_equal(flipped, _predicted_ids(model_dir, second, tmp_path / "cli2"))
 
 
 def _browser():

@@ -147,6 +147,27 @@ class App:
         return (result.overlay, result.mask, result.table, f"{result.ms:.0f} ms", [ids_path, overlay_path],
                 ids_path)
 
+    def predict_many(self, files, weights, tile="auto", overlap=0.25, tta=None):
+        """Several uploaded image files: a gallery of overlays (captioned with each file's time) and every PNG."""
+        import gradio as gr
+
+        from segzoo.data.masks import read_image
+
+        try:
+            if not files:
+                raise InvalidValueError("upload one or more image files first")
+            gallery, downloads = [], []
+            for file in files:
+                path = Path(getattr(file, "name", file))
+                result = predict_image(self.models, weights, read_image(path), tile, overlap, tta or ())
+                ids_path, overlay_path = self._save(result.ids, result.overlay,
+                                                    self.models.get(weights).model.num_classes)
+                gallery.append((overlay_path, f"{path.name}: {result.ms:.0f} ms"))
+                downloads += [ids_path, overlay_path]
+        except SegzooError as exc:
+            raise gr.Error(str(exc)) from None
+        return gallery, downloads
+
     def compare(self, image, weights_a, weights_b, tile="auto", overlap=0.25, tta=None):
         import gradio as gr
 
@@ -161,9 +182,8 @@ class App:
 
 
 def build_app(weights: list[str] | None = None, device: str = "cpu", workdir: str | Path | None = None):
-    """The Gradio page: a Predict view and a Compare view; ``weights`` are loaded now and offered first."""
-    import gradio as gr
-
+    """The Gradio page: a Predict view (one image, or several) and a Compare view; ``weights`` are loaded now and
+    offered first."""
     from segzoo.core.registry import MODELS
     from segzoo.storage.manifest import read_manifest
 
@@ -176,6 +196,8 @@ def build_app(weights: list[str] | None = None, device: str = "cpu", workdir: st
     declared = [f"{e.name}.{tag}" for e in MODELS.registered() for tag in (e.metadata.get("weights") or {})]
     choices = list(dict.fromkeys([*(weights or []), *zoo, *declared]))
     handlers = App(models, workdir)
+    import gradio as gr  # imported here, after launch() has set GRADIO_TEMP_DIR
+
     first, second = (choices + [None, None])[:2]
 
     def options():
@@ -205,6 +227,13 @@ def build_app(weights: list[str] | None = None, device: str = "cpu", workdir: st
                     ids_file = gr.File(visible=False)
             run.click(handlers.predict, [image, pick, tile, overlap, tta],
                       [overlay, mask, table, elapsed, files, ids_file], api_name="predict")
+            with gr.Accordion("Several images at once", open=False):
+                many = gr.File(file_count="multiple", file_types=["image"], label="images", elem_id="images")
+                run_many = gr.Button("Predict all", elem_id="predict-all")
+                gallery = gr.Gallery(label="overlays", format="png", elem_id="gallery")
+                many_files = gr.Files(label="downloads (a class-id PNG and an overlay each)")
+            run_many.click(handlers.predict_many, [many, pick, tile, overlap, tta], [gallery, many_files],
+                           api_name="predict_many")
         with gr.Tab("Compare"):
             with gr.Row():
                 pick_a = gr.Dropdown(choices, value=first, allow_custom_value=True, label="weights A",
@@ -231,7 +260,7 @@ def launch(weights: list[str] | None = None, host: str = "127.0.0.1", port: int 
     import os
 
     workdir = Path(tempfile.mkdtemp(prefix="segzoo-app-"))
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # Gradio's own uploads, inside the same folder
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # before Gradio is imported: its uploads go here
     page = build_app(weights, device, workdir)
     try:
         page.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,

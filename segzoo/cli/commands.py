@@ -434,12 +434,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from segzoo.core.device import pick_device
 
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise InvalidValueError(f"segzoo app needs Gradio: {install_hint('app')}") from None
+    if importlib.util.find_spec("gradio") is None:  # not imported here: the app sets Gradio's folder first
+        raise InvalidValueError(f"segzoo app needs Gradio: {install_hint('app')}")
     from segzoo.cli.app import launch
 
     if args.port is not None and not 0 < args.port < 65536:
