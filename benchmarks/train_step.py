@@ -3,8 +3,10 @@
 The bare loop is forward, cross-entropy, backward and AdamW step on a float batch. The
 Trainer runs its own loop (uint8 batch normalised on the device, loss finiteness check,
 scheduler, bookkeeping, logging) on in-memory uint8 batches, so that data decoding is
-excluded from both. Rounds alternate bare / Trainer; the first step of each is warm-up and
-the median step time is reported.
+excluded from both. Rounds alternate bare / Trainer in fp32 / Trainer in bf16 autocast; the
+first step of each is warm-up and the median step time is reported, with the fp32 / bf16 step
+ratio and the CPU it was measured on: bf16 is native on AVX512-BF16 / AMX CPUs and emulated (far
+slower) elsewhere, which is what ``train.amp: auto`` decides by.
 
     python -m benchmarks.train_step --model unet_r34 --size 512 --batch 8 --steps 3 --rounds 2
 """
@@ -12,15 +14,17 @@ the median step time is reported.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 import segzoo
-from benchmarks._report import write_result
+from benchmarks._report import cpu_description, write_result
 
 
 def in_memory_batches(n: int, batch: int, size: int, classes: int):
@@ -68,7 +72,7 @@ def main(argv=None) -> dict:
     from segzoo.data.synthetic import write_shapes_dataset
     from segzoo.training.recipe import Recipe
 
-    runs = {"bare": [], "trainer": []}
+    runs = {"bare": [], "trainer": [], "trainer_bf16": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = write_shapes_dataset(Path(tmp) / "data", n_images=4, size=32)  # only for the recipe's val split
         recipe = Recipe.from_dict({
@@ -76,19 +80,25 @@ def main(argv=None) -> dict:
             "data": {"root": str(root), "classes": ["a", "b", "c", "d"], "val_fraction": 0.25},
             "augment": {"crop_size": args.size},
             "train": {"batch_size": args.batch, "lr": 1e-3, "loss": "ce", "progress": False, "plots": False,
-                      "scheduler": "poly", "epochs": 1},
+                      "scheduler": "poly", "epochs": 1, "amp": "none"},
         })
+        bf16 = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, amp="bf16"))
         bare_model = segzoo.create(args.model, num_classes=classes)
         for r in range(args.rounds):
             runs["bare"] += bare_steps(bare_model, args.batch, args.size, classes, args.steps)
             runs["trainer"] += trainer_steps(recipe, args.batch, args.size, classes, args.steps, Path(tmp) / f"run{r}")
+            with warnings.catch_warnings():  # the emulated-bf16 warning: this is the measurement behind it
+                warnings.simplefilter("ignore", UserWarning)
+                runs["trainer_bf16"] += trainer_steps(bf16, args.batch, args.size, classes, args.steps,
+                                                      Path(tmp) / f"bf16_{r}")
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "benchmark": "train_step", "model": args.model, "size": args.size, "batch": args.batch,
         "steps_per_round": args.steps, "rounds": args.rounds, "median_step_s": med, "runs_s": runs,
         "trainer_overhead": med["trainer"] / med["bare"] - 1.0,
+        "fp32_over_bf16": med["trainer"] / med["trainer_bf16"], "cpu": cpu_description(),
     }
-    return write_result(result, args.output, ("median_step_s", "trainer_overhead"))
+    return write_result(result, args.output, ("median_step_s", "trainer_overhead", "fp32_over_bf16"))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ class TrainConfig:
     poly_power: float = 0.9
     loss: str = "ce"
     class_weights: list[float] | None = None
-    amp: str = "none"  # none | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 where the device computes it natively, else none) | none | bf16 | fp16
     grad_accum: int = 1
     clip_grad_norm: float | None = None
     channels_last: bool = False
@@ -184,7 +184,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("adamw", "sgd"), "scheduler": ("poly", "cosine", "onecycle", "plateau", "none"),
-                   "amp": ("none", "bf16", "fp16"), "monitor": tuple(Monitor.MODES)}
+                   "amp": ("auto", "none", "bf16", "fp16"), "monitor": tuple(Monitor.MODES)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InvalidValueError(f"train.{key} must be one of {allowed}, got {getattr(self, key)!r}")
