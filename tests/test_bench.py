@@ -419,7 +419,10 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
     assert taught["val"] == alone["val"]  # the finished arm was reused
     assert [base["arm"], taught["arm"]] == list(distill_gain.ARMS)
     for arm in (base, taught):
-        assert 1 <= arm["epochs_run"] <= arm["epochs_planned"] and len(arm["val"]["iou"]) == len(SHAPE_CLASSES)
+        # the budget is a step-level limit: under load an arm may stop inside its first epoch (then its weights
+        # at that step are validated into best/, which is what val reads)
+        assert 0 <= arm["epochs_run"] <= arm["epochs_planned"] and arm["stop"] in ("completed", "time_limit")
+        assert len(arm["val"]["iou"]) == len(SHAPE_CLASSES)
     assert base["teacher"] is None and taught["teacher"]["sha256"] == sha256_of(teacher / "model.safetensors")
     assert result["teacher_sha256"] == taught["teacher"]["sha256"]
     assert result["gain"] == round(taught["val"]["miou"] - base["val"]["miou"], 2)
