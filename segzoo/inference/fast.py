@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segzoo.core.errors import InvalidTypeError
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.outputs import class_ids
 
 __all__ = ["optimize", "fold_batchnorm", "OptimizedModel"]
@@ -174,6 +174,14 @@ def optimize(
     return wrapper
 
 
+def normalised_limit(preprocessing: Any) -> float:
+    """The largest magnitude an image normalised with ``preprocessing`` can reach (ImageNet's: 2.64), with room
+    for a resize's overshoot: float inputs beyond it are raw pixels, not normalised ones."""
+    low, high = preprocessing.input_range
+    bound = max(max(abs(low - m), abs(high - m)) / s for m, s in zip(preprocessing.mean, preprocessing.std))
+    return 1.25 * bound + 0.5
+
+
 def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, preprocessing: Any, *,
                     output_size: tuple[int, int] | None = None, **tiling: Any) -> torch.Tensor:
     """The one prediction path behind ``model.predict``, ``QuantizedModel.predict``, exported programs and
@@ -186,11 +194,20 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
     import numpy as np
 
     from segzoo.data.normalize import normalize
+    from segzoo.inference.tiling import check_options
 
+    check_options(tiling.get("tile"), tiling.get("overlap", 0.25), tiling.get("tta", ()),
+                  tiling.get("scales", (1.0,)), tiling.get("batch", 4))
+    tiling = {**tiling, **{k: tuple(tiling[k]) for k in ("tta", "scales") if k in tiling}}
     if isinstance(images, np.ndarray):
+        if images.ndim == 2:  # one single-channel image (H, W)
+            images = images[..., None]
         single = images.ndim == 3
         if single:  # one H x W x C image
             images = images[None]
+        if images.ndim != 4:
+            raise InvalidTypeError(f"predict expects arrays of shape (H, W), (H, W, C) or (N, H, W, C), got "
+                                   f"{images.shape}")
         images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     elif isinstance(images, torch.Tensor):
         single = images.ndim == 3
@@ -201,12 +218,26 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
     if images.ndim != 4:
         raise InvalidTypeError(f"predict expects images of shape (N, C, H, W), (C, H, W), (N, H, W, C) or "
                                f"(H, W, C), got {tuple(images.shape)}")
+    if images.shape[-1] == 0 or images.shape[-2] == 0 or images.shape[0] == 0:
+        raise InvalidValueError(f"predict got no pixels: images of shape {tuple(images.shape)}")
     # a module runs where its weights are; any other callable (an onnxruntime session) takes CPU tensors
     parameter = next(fast.parameters(), None) if isinstance(fast, nn.Module) else None
     device = parameter.device if parameter is not None else torch.device("cpu")
+    if device.type == "meta":
+        raise InvalidValueError("the model's weights are on the meta device (built without values): load weights "
+                                "into it before predicting (model.to_empty(device='cpu') then load_state_dict)")
     images = images.to(device)
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
+    elif not images.is_floating_point():
+        raise InvalidTypeError(f"predict takes uint8 images (normalised here) or float images already "
+                               f"normalised, got {images.dtype}")
+    elif preprocessing is not None and float(images.detach().abs().amax()) > normalised_limit(preprocessing):
+        raise InvalidValueError(
+            f"float images are taken as already normalised with the model's preprocessing, which keeps them within "
+            f"+-{normalised_limit(preprocessing):.3g}; these reach {float(images.detach().abs().amax()):.4g}, "
+            "like raw 0-255 pixels: pass uint8 images (.astype(np.uint8) / .to(torch.uint8)) and predict "
+            "normalises them")
     resize = output_size is not None and tuple(output_size) != tuple(images.shape[-2:])
     if (resize or tiling.get("tile") or tiling.get("window") or tiling.get("tta")
             or tuple(tiling.get("scales", (1.0,))) != (1.0,)):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from segzoo.core.errors import InvalidValueError
+from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.outputs import probabilities
 
 __all__ = [
@@ -33,15 +33,22 @@ Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_options(tile: int | None, overlap: float, tta: Sequence[str], scales: Sequence[float], batch: int) -> None:
-    """An error naming the first option that cannot work."""
+    """An error naming the first option that cannot work (of the wrong type, or out of range)."""
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
         raise InvalidValueError(f"tile must be an integer of at least 16 pixels (or None), got {tile!r}")
-    if not 0 <= overlap < 1:
-        raise InvalidValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise InvalidValueError(f"overlap must be a number in [0, 1), got {overlap!r}")
+    if isinstance(tta, str) or not isinstance(tta, (list, tuple)):
+        raise InvalidTypeError(f"tta takes a list of views such as ('hflip',), got {tta!r}"
+                               + (f"; write ({tta!r},)" if isinstance(tta, str) else ""))
+    if isinstance(scales, (str, int, float)) or not isinstance(scales, (list, tuple)):
+        raise InvalidTypeError(f"scales takes a list of numbers such as (0.75, 1.0, 1.25), got {scales!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise InvalidTypeError(f"batch must be a whole number of windows, got {batch!r}")
     unknown = [v for v in tta if v not in TTA_VIEWS]
     if unknown:
         raise InvalidValueError(f"unknown test-time augmentation(s) {unknown}; available: {list(TTA_VIEWS)}")
-    if not scales or any(not isinstance(s, (int, float)) or not 0.05 <= s <= 8 for s in scales):
+    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.05 <= s <= 8 for s in scales):
         raise InvalidValueError(f"scales must be numbers from 0.05 to 8, got {list(scales)!r}")
     if batch < 1:
         raise InvalidValueError(f"batch must be at least 1, got {batch!r}")

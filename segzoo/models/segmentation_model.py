@@ -135,15 +135,19 @@ class SegmentationModel(nn.Module):
         """
         from segzoo.inference.fast import optimize, predict_classes
 
-        versions = tuple(t._version for t in self.state_dict().values())
         device = next(self.parameters()).device
+        if device.type == "meta":
+            raise InvalidValueError("the model's weights are on the meta device (built without values): load "
+                                    "weights into it before predicting (model.to_empty(device='cpu'), then "
+                                    "load_state_dict)")
+        versions = tuple(t._version for t in self.state_dict().values())
         cache = self.__dict__.get("_fast_cache")
         if cache is None or cache[0] != versions or cache[1] != device:
             self.__dict__.pop("_fast_cache", None)  # not copied into the new optimised copy
             cache = (versions, device, optimize(self))
             self.__dict__["_fast_cache"] = cache
-        return predict_classes(cache[2], images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tuple(tta),
-                               scales=tuple(scales), batch=batch)
+        return predict_classes(cache[2], images, self.meta.preprocessing, tile=tile, overlap=overlap, tta=tta,
+                               scales=scales, batch=batch)
 
     @property
     def meta(self) -> ModelMeta:
