@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from segzoo.core.device import cpu_flags
+
 
 def cpu_description() -> dict[str, Any]:
     """The CPU a figure was measured on: model name, core count, and the instruction sets INT8 and bf16 speed
@@ -24,11 +26,11 @@ def cpu_description() -> dict[str, Any]:
     for line in text.splitlines():
         if line.startswith("model name"):
             info["model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                       "amx_int8") if f in flags]
             break
+    flags = cpu_flags(text)
+    if flags:
+        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                   "amx_int8") if f in flags]
     return info
 
 

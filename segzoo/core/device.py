@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from segzoo.core.errors import InvalidValueError
@@ -31,16 +33,24 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this machine's CPU (Linux ``/proc/cpuinfo``; empty where it cannot be read)."""
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags in ``cpuinfo`` (the text of Linux's ``/proc/cpuinfo``); by default this machine's,
+    read once (empty where it cannot be read)."""
+    if cpuinfo is None:
+        return _machine_flags()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+            return cpu_flags(f.read())
     except OSError:
-        pass
-    return frozenset()
+        return frozenset()
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from segzoo.core.config import ModelMeta
+from segzoo.core.device import cpu_flags
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.io import atomic_path
 from segzoo.core.outputs import class_ids
@@ -50,16 +51,7 @@ _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
     """What this CPU offers 8-bit inference: the VNNI / AMX flags found in ``/proc/cpuinfo`` (Linux), and
     whether 7-bit weights are advisable (no VNNI)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    flags = cpu_flags(cpuinfo)
     found = [f for f in _VNNI_FLAGS if f in flags]
     return {"flags": found, "vnni": bool(found), "reduce_range": not found, "known": bool(flags)}
 
