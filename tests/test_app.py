@@ -92,6 +92,8 @@ def test_handlers_give_segzoo_predicts_ids_and_one_line_errors(weights, photo, t
         predict_image(models, str(model_dir), image, tile="big")
     with pytest.raises(InvalidValueError, match="tile must be an integer of at least 16"):
         predict_image(models, str(model_dir), image, tile="8")
+    with pytest.raises(InvalidValueError, match="overlap must be a number"):  # the API passes what it is given
+        predict_image(models, str(model_dir), image, tile="32", overlap="half")
 
 
 @pytest.fixture

@@ -102,6 +102,12 @@ def test_saved_and_reloaded_as_segzoo_weights_and_by_the_command_line(tmp_path):
     ({"num_attention_heads": [1, 1, 1, 1]}, r"num_attention_heads is \[1, 1, 1, 1\]"),
     ({"hidden_sizes": "big"}, "lists of integers"),
     ({"id2label": {"0": "a"}}, "id2label must map each of the 5"),
+    ({"id2label": ["a"] * 5}, "id2label must map each of the 5"),
+    ({"num_channels": "3"}, "num_channels must be an integer, got '3'"),
+    ({"decoder_hidden_size": 2.5}, "decoder_hidden_size must be an integer"),
+    ({"classifier_dropout_prob": 5}, r"classifier_dropout_prob is 5, outside 0.0..1.0"),
+    ({"classifier_dropout_prob": None}, "classifier_dropout_prob must be a number"),
+    ({"num_labels": True}, "num_labels is True, but the classifier has 5"),
 ])
 def test_configs_segzoo_cannot_build_are_named(tmp_path, change, match):
     reference().save_pretrained(tmp_path)
@@ -109,6 +115,19 @@ def test_configs_segzoo_cannot_build_are_named(tmp_path, change, match):
     (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(InvalidValueError, match=match):
         from_transformers(tmp_path)
+
+
+@pytest.mark.parametrize("processor,match", [
+    ({"image_mean": "x"}, "image_mean 'x'"), ({"image_std": [1, 2]}, "one mean and std per each of the 3"),
+    ({"rescale_factor": 0}, "rescale_factor 0"), ({"image_mean": [0.5, None, 0.5]}, "must be numbers"),
+])
+def test_preprocessor_configs_segzoo_cannot_use_are_named(tmp_path, processor, match):
+    reference().save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
+    with pytest.raises(InvalidValueError, match=match):
+        from_transformers(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": 0.5, "image_std": 0.25}))
+    assert from_transformers(tmp_path).meta.preprocessing.std == (0.25, 0.25, 0.25)  # one value for all channels
 
 
 def test_a_truncated_or_foreign_folder_is_named(tmp_path):

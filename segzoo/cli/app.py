@@ -98,7 +98,7 @@ def predict_image(models: ModelCache, weights: str, image: Any, tile: Any = "aut
                   tta: list[str] | tuple[str, ...] = ()) -> Prediction:
     """One image through ``weights``, as ``segzoo predict`` would do it."""
     image = as_rgb(image)
-    tiling = {"tile": parse_tile(tile), "overlap": float(overlap), "tta": tuple(tta or ())}
+    tiling = {"tile": parse_tile(tile), "overlap": overlap, "tta": list(tta or ())}
     check_tiling(tiling)
     predictor = models.get(weights)
     start = time.perf_counter()

@@ -130,6 +130,18 @@ def _infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             "num_channels": int(state[embed.format(0)].shape[1])}
 
 
+def _number(config: Mapping[str, Any], key: str, default: float, kind: type, bounds: tuple[float, float],
+            where: str) -> Any:
+    """A numeric config field, checked for type and range (a config file is untrusted input)."""
+    value = config.get(key, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (kind is int and not float(value).is_integer()):
+        raise InvalidValueError(f"{where}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not bounds[0] <= value <= bounds[1]:
+        raise InvalidValueError(f"{where}: {key} is {value!r}, outside {bounds[0]}..{bounds[1]}")
+    return kind(value)
+
+
 def _num_classes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], where: str) -> int:
     """The class count the weights hold (the classifier's rows); a config that states another is refused."""
     classifier = state.get("decode_head.classifier.weight")
@@ -138,7 +150,7 @@ def _num_classes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], w
                                 "checkpoint (an encoder alone has no segmentation head)")
     count = int(classifier.shape[0])
     stated = config.get("num_labels")
-    if stated is not None and stated != count:
+    if stated is not None and (isinstance(stated, bool) or stated != count):
         raise InvalidValueError(f"{where}: the config's num_labels is {stated!r}, but the classifier has {count} "
                                 "classes")
     return count
@@ -170,7 +182,12 @@ def _preprocessing(processor: Mapping[str, Any], channels: int, where: str) -> P
         mean = processor.get("image_mean", [0.485, 0.456, 0.406])
         std = processor.get("image_std", [0.229, 0.224, 0.225])
     scale = processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0
-    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*mean, *std, scale])
+    if isinstance(mean, (int, float)) and not isinstance(mean, bool):  # transformers allows one value for all
+        mean = [mean] * channels
+    if isinstance(std, (int, float)) and not isinstance(std, bool):
+        std = [std] * channels
+    valid = (isinstance(mean, list) and isinstance(std, list)
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*mean, *std, scale]))
     if not valid or len(mean) != channels or len(std) != channels or not 0 < scale <= 1:
         raise InvalidValueError(f"{where}: preprocessor image_mean {mean!r}, image_std {std!r} and rescale_factor "
                                 f"{scale!r} must be numbers, one mean and std per each of the {channels} channels")
@@ -207,10 +224,11 @@ def from_transformers(source: nn.Module | dict | str | Path, preprocessor: Mappi
         config = _infer_config(state)
     encoder = _spec_name(config, where)
     num_classes = _num_classes(state, config, where)
-    channels = int(config.get("num_channels", 3))
-    dropout = float(config.get("classifier_dropout_prob", 0.1))
+    channels = _number(config, "num_channels", 3, int, (1, 64), where)
+    dropout = _number(config, "classifier_dropout_prob", 0.1, float, (0.0, 1.0), where)
+    width = _number(config, "decoder_hidden_size", 256, int, (1, 8192), where)
     model_config = ModelConfig(EncoderConfig(encoder, in_channels=channels), "segformer", num_classes,
-                               {"channels": int(config.get("decoder_hidden_size", 256)), "dropout": dropout})
+                               {"channels": width, "dropout": dropout})
     meta = ModelMeta(class_names=_class_names(config, num_classes, where),
                      preprocessing=_preprocessing(processor, channels, where))
     renamed = rename({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, _RULES, where)
