@@ -13,7 +13,8 @@ def _entrypoints():
     from segzoo.api import hub_entrypoint
     from segzoo.core.registry import CORE_SOURCE, MODELS
 
-    return {name: hub_entrypoint(name) for name in MODELS.own_names() if MODELS.entry(name).source == CORE_SOURCE}
+    # segzoo's own entries only: no plugin is imported, so a broken plugin cannot break torch.hub for core models
+    return {entry.name: hub_entrypoint(entry.name) for entry in MODELS.registered() if entry.source == CORE_SOURCE}
 
 
 globals().update(_entrypoints())

@@ -204,3 +204,61 @@ def test_cli_list_plugins_shows_failure(broken_plugin):
     assert code == 1
     assert "broken_model" in out and "failed" in out and "plugin exploded" in out
     assert "fpn_r50" in out and "loaded" in out
+
+
+@pytest.fixture
+def hostile_plugins(tmp_path, monkeypatch):
+    """Four plugin distributions, each broken in a different way, installed together."""
+    specs = {
+        "exiting-plugin": ("[segzoo.models]\nexiting_model = exiting_mod:cfg\n",
+                           {"exiting_mod": "import sys\nsys.exit(3)\n"}),
+        "malformed-plugin": ("[segzoo.models\nhalf = = broken\n[segzoo.decoders]\nno equals sign here\n"
+                             "bad name! = mod:obj\nfine_decoder = fine_mod:Dec\n", {"fine_mod": "class Dec: pass\n"}),
+        "timm-shadow-plugin": ("[segzoo.encoders]\nresnet18 = shadow_mod:Encoder\n",
+                               {"shadow_mod": "class Encoder:\n    pass\n"}),
+        "broken-model-plugin": ("[segzoo.models]\nbroken_model = broken_mod:cfg\n",
+                                {"broken_mod": "raise RuntimeError('plugin exploded on import')\n"}),
+    }
+    for dist, (entry_points, modules) in specs.items():
+        _fake_distribution(tmp_path / dist, dist, entry_points, modules)
+        monkeypatch.syspath_prepend(str(tmp_path / dist))
+    reload_plugins()
+    yield
+    monkeypatch.undo()
+    reload_plugins()
+
+
+def test_hostile_plugins_break_only_their_own_names(hostile_plugins):
+    """sys.exit at import, a malformed entry_points.txt, a plugin encoder named like a timm model and a plugin that
+    raises at import: core models still build (through torch.hub too), each problem is one row of the status."""
+    import torch
+
+    from conftest import REPO
+    from segzoo.core.registry import DECODERS, ENCODERS
+
+    with pytest.warns(RuntimeWarning) as caught:
+        hub_model = torch.hub.load(str(REPO), "unet_r18", source="local", pretrained=False, num_classes=2)
+        assert ENCODERS.entry("resnet18").source == "timm"  # timm's resnet18, not the plugin's
+    assert hub_model.encoder.__class__.__name__ == "TimmEncoder"
+    messages = " ".join(str(w.message) for w in caught)
+    assert "line 1 '[segzoo.models' is malformed" in messages and "resnet18" in messages
+    with pytest.raises(PluginLoadError, match="exiting-plugin.*SystemExit: 3"):
+        segzoo.create("exiting_model")
+    assert DECODERS.get("fine_decoder").__name__ == "Dec"  # the well-formed line of a malformed file still counts
+    rows = {(r.distribution, r.name): r for r in plugin_status(probe=True)}
+    assert rows[("exiting-plugin", "exiting_model")].state == "failed"
+    assert rows[("timm-shadow-plugin", "resnet18")].state == "conflict"
+    assert rows[("broken-model-plugin", "broken_model")].state == "failed"
+    malformed = sorted(name for (dist, name), r in rows.items() if r.state == "malformed")
+    assert malformed == ["line 1", "line 4", "line 5"]  # line 2 sits under the broken header: no group
+
+
+def test_cli_list_plugins_reports_every_problem(hostile_plugins, capsys):
+    from segzoo.cli import main
+
+    with pytest.warns(RuntimeWarning):
+        code = main(["list", "--plugins"])
+    out = capsys.readouterr().out
+    assert code == 1
+    for expected in ("SystemExit: 3", "malformed-plugin", "timm-shadow-plugin", "plugin exploded", "fpn_r50"):
+        assert expected in out, expected

@@ -40,7 +40,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             line = f"{r.kind:8} {r.name:24} {r.distribution:28} {r.state}"
             print(line + (f"  -- {r.error}" if r.error else ""))
-        return 1 if any(r.state in ("failed", "conflict") for r in rows) else 0
+        return 1 if any(r.state in ("failed", "conflict", "malformed") for r in rows) else 0
     if args.weights:
         from segzoo.storage.manifest import read_manifest, zoo_table
         from segzoo.storage.specs import declared_table

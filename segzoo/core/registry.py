@@ -11,7 +11,10 @@ Plugins are lazy and isolated:
 * a plugin's module is imported only when one of its names is requested;
 * a plugin that fails to import affects only its own names: asking for one
   raises :class:`PluginLoadError` naming the distribution and the cause;
-* a name registered twice is an error naming both sources, never an overwrite.
+* a name registered twice is an error naming both sources, never an overwrite; a plugin encoder named like a
+  timm model is such a conflict too (it would silently replace timm's);
+* a malformed ``entry_points.txt`` line in a ``segzoo.*`` group is skipped and reported, never fatal; a plugin
+  that calls ``sys.exit`` at import is a load failure like any other.
 
 ``SEGZOO_DISABLE_PLUGINS=1`` turns entry-point loading off.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +60,9 @@ __all__ = [
 
 CORE_SOURCE = "segzoo"
 _REPORTED_CONFLICTS: set[str] = set()
+_SECTION = re.compile(r"\[\s*([^\[\]\s]+)\s*\]")
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_ENTRY_VALUE = re.compile(r"[A-Za-z_][\w.]*(\s*:\s*[A-Za-z_][\w.]*)?(\s*\[[\w,\s.\-]*\])?")
 
 
 class RegistryConflictError(SegzooError, ValueError):
@@ -85,7 +92,7 @@ class PluginStatus:
     name: str
     distribution: str
     value: str
-    state: str  # "not loaded" | "loaded" | "failed" | "conflict"
+    state: str  # "not loaded" | "loaded" | "failed" | "conflict" | "malformed"
     error: str | None = None
 
 
@@ -107,6 +114,86 @@ class _Plugin:
     entry: RegistryEntry | None = None
     error: BaseException | None = None
     conflict: str | None = None
+    shadowed: bool = False  # the name is the core's or the fallback's: lookups never reach this plugin
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """One well-formed entry point of a ``segzoo.*`` group, read from a distribution's ``entry_points.txt``."""
+
+    group: str
+    name: str
+    value: str
+    distribution: str
+
+
+@dataclass
+class _Scan:
+    declared: list[_Declared]
+    malformed: list[PluginStatus]
+
+
+_SCAN: _Scan | None = None
+
+
+def _parse_entry_points(text: str, distribution: str) -> tuple[list[_Declared], list[PluginStatus]]:
+    """The ``segzoo.*`` entry points of one ``entry_points.txt``, and a row for each line of those groups (or a
+    broken section header naming segzoo) that is not ``name = module:object``."""
+    declared, malformed = [], []
+    group: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            match = _SECTION.fullmatch(line)
+            group = match.group(1) if match else None
+            if match is None and "segzoo" in line:
+                malformed.append(_malformed_row(distribution, number, raw, "a section header is [group.name]"))
+            continue
+        if group is None or not group.startswith("segzoo."):
+            continue
+        name, eq, value = (part.strip() for part in line.partition("="))
+        if not eq or not _ENTRY_NAME.fullmatch(name) or not _ENTRY_VALUE.fullmatch(value):
+            malformed.append(_malformed_row(distribution, number, raw, "an entry is name = package.module:object"))
+            continue
+        declared.append(_Declared(group, name, value, distribution))
+    return declared, malformed
+
+
+def _malformed_row(distribution: str, number: int, line: str, expected: str) -> PluginStatus:
+    message = f"entry_points.txt line {number} {line.strip()[:80]!r} is malformed ({expected}); it is ignored"
+    return PluginStatus("entry point", f"line {number}", distribution, line.strip()[:80], "malformed", message)
+
+
+def _scan_distributions() -> _Scan:
+    """Every installed distribution's ``segzoo.*`` entry points, read once per process (or reload); a distribution
+    whose metadata cannot be read is skipped."""
+    global _SCAN
+    if _SCAN is not None:
+        return _SCAN
+    scan = _Scan([], [])
+    for dist in metadata.distributions():
+        try:
+            text = dist.read_text("entry_points.txt")
+            name = (dist.metadata["Name"] if text and "segzoo" in text else None) or "?"
+        except Exception:  # unreadable metadata of some unrelated distribution must not break segzoo
+            continue
+        if not text or "segzoo" not in text:
+            continue
+        declared, malformed = _parse_entry_points(text, str(name))
+        scan.declared.extend(declared)
+        for row in malformed:
+            scan.malformed.append(row)
+            _warn_once(f"plugin distribution {row.distribution!r}: {row.error}")
+    _SCAN = scan
+    return scan
+
+
+def _warn_once(message: str) -> None:
+    if message not in _REPORTED_CONFLICTS:  # once per process, not per re-read
+        _REPORTED_CONFLICTS.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _plugins_disabled() -> bool:
@@ -176,36 +263,49 @@ class Registry:
             return self._plugins
         table: dict[str, _Plugin] = {}
         if not _plugins_disabled():
-            for ep in metadata.entry_points(group=self.group):
-                dist = ep.dist.name if ep.dist is not None else "?"
-                plugin = _Plugin(ep.name, ep, dist)
-                if ep.name in self._entries:
-                    core = self._entries[ep.name]
-                    plugin.conflict = (
-                        f"{self.kind} {ep.name!r} is registered twice: by {core.source} ({core.origin}) "
-                        f"and by {dist} (entry point {ep.value}); the plugin's entry is ignored"
-                    )
-                    if plugin.conflict not in _REPORTED_CONFLICTS:  # once per process, not per re-read
-                        _REPORTED_CONFLICTS.add(plugin.conflict)
-                        warnings.warn(plugin.conflict, RuntimeWarning, stacklevel=3)
-                elif ep.name in table:
-                    other = table[ep.name]
-                    if other.distribution == dist and other.entry_point.value == ep.value:
-                        continue  # the same distribution seen twice on sys.path
-                    message = (
-                        f"{self.kind} {ep.name!r} is registered twice: by {other.distribution} "
-                        f"(entry point {other.entry_point.value}) and by {dist} (entry point {ep.value})"
-                    )
-                    other.conflict = plugin.conflict = message
-                    table[ep.name + "\0" + dist] = plugin  # keep both visible in the status listing
-                    continue
-                table[ep.name] = plugin
+            for declared in _scan_distributions().declared:
+                if declared.group == self.group:
+                    self._add_plugin(table, declared)
         self._plugins = table
         return table
 
+    def _add_plugin(self, table: dict[str, _Plugin], declared: _Declared) -> None:
+        name, dist, value = declared.name, declared.distribution, declared.value
+        plugin = _Plugin(name, metadata.EntryPoint(name, value, self.group), dist)
+        other = table.get(name)
+        if other is not None:
+            if other.distribution == dist and other.entry_point.value == value:
+                return  # the same distribution seen twice on sys.path
+            other.conflict = plugin.conflict = (
+                f"{self.kind} {name!r} is registered twice: by {other.distribution} "
+                f"(entry point {other.entry_point.value}) and by {dist} (entry point {value})"
+            )
+            table[name + "\0" + dist] = plugin  # keep both visible in the status listing
+            return
+        shadowed = self._shadowed(name)
+        if shadowed is not None:
+            plugin.conflict = (
+                f"{self.kind} {name!r} is registered twice: by {shadowed} and by {dist} (entry point {value}); "
+                f"the plugin's entry is ignored: give it a name of its own"
+            )
+            plugin.shadowed = True
+            _warn_once(plugin.conflict)
+        table[name] = plugin
+
+    def _shadowed(self, name: str) -> str | None:
+        """Who already owns ``name``: a core entry, or the fallback (a timm model for encoders)."""
+        core = self._entries.get(name)
+        if core is not None:
+            return f"{core.source} ({core.origin})"
+        if self.fallback is not None and self.fallback.resolve(name) is not None:
+            return f"{self.fallback.source} (a {self.fallback.source} model of that name)"
+        return None
+
     def reload_plugins(self) -> None:
         """Forget what was read from entry points; the next lookup reads (and reports) them again."""
+        global _SCAN
         self._plugins = None
+        _SCAN = None
         _REPORTED_CONFLICTS.clear()
 
     def _load_plugin(self, plugin: _Plugin) -> RegistryEntry:
@@ -217,7 +317,7 @@ class Registry:
             raise self._plugin_error(plugin) from plugin.error
         try:
             obj = plugin.entry_point.load()
-        except Exception as exc:  # isolation: any failure is confined to this plugin's names
+        except (Exception, SystemExit) as exc:  # isolation: any failure (sys.exit too) stays with its own names
             plugin.error = exc
             raise self._plugin_error(plugin) from exc
         plugin.entry = RegistryEntry(plugin.name, obj, plugin.distribution, plugin.entry_point.value, {})
@@ -298,7 +398,7 @@ class Registry:
         if name in self._entries:
             return self._entries[name]
         plugin = self._plugin_table().get(name)
-        if plugin is not None:
+        if plugin is not None and not plugin.shadowed:
             return self._load_plugin(plugin)
         if self.fallback is not None:
             obj = self.fallback.resolve(name)
@@ -376,6 +476,8 @@ def plugin_status(probe: bool = True) -> list[PluginStatus]:
         if probe:
             registry.probe_plugins()
         rows.extend(registry.plugin_status())
+    if not _plugins_disabled():
+        rows.extend(_scan_distributions().malformed)
     return rows
 
 
