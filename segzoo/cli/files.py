@@ -3,7 +3,6 @@ coloured overlays written whole, with the model's own preprocessing."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ def load_for_inference(weights: str | Path):
     returns logits of normalised float batches; ONNX and OpenVINO run on the CPU. The evaluation transform is the
     one saved beside the weights, else the default one."""
     from segzoo.api import from_pretrained
-    from segzoo.data.transforms import eval_preset, from_dict
+    from segzoo.core.io import read_json_file
+    from segzoo.data.transforms import eval_preset, eval_preset_from_record
 
     suffix = Path(weights).suffix.lower()
     if suffix == ".onnx":
@@ -50,14 +50,8 @@ def load_for_inference(weights: str | Path):
     saved = folder / "transforms.json"
     if not saved.is_file():
         return model, eval_preset()
-    try:
-        record = json.loads(saved.read_text())
-        transform = from_dict(record["eval"])
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidValueError(f"{str(saved)!r} (the evaluation transform saved beside the weights) is not "
-                                f"valid: {type(exc).__name__}: {exc}; fix or delete it (the default transform is "
-                                "then used)") from exc
-    return model, transform
+    record = read_json_file(saved, "evaluation transform", 1 << 16)
+    return model, eval_preset_from_record(record, repr(str(saved)))
 
 
 def place(model: Any, device: str | torch.device) -> Any:

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from segzoo.core.errors import InvalidTypeError, InvalidValueError
+from segzoo.core.errors import InvalidTypeError, InvalidValueError, SegzooError
+from segzoo.core.io import parse_json
 
 __all__ = ["EncoderConfig", "AuxHeadConfig", "ClassificationHeadConfig", "ModelConfig", "Preprocessing", "ModelMeta",
            "DescribedModel", "check_classes", "check_fields", "conforms"]
@@ -55,6 +56,8 @@ def conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested config: its fields, or itself
+        return isinstance(value, (Mapping, hint))
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False
@@ -68,6 +71,8 @@ def conforms(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a mapping of {hint.__name__} fields"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         hint, str(hint).replace("typing.", ""))
 
@@ -93,6 +98,17 @@ def check_fields(cls: type, data: Mapping[str, Any], where: str, key_prefix: str
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise InvalidValueError(f"{where} lacks required key(s) {missing}")
+
+
+def parse_config(cls: type, data: Any, what: str) -> Any:
+    """``cls.from_dict(data)`` for data read from a file: every failure, a bug in a field's own check included, is
+    one ``InvalidValueError`` naming ``what``."""
+    try:
+        return cls.from_dict(data)
+    except SegzooError as exc:
+        raise InvalidValueError(str(exc) if str(exc).startswith(what) else f"{what}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        raise InvalidValueError(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
 class _JsonConfig:
@@ -247,8 +263,10 @@ class ModelConfig(_JsonConfig):
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, what: str = "model config") -> ModelConfig:
+        """The config in ``text``, which may come from a file: bounded JSON, every field checked; anything else is
+        one ``InvalidValueError`` naming ``what`` and the field."""
+        return parse_config(cls, parse_json(text, what), what)
 
     def copy(self) -> ModelConfig:
         """An equal config (kept for code written when configs were mutable; a frozen config can be shared)."""
@@ -383,7 +401,12 @@ class ModelMeta(_JsonConfig):
             meta.class_colours = None
         return meta
 
-    def check(self, num_classes: int) -> None:
+    def check(self, num_classes: int, in_channels: int | None = None) -> None:
+        """This meta describes a model with ``num_classes`` classes (and ``in_channels`` input channels, where
+        known): one class name and colour per class, one mean and std per channel."""
+        if in_channels is not None and len(self.preprocessing.mean) not in (1, in_channels):
+            raise InvalidValueError(f"preprocessing has {len(self.preprocessing.mean)} channel means "
+                                    f"{list(self.preprocessing.mean)} for a model with {in_channels} input channels")
         if self.class_names is not None and len(self.class_names) != num_classes:
             raise InvalidValueError(
                 f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"

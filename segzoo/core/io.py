@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -283,12 +283,53 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
             f"{str(path)!r} is not a readable safetensors file (truncated or another format): {exc}") from exc
 
 
-def read_json_file(path: str | Path, what: str, max_bytes: int = 1 << 20) -> dict:
-    """A JSON object from a file that is untrusted input (a config beside foreign weights): at most ``max_bytes``,
-    an object at the top, its nesting bounded by the parser's recursion limit; anything else is one
-    ``InvalidValueError`` naming the file."""
+MAX_JSON_DEPTH = 32  # segzoo's own files nest at most 6 deep; the bound only stops hostile nesting
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value`` (a scalar: 0), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json(text: str | bytes, what: str, max_bytes: int = 1 << 20, expect: type | None = dict) -> Any:
+    """JSON that is untrusted input (a header field, a file's metadata): at most ``max_bytes``, nested at most
+    ``MAX_JSON_DEPTH`` deep, of type ``expect`` at the top; anything else is one ``InvalidValueError`` naming
+    ``what``."""
     import json
 
+    from segzoo.core.errors import InvalidTypeError, InvalidValueError
+
+    if not isinstance(text, (str, bytes)):
+        raise InvalidTypeError(f"{what} must be JSON text, got {type(text).__name__}")
+    if len(text) > max_bytes:
+        raise InvalidValueError(f"{what} is {len(text)} bytes of JSON, more than the {max_bytes} it may hold")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidValueError(f"{what} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise InvalidValueError(f"{what} nests lists or mappings {json_depth(data)} deep, more than the "
+                                f"{MAX_JSON_DEPTH} segzoo reads")
+    if expect is not None and not isinstance(data, expect):
+        raise InvalidValueError(f"{what} must hold a JSON {_JSON_NAMES.get(expect, expect.__name__)}, got "
+                                f"{type(data).__name__}")
+    return data
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string"}
+
+
+def read_json_file(path: str | Path, what: str, max_bytes: int = 1 << 20) -> dict:
+    """A JSON object from a file that is untrusted input (a config beside foreign weights), bounded as
+    :func:`parse_json`; anything else is one ``InvalidValueError`` naming the file."""
     from segzoo.core.errors import InvalidValueError, MissingFileError
 
     path = Path(path)
@@ -297,13 +338,7 @@ def read_json_file(path: str | Path, what: str, max_bytes: int = 1 << 20) -> dic
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidValueError(f"{what} {str(path)!r} is {size} bytes, more than the {max_bytes} such a file holds")
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidValueError(f"{what} {str(path)!r} is not valid JSON: {type(exc).__name__}: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidValueError(f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return parse_json(path.read_bytes(), f"{what} {str(path)!r}", max_bytes)
 
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})

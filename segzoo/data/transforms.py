@@ -185,6 +185,33 @@ def from_dict(data: dict[str, Any]):
     return A.from_dict(data)
 
 
+def eval_preset_from_record(record: Any, where: str):
+    """The evaluation transform a ``transforms.json`` beside weights names, rebuilt with :func:`eval_preset`: the
+    file may hold only what segzoo writes there (an optional ``LongestMaxSize`` then ``ToTensorV2``); any other
+    transform, parameter or shape is one ``InvalidValueError`` naming ``where``."""
+    from segzoo.core.errors import InvalidValueError
+
+    def refuse(what: str) -> InvalidValueError:
+        return InvalidValueError(f"{where} (the evaluation transform saved beside the weights) is not one segzoo "
+                                 f"writes: {what}; fix or delete it (the default transform is then used)")
+
+    if not isinstance(record, dict) or not isinstance(record.get("eval"), dict):
+        raise refuse("expected an object with an 'eval' transform")
+    compose = record["eval"].get("transform")
+    steps = compose.get("transforms") if isinstance(compose, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise refuse("expected eval.transform.transforms, a list of transforms")
+    names = [step.get("__class_fullname__") for step in steps]
+    if names not in (["ToTensorV2"], ["LongestMaxSize", "ToTensorV2"]):
+        raise refuse(f"transforms {names}, expected ['ToTensorV2'] or ['LongestMaxSize', 'ToTensorV2']")
+    if len(steps) == 1:
+        return eval_preset()
+    size = steps[0].get("max_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1 << 15:
+        raise refuse(f"LongestMaxSize max_size {size!r}, expected an integer in 16..{1 << 15}")
+    return eval_preset(size)
+
+
 def apply(transform, image: np.ndarray, mask: np.ndarray | None = None):
     """Run a preset on an image (and mask); returns ``(image_tensor, mask_tensor_or_None)``."""
     if mask is None:

@@ -19,29 +19,34 @@ import numpy as np
 import torch
 
 from segzoo._version import __version__
-from segzoo.core.config import ModelConfig, ModelMeta, Preprocessing
+from segzoo.core.config import ModelMeta, Preprocessing
 from segzoo.core.errors import InvalidValueError, MissingFileError
 from segzoo.core.extras import install_hint
+from segzoo.core.io import parse_json
+from segzoo.inference.description import (
+    CONFIG_KEY,
+    INPUT_FLOAT,
+    INPUT_KEY,
+    INPUT_UINT8,
+    KEYS,
+    META_KEY,
+    REPORT_KEY,
+    SOURCE_KEY,
+    VERSION_KEY,
+    GraphFacts,
+    read_description,
+    read_limits,
+)
 
-__all__ = [
+__all__ = [  # the metadata keys and read_description live in segzoo.inference.description, re-exported here
     "ExportedModel", "OnnxModel", "OpenVinoModel", "set_openvino_metadata", "LoadedProgram", "load_program",
     "Uint8Input", "describe", "read_description", "INPUT_FLOAT", "INPUT_UINT8", "META_KEY", "INPUT_KEY",
     "CONFIG_KEY", "VERSION_KEY", "SOURCE_KEY", "REPORT_KEY", "LIMITS_FILE", "META_FILE",
 ]
 
-META_KEY = "segzoo.meta"  # ModelMeta as JSON: classes, colours, preprocessing
-INPUT_KEY = "segzoo.input"  # {"layout": "NCHW", "dtype": ..., "normalised": ...}
-CONFIG_KEY = "segzoo.config"  # the ModelConfig the graph was exported from
-VERSION_KEY = "segzoo.version"
-SOURCE_KEY = "segzoo.source"  # {"source": what was loaded, "sha256": of that weights file}, when known
-REPORT_KEY = "segzoo.quantization"  # an INT8 file's calibration and measurement report
+
 LIMITS_FILE = "segzoo_limits.json"  # inside a .pt2 archive: the input sizes the program accepts
 META_FILE = "segzoo_meta.json"  # inside a .pt2 archive: the metadata_props of an ONNX export, as JSON
-INPUT_FLOAT = {"layout": "NCHW", "dtype": "float32", "normalised": True,
-               "note": "RGB, normalised with the preprocessing in segzoo.meta: "
-                       "((x / 255) * (hi - lo) + lo - mean) / std"}
-INPUT_UINT8 = {"layout": "NCHW", "dtype": "uint8", "normalised": False,
-               "note": "RGB 0..255; the graph normalises with the preprocessing in segzoo.meta"}
 
 
 def describe(model: Any, uint8_input: bool = False) -> dict[str, str]:
@@ -55,22 +60,6 @@ def describe(model: Any, uint8_input: bool = False) -> dict[str, str]:
     if getattr(model, "loaded_from", None):
         props[SOURCE_KEY] = json.dumps(model.loaded_from)
     return props
-
-
-def read_description(props: dict[str, str], where: str) -> tuple[ModelMeta, dict[str, Any]]:
-    """``(meta, input)`` from an export's metadata; a file without segzoo metadata is an error naming it."""
-    if META_KEY not in props:
-        raise InvalidValueError(f"{where} carries no segzoo metadata (key {META_KEY!r}): it was not written by "
-                                "segzoo export / quantize, so its classes and preprocessing are unknown")
-    try:
-        meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
-        layout = json.loads(props[INPUT_KEY]) if INPUT_KEY in props else dict(INPUT_FLOAT)
-    except (ValueError, TypeError) as exc:
-        raise InvalidValueError(f"{where}: invalid segzoo metadata: {exc}") from exc
-    if layout.get("dtype") not in ("float32", "uint8"):
-        raise InvalidValueError(f"{where}: input dtype {layout.get('dtype')!r} in {INPUT_KEY!r}, expected float32 "
-                                "or uint8")
-    return meta, layout
 
 
 class Uint8Input(torch.nn.Module):
@@ -180,10 +169,8 @@ class OnnxModel(ExportedModel):
         except Exception as exc:  # onnx raises DecodeError / ValueError / google.protobuf errors
             raise InvalidValueError(f"{str(path)!r} is not a readable ONNX file: {exc}") from exc
         props = {p.key: p.value for p in proto.metadata_props}
-        meta, layout = read_description(props, repr(str(path)))
-        num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
-        report = json.loads(props.get(REPORT_KEY, "{}"))
-        return cls(proto.SerializeToString(), meta, num_classes, report, layout, source=repr(str(path)))
+        d = read_description(props, repr(str(path)), _onnx_facts(proto))
+        return cls(proto.SerializeToString(), d.meta, d.num_classes, d.report, d.layout, source=repr(str(path)))
 
 
 OPENVINO_RT_INFO = "segzoo"  # an OpenVINO IR's rt_info section holding the metadata_props of an ONNX export
@@ -236,15 +223,10 @@ class OpenVinoModel(ExportedModel):
             model = ov.Core().read_model(str(path))
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise InvalidValueError(f"{str(path)!r} is not a readable OpenVINO IR: {exc}") from exc
-        props = {}
-        for key in (META_KEY, INPUT_KEY, CONFIG_KEY, VERSION_KEY, SOURCE_KEY, REPORT_KEY):
-            if model.has_rt_info([OPENVINO_RT_INFO, key]):
-                props[key] = model.get_rt_info([OPENVINO_RT_INFO, key]).astype(str)
-        meta, layout = read_description(props, repr(str(path)))
-        num_classes = ModelConfig.from_json(props[CONFIG_KEY]).num_classes if CONFIG_KEY in props else int(
-            model.outputs[0].get_partial_shape()[1].get_length())
-        report = json.loads(props.get(REPORT_KEY, "{}"))
-        return cls(model, meta, num_classes, report, layout, source=repr(str(path)), precision=precision)
+        props = {key: model.get_rt_info([OPENVINO_RT_INFO, key]).astype(str)
+                 for key in KEYS if model.has_rt_info([OPENVINO_RT_INFO, key])}
+        d = read_description(props, repr(str(path)), _openvino_facts(model))
+        return cls(model, d.meta, d.num_classes, d.report, d.layout, source=repr(str(path)), precision=precision)
 
 
 def set_openvino_metadata(ov_model: Any, props: dict[str, str]) -> None:
@@ -339,11 +321,56 @@ def load_program(path: str | Path) -> LoadedProgram:
         program = torch.export.load(str(path), extra_files=extra)
     except Exception as exc:  # a zip / pickle / version error: torch names no common type
         raise InvalidValueError(f"{str(path)!r} is not a readable torch.export program (.pt2): {exc}") from exc
-    limits = json.loads(extra[LIMITS_FILE]) if extra[LIMITS_FILE] else {}
     source = f"exported program {str(path)!r}"
-    meta, layout, num_classes = None, None, None
-    if extra[META_FILE]:
-        props = json.loads(extra[META_FILE])
-        meta, layout = read_description(props, source)
-        num_classes = ModelConfig.from_json(props[CONFIG_KEY]).num_classes if CONFIG_KEY in props else None
-    return LoadedProgram(program.module(), limits, source, meta, layout, num_classes)
+    facts = _program_facts(program)
+    limits = read_limits(extra[LIMITS_FILE], source, facts)
+    if not extra[META_FILE]:
+        return LoadedProgram(program.module(), limits, source)
+    d = read_description(parse_json(extra[META_FILE], f"{source}: {META_FILE}"), source, facts)
+    return LoadedProgram(program.module(), limits, source, d.meta, d.layout, d.num_classes)
+
+
+def _dims(values: list[Any]) -> list[int | None]:
+    """Static dimensions as ints, symbolic ones as None."""
+    return [v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None for v in values]
+
+
+def _facts(input_dims: list[int | None], output_dims: list[int | None]) -> GraphFacts:
+    if len(input_dims) != 4 or len(output_dims) != 4:
+        return GraphFacts()
+    h, w = input_dims[2], input_dims[3]
+    return GraphFacts(output_dims[1], input_dims[1], (h, w) if h is not None and w is not None else None)
+
+
+def _onnx_facts(proto: Any) -> GraphFacts:
+    def dims(value_info: Any) -> list[int | None]:
+        return _dims([d.dim_value if d.HasField("dim_value") else None
+                      for d in value_info.type.tensor_type.shape.dim])
+
+    if not proto.graph.input or not proto.graph.output:
+        return GraphFacts()
+    return _facts(dims(proto.graph.input[0]), dims(proto.graph.output[0]))
+
+
+def _openvino_facts(model: Any) -> GraphFacts:
+    def dims(port: Any) -> list[int | None]:
+        shape = port.get_partial_shape()
+        if shape.rank.is_dynamic:
+            return []
+        return _dims([d.get_length() if d.is_static else None for d in shape])
+
+    return _facts(dims(model.inputs[0]), dims(model.outputs[0]))
+
+
+def _program_facts(program: Any) -> GraphFacts:
+    """The program's user input and first output, from the traced graph's example values (symbolic sizes: None)."""
+    nodes = [n for n in program.graph.nodes if n.op == "placeholder"]
+    user_inputs = set(program.graph_signature.user_inputs)
+    placeholders = [n for n in nodes if n.name in user_inputs]
+    outputs = [n for n in program.graph.nodes if n.op == "output"]
+    try:
+        x = placeholders[0].meta["val"]
+        y = outputs[0].args[0][0].meta["val"]
+        return _facts(_dims(list(x.shape)), _dims(list(y.shape)))
+    except (IndexError, KeyError, AttributeError, TypeError):
+        return GraphFacts()

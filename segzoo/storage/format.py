@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from segzoo._version import __version__
-from segzoo.core.config import DescribedModel, ModelConfig, ModelMeta
+from segzoo.core.config import DescribedModel, ModelConfig, ModelMeta, parse_config
 from segzoo.core.errors import InvalidValueError
-from segzoo.core.io import atomic_path, read_safetensors_metadata, sha256_of
+from segzoo.core.io import atomic_path, parse_json, read_safetensors_metadata, sha256_of
 
 __all__ = [
     "WEIGHTS_NAME", "REQUIRES_KEY", "plugin_requirements",
@@ -164,24 +164,17 @@ def read_weights_header(path: str | Path) -> WeightsHeader:
             f"{str(path)!r} is a safetensors file without a segzoo config in its header (key {CONFIG_KEY!r}): "
             "a plain state dict. Load it as encoder_weights=..., or convert it with segzoo.convert"
         )
-    try:
-        config = ModelConfig.from_json(header[CONFIG_KEY])
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise _header_error(path, f"{CONFIG_KEY!r}: {exc}") from exc
+    where = f"{str(path)!r}: invalid segzoo header:"
+    config = ModelConfig.from_json(header[CONFIG_KEY], f"{where} {CONFIG_KEY!r}")
     forbidden = sorted(set(config.encoder.params) & set(FORBIDDEN_ENCODER_PARAMS))
     if forbidden:
         raise _header_error(path, f"the encoder parameters {forbidden} would make loading read other files or the "
                                   "network; a segzoo weights file must hold every tensor itself")
-    try:
-        meta = ModelMeta.from_dict(json.loads(header.get(META_KEY, "{}")))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise _header_error(path, f"{META_KEY!r}: {exc}") from exc
-    try:
-        requires = json.loads(header.get(REQUIRES_KEY, "[]"))
-        if not isinstance(requires, list) or not all(isinstance(r, dict) for r in requires):
-            raise TypeError(f"expected a list of mappings, got {requires!r}")
-    except (ValueError, TypeError) as exc:
-        raise _header_error(path, f"{REQUIRES_KEY!r}: {exc}") from exc
+    meta = parse_config(ModelMeta, parse_json(header.get(META_KEY, "{}"), f"{where} {META_KEY!r}"),
+                        f"{where} {META_KEY!r}")
+    requires = parse_json(header.get(REQUIRES_KEY, "[]"), f"{where} {REQUIRES_KEY!r}", 1 << 16, list)
+    if not all(isinstance(r, dict) and all(isinstance(v, str) for v in r.values()) for r in requires):
+        raise _header_error(path, f"{REQUIRES_KEY!r}: expected a list of mappings of strings, got {requires!r}"[:300])
     try:
         meta.check(config.num_classes)
     except InvalidValueError as exc:
