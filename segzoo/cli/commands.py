@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from segzoo.core.config import label_count
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.core.extras import install_hint
 
@@ -151,7 +152,7 @@ def _folder_eval_data(args: argparse.Namespace, model):
     from segzoo.data.pairs import direct_pairs
 
     pairs = direct_pairs(args.images, args.masks)
-    classes = list(model.meta.class_names or [f"class_{i}" for i in range(model.num_classes)])
+    classes = list(model.meta.class_names or [f"class_{i}" for i in range(label_count(model.num_classes))])
     values = _json_option(args.mask_values, "--mask-values")
     colours = _json_option(args.colours, "--colours")
     if values is not None and colours is not None:

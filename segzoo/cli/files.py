@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segzoo.core.config import check_classes
+from segzoo.core.config import check_classes, label_count
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.data.masks import read_image
 from segzoo.data.pairs import IMAGE_SUFFIXES
@@ -112,6 +112,7 @@ def class_id_image(pred: np.ndarray, num_classes: int):
     """A PIL image of class ids: 8-bit up to 256 classes, 16-bit above (never wrapped)."""
     from PIL import Image
 
+    num_classes = label_count(num_classes)
     if num_classes > 65536:
         raise InvalidValueError(f"class-id PNGs hold at most 65536 classes, the model has {num_classes}")
     if num_classes <= 256:
@@ -140,8 +141,9 @@ class Predictor:
         self.model, self.transform = model, transform
         self.runner = optimize(model) if isinstance(model, SegmentationModel) else model
         self.window = getattr(model, "fixed_size", None)  # a fixed-size graph: windows of its size replace tiles
-        self.colours = palette(model.num_classes, model.meta.class_colours)[:-1]
-        self.names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
+        labels = label_count(model.num_classes)  # a binary model predicts 0 and 1
+        self.colours = palette(labels, model.meta.class_colours)[:-1]
+        self.names = model.meta.class_names or [str(i) for i in range(labels)]
 
     def class_ids(self, image: np.ndarray, **tiling: Any) -> np.ndarray:
         """Class ids (H, W) of an RGB uint8 image (H, W, 3); ``tiling`` as ``predict_files``."""

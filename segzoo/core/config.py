@@ -395,9 +395,9 @@ class ModelMeta(_JsonConfig):
         """This meta for a model with ``num_classes`` classes: a copy, with the class names and colours (which
         describe another head) dropped together when their count differs."""
         meta = ModelMeta.from_dict(self.to_dict())
-        if meta.class_names is not None and len(meta.class_names) != num_classes:
+        if meta.class_names is not None and len(meta.class_names) != label_count(num_classes):
             meta.class_names = None
-        if meta.class_colours is not None and len(meta.class_colours) != num_classes:
+        if meta.class_colours is not None and len(meta.class_colours) != label_count(num_classes):
             meta.class_colours = None
         return meta
 
@@ -407,12 +407,12 @@ class ModelMeta(_JsonConfig):
         if in_channels is not None and len(self.preprocessing.mean) not in (1, in_channels):
             raise InvalidValueError(f"preprocessing has {len(self.preprocessing.mean)} channel means "
                                     f"{list(self.preprocessing.mean)} for a model with {in_channels} input channels")
-        if self.class_names is not None and len(self.class_names) != num_classes:
-            raise InvalidValueError(
-                f"{len(self.class_names)} class names {self.class_names} for a model with {num_classes} classes"
-            )
-        if self.class_colours is not None and len(self.class_colours) != num_classes:
-            raise InvalidValueError(f"{len(self.class_colours)} class colours for a model with {num_classes} classes")
+        labels = label_count(num_classes)
+        what = f"a model with {num_classes} classes" if labels == num_classes else "a binary model (2 classes)"
+        if self.class_names is not None and len(self.class_names) != labels:
+            raise InvalidValueError(f"{len(self.class_names)} class names {self.class_names} for {what}")
+        if self.class_colours is not None and len(self.class_colours) != labels:
+            raise InvalidValueError(f"{len(self.class_colours)} class colours for {what}")
 
 
 
@@ -429,11 +429,17 @@ class DescribedModel(Protocol):
     def parameters(self) -> Any: ...
 
 
+def label_count(num_classes: int) -> int:
+    """How many class ids a model with ``num_classes`` output channels predicts: a single-channel model is binary,
+    predicting 0 (background) and 1 (foreground), so its class names, colours and scores count two."""
+    return 2 if num_classes == 1 else num_classes
+
+
 def check_classes(model: Any, classes: typing.Sequence[str], model_what: str, data_what: str) -> None:
     """The model (anything with ``num_classes`` and ``meta``: a segzoo model or an exported file's runtime) predicts
     exactly the data's classes (count, and names where the model has them), else an error saying both sides."""
     names = model.meta.class_names
-    if model.num_classes != len(classes) or (names is not None and list(names) != list(classes)):
-        theirs = f"{model.num_classes} classes" + (f" {list(names)}" if names is not None else "")
+    if label_count(model.num_classes) != len(classes) or (names is not None and list(names) != list(classes)):
+        theirs = f"{label_count(model.num_classes)} classes" + (f" {list(names)}" if names is not None else "")
         raise InvalidValueError(f"{model_what} predict {theirs}, but {data_what} has {len(classes)} classes "
                                 f"{list(classes)}")

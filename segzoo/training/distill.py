@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segzoo.core.config import label_count
 from segzoo.core.errors import InvalidValueError
 
 __all__ = ["PixelKLDistillation", "ChannelWiseDistillation", "build_distill_loss", "Teacher", "DISTILL_LOSSES",
@@ -108,8 +109,8 @@ class Teacher:
 
         model = from_pretrained(source)
         names = model.meta.class_names
-        if model.num_classes != len(classes) or (names is not None and list(names) != list(classes)):
-            theirs = f"{model.num_classes} classes" + (f" {list(names)}" if names is not None else "")
+        if label_count(model.num_classes) != len(classes) or (names is not None and list(names) != list(classes)):
+            theirs = f"{label_count(model.num_classes)} classes" + (f" {list(names)}" if names is not None else "")
             raise InvalidValueError(f"teacher {source!r} predicts {theirs}, but the recipe's data has "
                                     f"{len(classes)} classes {list(classes)}: a teacher must predict the student's "
                                     "classes, in the same order")

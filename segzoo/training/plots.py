@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from segzoo.core.config import label_count  # noqa: E402
 from segzoo.data.palette import palette  # noqa: E402
 
 __all__ = ["plot_curves", "plot_predictions", "plot_confusion"]
@@ -48,7 +49,7 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
     """Rows of image / ground truth / prediction for the first ``n`` samples of ``dataset``."""
     model.eval()
     n = min(n, len(dataset))
-    colours = palette(model.num_classes, model.meta.class_colours)
+    colours = palette(label_count(model.num_classes), model.meta.class_colours)
     ignore = dataset.decoder.ignore_index
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
     for row in range(n):
@@ -70,7 +71,7 @@ def plot_predictions(model: torch.nn.Module, dataset, path: Path, device: torch.
             axes[row][col].axis("off")
     from matplotlib.patches import Patch
 
-    names = model.meta.class_names or [str(i) for i in range(model.num_classes)]
+    names = model.meta.class_names or [str(i) for i in range(label_count(model.num_classes))]
     handles = [Patch(facecolor=colours[i] / 255.0, edgecolor="black", label=name) for i, name in enumerate(names)]
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / n))
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segzoo.core.config import Preprocessing, check_fields
+from segzoo.core.config import Preprocessing, check_fields, label_count
 from segzoo.core.errors import InvalidValueError, MissingFileError
 from segzoo.data.dataset import DataConfig
 from segzoo.training.metrics import Monitor
@@ -69,9 +69,11 @@ class ModelSpec:
         from segzoo.api import create, from_pretrained
         from segzoo.models import create_model
 
-        if self.num_classes is not None and self.num_classes != num_classes:
+        if self.num_classes is not None and label_count(self.num_classes) != num_classes:
             raise InvalidValueError(f"recipe model.num_classes is {self.num_classes}, but data.classes names "
-                                    f"{num_classes} classes")
+                                    f"{num_classes} classes (a binary model, num_classes 1, has 2: background and "
+                                    "foreground)")
+        num_classes = self.num_classes or num_classes
         if self.pretrained:
             others = [k for k in ("name", "decoder", "encoder") if getattr(self, k)]
             if others:
