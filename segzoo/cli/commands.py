@@ -13,6 +13,7 @@ from typing import Any
 from segzoo.core.config import label_count
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.core.extras import install_hint
+from segzoo.core.io import check_output
 
 __all__ = ["main", "count_flops"]
 
@@ -89,9 +90,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise MissingFileError(f"checkpoint {args.src!r} does not exist (a file, or a folder for --from "
                                "transformers)")
     dst = Path(args.dst)
-    taken = dst.exists() if dst.suffix == ".safetensors" else (dst / WEIGHTS_NAME).exists()
-    if taken and not args.overwrite:
-        raise OutputExistsError(f"output {str(dst)!r} already exists; pass --overwrite to replace it")
+    if dst.suffix == ".safetensors":
+        check_output(dst, overwrite=args.overwrite)
+    else:
+        check_output(dst, "output folder", folder=True)
+        check_output(dst / WEIGHTS_NAME, overwrite=args.overwrite)
     model = CONVERTERS.get(args.source)(args.src, **kwargs)
     if dst.suffix == ".safetensors":
         write_weights(model, dst)
@@ -236,8 +239,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InvalidValueError("--split and --set apply to a recipe; --images/--masks score every pair given")
     args.split = args.split or "val"
     args.ignore_index = 255 if args.ignore_index is None else args.ignore_index
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise OutputExistsError(f"--output {args.output!r} exists; pass --overwrite to replace it")
+    if args.output:
+        check_output(args.output, "--output", overwrite=args.overwrite)
+    if args.plots:
+        check_output(args.plots, "--plots", folder=True)
     model, transform = load_for_inference(args.weights)
     if folder:
         pairs, found, decoder, classes, ignore_index, source = _folder_eval_data(args, model)
@@ -335,24 +340,22 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from segzoo.deploy import export, load_source
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
+    out = check_output(args.out, overwrite=args.overwrite)
     report = export(load_source(args.source), out, dynamic=not args.static, opset=args.opset,
                     example_size=tuple(args.size), uint8_input=args.uint8_input)
     print(json.dumps(report, indent=2))
     return 0
 
 
-def _output_and_calibration(args: argparse.Namespace) -> tuple[Path, list]:
+def _output_and_calibration(args: argparse.Namespace, folder: bool = False) -> tuple[Path, list]:
     """What quantize and prune check first: the output (an existing one needs --overwrite), the calibration count,
     and the first --count calibration images (uint8 arrays), read before the model is."""
     from segzoo.cli.files import expand_inputs
     from segzoo.data.masks import read_image
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"output {str(out)!r} already exists; pass --overwrite to replace it")
+    out = check_output(args.out, "output folder" if folder else "output", folder=folder, overwrite=args.overwrite)
+    if folder and out.exists() and not args.overwrite:
+        raise OutputExistsError(f"output folder {str(out)!r} already exists; pass --overwrite to replace it")
     if args.count < 1:
         raise InvalidValueError(f"--count must be at least 1, got {args.count}")
     files = expand_inputs(args.calibration)[: args.count] if args.calibration else []
@@ -414,7 +417,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from segzoo.deploy import load_source, prune
 
-    out, images = _output_and_calibration(args)
+    out, images = _output_and_calibration(args, folder=True)
     model = load_source(args.source)
     pruned = prune(model, args.flops, criterion=args.criterion, calibration=images, example_size=tuple(args.size),
                    scope=args.scope, round_to=args.round_to)

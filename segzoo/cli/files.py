@@ -128,6 +128,20 @@ def check_tiling(tiling: dict[str, Any]) -> None:
                   tiling.get("scales", (1.0,)), tiling.get("batch", 4))
 
 
+OVERLAY_ROWS = 256  # rows blended at a time: the float temporaries stay a few MB for any image size
+
+
+def blend(image: np.ndarray, colours: np.ndarray, ids: np.ndarray, alpha: float) -> np.ndarray:
+    """``image * (1 - alpha) + colours[ids] * alpha`` as uint8, computed a band of rows at a time so that a large
+    image costs its output (3 bytes a pixel), not float64 temporaries (over 70)."""
+    out = np.empty(image.shape[:2] + (3,), np.uint8)
+    for top in range(0, image.shape[0], OVERLAY_ROWS):
+        rows = slice(top, top + OVERLAY_ROWS)
+        band = image[rows, :, :3] * np.float32(1 - alpha) + colours[ids[rows]] * np.float32(alpha)
+        out[rows] = band.astype(np.uint8)
+    return out
+
+
 class Predictor:
     """One image's way through prediction, shared by ``segzoo predict`` and ``segzoo app``: the eval transform,
     the fast path (``segzoo.optimize``) for a PyTorch model, :func:`segzoo.inference.fast.predict_classes`, and
@@ -156,7 +170,9 @@ class Predictor:
             options = {**options, "tile": None if auto else options.get("tile"), "window": self.window}
         pred = predict_classes(self.runner, x, self.model.meta.preprocessing, output_size=image.shape[:2],
                                **options)
-        return pred.cpu().numpy()
+        del x  # the normalised copy: not needed beside the ids
+        # the smallest integer type that holds every class id: 1 byte a pixel instead of int64's 8
+        return pred.to(torch.uint8 if len(self.colours) <= 256 else torch.int32).cpu().numpy()
 
     def overlay(self, image: np.ndarray, pred: np.ndarray, alpha: float = 0.5, legend: bool = True,
                 min_side: int | None = None) -> np.ndarray:
@@ -164,7 +180,7 @@ class Predictor:
         classes present."""
         from segzoo.data.palette import draw_legend
 
-        overlay = (image * (1 - alpha) + self.colours[pred] * alpha).astype(np.uint8)
+        overlay = blend(image, self.colours, pred, alpha)
         if min_side and min(overlay.shape[:2]) < min_side:
             factor = -(-min_side // min(overlay.shape[:2]))
             overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
@@ -190,10 +206,11 @@ def predict_files(
     ``overlap``, ``tta``, ``scales``, ``batch``."""
     from PIL import Image
 
-    from segzoo.core.io import atomic_paths
+    from segzoo.core.io import atomic_paths, check_output
     from segzoo.core.progress import progress as report
 
     check_tiling(tiling)
+    check_output(output, "output folder", folder=True)
     files = list(files)
     outputs = prediction_outputs(files, output)
     taken = [str(p) for p in outputs if p.exists()]
@@ -209,7 +226,7 @@ def predict_files(
         image = read_image(path)
         pred = predictor.class_ids(image, **tiling)
         overlay = predictor.overlay(image, pred, alpha, legend, overlay_min_side)
-        with atomic_paths([ids_path, overlay_path]) as (ids_tmp, overlay_tmp):
+        with atomic_paths([ids_path, overlay_path], replace=overwrite) as (ids_tmp, overlay_tmp):
             class_id_image(pred, model.num_classes).save(ids_tmp, format="PNG")
             Image.fromarray(overlay).save(overlay_tmp, format="PNG")
         written.append(ids_path)

@@ -53,11 +53,56 @@ def write_error(path: str | Path, exc: OSError) -> Exception:
                                  "what was there before is unchanged, and no partial output was left")
 
 
+def check_output(path: str | Path, what: str = "output", *, folder: bool = False, overwrite: bool = False) -> Path:
+    """Where a command will write, checked before any work: no parent may be a file, a file output may not be an
+    existing folder (``--overwrite`` replaces files, never folders) nor an existing file without ``overwrite``; a
+    folder output may not be a file. Each is one error naming the path."""
+    from segzoo.core.errors import InvalidValueError, OutputExistsError
+
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InvalidValueError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a "
+                                    "folder")
+    if folder and path.exists() and not path.is_dir():
+        raise InvalidValueError(f"{what} {str(path)!r} is a file; expected a folder (or a path that does not "
+                                "exist yet)")
+    if not folder and path.is_dir():
+        raise InvalidValueError(f"{what} {str(path)!r} is a folder; expected a file name (--overwrite replaces "
+                                "files, never folders)")
+    if not folder and path.exists() and not overwrite:
+        raise OutputExistsError(f"{what} {str(path)!r} already exists; pass --overwrite to replace it")
+    return path
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist, atomically (a concurrent writer of the same name
+    loses with ``OutputExistsError``, never overwrites)."""
+    from segzoo.core.errors import OutputExistsError
+
+    try:
+        os.link(tmp, path)  # fails if path exists; never replaces
+    except FileExistsError:
+        raise OutputExistsError(f"output {str(path)!r} appeared while predicting (another run writing into the "
+                                "same folder?); it was left as it is") from None
+    except OSError:  # a filesystem without hard links: claim the name exclusively, then fill it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode(path)))
+        except FileExistsError:
+            raise OutputExistsError(f"output {str(path)!r} appeared while predicting (another run writing into "
+                                    "the same folder?); it was left as it is") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
+def atomic_paths(paths: list[str | Path], replace: bool = True) -> Iterator[list[Path]]:
     """Yield a temporary path beside each of ``paths``; on success each replaces its target (after all were
     written), on failure every temporary file is removed. A crash or exception never leaves a half-written target
-    nor clobbers one that was there; a full disk is a ``WriteError`` naming the file."""
+    nor clobbers one that was there; a full disk is a ``WriteError`` naming the file. ``replace=False``: a target
+    that exists at the moment of writing (another process made it) is an ``OutputExistsError``, and the targets
+    this call had placed already are removed again."""
     paths = [Path(p) for p in paths]
     temps: list[Path] = []
     try:
@@ -71,8 +116,11 @@ def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.chmod(tmp, new_file_mode(path))
-        for tmp, path in zip(temps, paths):
-            os.replace(tmp, path)
+        if replace:
+            for tmp, path in zip(temps, paths):
+                os.replace(tmp, path)
+        else:
+            _place_all_new(temps, paths)
     except OSError as exc:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
@@ -84,6 +132,18 @@ def atomic_paths(paths: list[str | Path]) -> Iterator[list[Path]]:
     except BaseException:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+        raise
+
+
+def _place_all_new(temps: list[Path], paths: list[Path]) -> None:
+    placed: list[Path] = []
+    try:
+        for tmp, path in zip(temps, paths):
+            _place_new(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
         raise
 
 

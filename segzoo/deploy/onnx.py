@@ -150,6 +150,30 @@ def dynamic_or_why_not(model: SegmentationModel, dynamic: bool, example_size: tu
     return dynamic
 
 
+def check_opset(opset: int | None) -> None:
+    """An opset segzoo can ask torch's exporter for: None (the exporter's own) or an integer ONNX defines."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= newest):
+        raise InvalidValueError(f"ONNX opset must be an integer in 7..{newest} (this onnx's newest), got {opset!r}")
+
+
+def check_written_opset(path: str | Path, opset: int | None) -> None:
+    """The file holds the asked opset: torch's exporter writes its own (18) where converting down fails, and says
+    so only in its log; a file of another opset than asked is refused, never kept."""
+    import onnx
+
+    if opset is None:
+        return
+    proto = onnx.load(str(path), load_external_data=False)
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExportError(f"ONNX opset {opset} was asked, but torch's exporter could only write opset {written} for "
+                          "this model (its converter to older opsets failed); ask for an opset of at least "
+                          f"{written}, or leave the opset out")
+
+
 def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = True, opset: int | None = None,
                 example_size: tuple[int, int] = (256, 320), atol: float = PARITY_ATOL,
                 uint8_input: bool = False) -> dict:
@@ -161,6 +185,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     from segzoo.inference.runtime import Uint8Input, add_metadata, check_uint8_preprocessing, describe
 
     h, w = check_export_args(model, example_size)
+    check_opset(opset)
     dynamic = dynamic_or_why_not(model, dynamic, (h, w))
     path = Path(path)
     model = model.eval()
@@ -182,6 +207,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, *, dynamic: bool = T
     try:
         torch.onnx.export(traced, (example,), tmp, dynamo=True, input_names=["x"], output_names=["logits"],
                           external_data=False, verbose=False, **kwargs)
+        check_written_opset(tmp, opset)
         checks = check_onnx(tmp, model, sizes, atol, uint8_input=uint8_input)
         add_metadata(Path(tmp), describe(model, uint8_input))
         os.chmod(tmp, new_file_mode(path))  # mkstemp's 0600 would ignore the umask

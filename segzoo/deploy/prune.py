@@ -133,6 +133,9 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
               for i, image in enumerate(calibration)]
     if criterion == "taylor" and not images:
         raise InvalidValueError("the taylor criterion needs calibration images (a few training images)")
+    if criterion != "taylor" and images:
+        raise InvalidValueError(f"calibration images are read by the taylor criterion only; the {criterion} "
+                                "criterion would ignore them: drop them, or choose criterion='taylor'")
     model = model.eval()
     device = next(model.parameters()).device
     example = torch.randn(1, model.in_channels, *example_size, device=device)

@@ -244,6 +244,7 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
         from segzoo.inference.tiling import predict_probs
 
         probs = predict_probs(fast, images, **tiling)
+        del images  # the normalised copy (12 bytes a pixel) is not needed beside the probabilities
         if resize:
             probs = torch.nn.functional.interpolate(probs, size=tuple(output_size), mode="bilinear",
                                                     align_corners=False)

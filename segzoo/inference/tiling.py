@@ -32,6 +32,25 @@ _FLIP_DIMS = {"hflip": (-1,), "vflip": (-2,)}
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
+MAX_WINDOW_REPEATS = 36  # windows computing each pixel this many times (overlap 0.83) or fewer; beyond is waste
+
+
+def window_stride(tile: int, overlap: float) -> int:
+    """The step between neighbouring windows of ``tile`` pixels that overlap by ``overlap``."""
+    return max(1, round(tile * (1 - overlap)))
+
+
+def check_window_repeats(tile: tuple[int, int], overlap: float, what: str) -> None:
+    """Windows that would compute each pixel more than ``MAX_WINDOW_REPEATS`` times (a window per pixel at
+    ``tile=16, overlap=0.99``) are an error naming the options and a bound that works."""
+    repeats = math.prod(side / window_stride(side, overlap) for side in tile)
+    if repeats > MAX_WINDOW_REPEATS:
+        most = 1 - 1 / math.sqrt(MAX_WINDOW_REPEATS)
+        raise InvalidValueError(f"{what} with overlap {overlap} computes every pixel about {repeats:.0f} times "
+                                f"(windows {window_stride(tile[0], overlap)} px apart); at most {MAX_WINDOW_REPEATS} "
+                                f"is allowed: use an overlap of at most {most:.2f}")
+
+
 def check_options(tile: int | None, overlap: float, tta: Sequence[str], scales: Sequence[float], batch: int) -> None:
     """An error naming the first option that cannot work (of the wrong type, or out of range)."""
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 16):
@@ -52,6 +71,8 @@ def check_options(tile: int | None, overlap: float, tta: Sequence[str], scales: 
         raise InvalidValueError(f"scales must be numbers from 0.05 to 8, got {list(scales)!r}")
     if batch < 1:
         raise InvalidValueError(f"batch must be at least 1, got {batch!r}")
+    if tile is not None:
+        check_window_repeats((tile, tile), overlap, f"tile {tile}")
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -85,8 +106,9 @@ def sliding_window(fn: Logits, image: torch.Tensor, tile: int | tuple[int, int],
     _, _, height, width = image.shape
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     th, tw = min(tile_h, height), min(tile_w, width)
-    boxes = [(y, x) for y in window_starts(height, th, max(1, round(tile_h * (1 - overlap))))
-             for x in window_starts(width, tw, max(1, round(tile_w * (1 - overlap))))]
+    check_window_repeats((tile_h, tile_w), overlap, f"windows of {tile_h}x{tile_w}")
+    boxes = [(y, x) for y in window_starts(height, th, window_stride(tile_h, overlap))
+             for x in window_starts(width, tw, window_stride(tile_w, overlap))]
     weight = window_weight(th, tw, image.device)
     probs = weight_sum = None
     for first in range(0, len(boxes), batch):

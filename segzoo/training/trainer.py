@@ -29,7 +29,7 @@ from segzoo.core.errors import (
     SegzooError,
 )
 from segzoo.core.extras import install_hint
-from segzoo.core.io import RunLock, atomic_path, write_error
+from segzoo.core.io import RunLock, atomic_path, check_output, write_error
 from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.data.normalize import normalize
 from segzoo.data.scan import scan_masks
@@ -111,6 +111,28 @@ class _TrainingForward(nn.Module):
 RUN_OUTPUTS = ("last", "best", "metrics.jsonl", "summary.json", "curves.png", "predictions.png", "tensorboard")
 
 
+CROP_OVER_IMAGE = 2  # a crop side more than this times the largest image side is mostly padding
+
+
+def warn_if_crop_dwarfs_images(crop_size: int, images: Sequence[Path], looked_at: int = 64) -> None:
+    """Warn when ``crop_size`` is more than ``CROP_OVER_IMAGE`` times the largest side of the training images (the
+    first ``looked_at``, read from their headers): every crop is then mostly padding, at (crop/side)^2 the work."""
+    from PIL import Image
+
+    sides = []
+    for path in images[:looked_at]:
+        try:
+            with Image.open(path) as image:
+                sides.append(max(image.size))
+        except (OSError, ValueError):  # the dataset reports unreadable images by name when it reads them
+            continue
+    if sides and crop_size > CROP_OVER_IMAGE * max(sides):
+        warnings.warn(f"augment.crop_size {crop_size} is more than {CROP_OVER_IMAGE}x the largest side of the "
+                      f"training images ({max(sides)} px, of {len(sides)} looked at): every crop is mostly padding "
+                      f"and costs about {(crop_size / max(sides)) ** 2:.0f}x the work; use a crop_size near the "
+                      "images' size", UserWarning, stacklevel=3)
+
+
 def prepare_output(output_dir: Path, resume: bool, overwrite: bool, main: bool = True) -> None:
     """An existing run is continued (``resume``) or replaced (``overwrite``, said aloud; by the main process
     only), never silently mixed."""
@@ -118,6 +140,7 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, main: bool =
         raise InvalidValueError("--resume and --overwrite exclude each other: continue the run, or start it clean")
     if output_dir.exists() and not output_dir.is_dir():
         raise NotAFolderError(f"output {str(output_dir)!r} is a file, not a run folder")
+    check_output(output_dir, "output", folder=True)  # no parent may be a file
     existing = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
     if not existing or resume:
         return
@@ -215,6 +238,7 @@ class Trainer:
         # every bad mask, before any work; then the classes the training masks actually hold
         scanned = scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())
         scanned.check_classes(data, "train", [mask for _, mask in train_pairs])
+        warn_if_crop_dwarfs_images(recipe.augment.crop_size, [image for image, _ in train_pairs])
         self.train_set = SegmentationDataset(
             train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes), cfg.seed
         )
