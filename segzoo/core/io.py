@@ -57,15 +57,15 @@ def check_output(path: str | Path, what: str = "output", *, folder: bool = False
     """Where a command will write, checked before any work: no parent may be a file, a file output may not be an
     existing folder (``--overwrite`` replaces files, never folders) nor an existing file without ``overwrite``; a
     folder output may not be a file. Each is one error naming the path."""
-    from segzoo.core.errors import InvalidValueError, OutputExistsError
+    from segzoo.core.errors import InvalidValueError, NotAFolderError, OutputExistsError
 
     path = Path(path)
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
-            raise InvalidValueError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a "
+            raise NotAFolderError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a "
                                     "folder")
     if folder and path.exists() and not path.is_dir():
-        raise InvalidValueError(f"{what} {str(path)!r} is a file; expected a folder (or a path that does not "
+        raise NotAFolderError(f"{what} {str(path)!r} is a file; expected a folder (or a path that does not "
                                 "exist yet)")
     if not folder and path.is_dir():
         raise InvalidValueError(f"{what} {str(path)!r} is a folder; expected a file name (--overwrite replaces "

@@ -217,6 +217,7 @@ class Trainer:
         self.ctx: DistContext = setup_distributed(self.device)
         # one run owns a folder: a second `segzoo train -o` on it is an error naming the owner's pid (the lock
         # dies with the process, so a killed run leaves none)
+        check_output(self.output_dir, "output", folder=True)  # before the lock makes the folder
         self._lock = RunLock(self.output_dir, "run folder") if self.ctx.is_main else None
         prepare_output(self.output_dir, bool(resume), overwrite, main=self.ctx.is_main)
         if self.device.type == "cuda" and self.ctx.enabled:
