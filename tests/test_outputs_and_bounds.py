@@ -16,7 +16,7 @@ from PIL import Image
 import segzoo
 from helpers.files import snapshot
 from segzoo.cli import main
-from segzoo.core.errors import InvalidValueError, OutputExistsError, SegzooError
+from segzoo.core.errors import InvalidValueError, NotAFolderError, OutputExistsError, SegzooError
 from segzoo.core.io import atomic_paths, check_output
 
 
@@ -76,7 +76,7 @@ def test_check_output_rules(tmp_path):
     check_output(tmp_path / "f", overwrite=True)
     with pytest.raises(InvalidValueError, match="is a folder"):
         check_output(tmp_path / "d", overwrite=True)
-    with pytest.raises(InvalidValueError, match="'.*f' is a file, not a folder"):
+    with pytest.raises(NotAFolderError, match="'.*f' is a file, not a folder"):
         check_output(tmp_path / "f" / "deeper" / "x.png")
 
 
