@@ -22,12 +22,13 @@ CHILD = textwrap.dedent("""
     import resource, sys
     import numpy as np
     from PIL import Image
-    from segzoo.cli.files import load_for_inference, predict_files
+    from segzoo.api import eval_transform, load
+    from segzoo.inference.predictor import predict_files
     weights, side, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (side, side, 3), np.uint8)).save(out + "/image.png")
     del rng
-    model, transform = load_for_inference(weights)
+    model, transform = load(weights), eval_transform(weights)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     predict_files(model, transform, [__import__("pathlib").Path(out + "/image.png")], out + "/pred",
                   progress=False, tile="auto")

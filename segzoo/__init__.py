@@ -4,6 +4,7 @@
 >>> model = segzoo.create("deeplabv3plus_r50", num_classes=19)
 >>> model = segzoo.create_model("unet", "convnext_tiny", num_classes=5)
 >>> model.save_pretrained("my-model"); model = segzoo.from_pretrained("my-model")
+>>> runtime = segzoo.load("model.onnx")  # weights or an export: .predict(), .meta, .num_classes
 
 Importing segzoo is cheap: every name below is imported when first used (torch, timm and plugins included), so
 ``segzoo --help`` and ``segzoo list`` do not pay for them.
@@ -15,16 +16,14 @@ The tree, bottom-up: ``core`` (errors, io, config, registry, outputs, device, ti
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from segzoo._version import __version__
+from segzoo.core.lazy import lazy_exports
 
 # public name -> the module that defines it
 _EXPORTS = {
     "create": "segzoo.api", "from_pretrained": "segzoo.api", "list_models": "segzoo.api",
     "list_encoders": "segzoo.api", "list_decoders": "segzoo.api", "list_converters": "segzoo.api",
-    "model_info": "segzoo.api",
+    "model_info": "segzoo.api", "load": "segzoo.api",
     "AuxHeadConfig": "segzoo.core.config", "ClassificationHeadConfig": "segzoo.core.config",
     "EncoderConfig": "segzoo.core.config", "ModelConfig": "segzoo.core.config", "ModelMeta": "segzoo.core.config",
     "Preprocessing": "segzoo.core.config",
@@ -43,19 +42,4 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        try:  # a subpackage used as an attribute (segzoo.storage.format after import segzoo)
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-        raise AttributeError(f"module 'segzoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), submodules=True)

@@ -1,5 +1,5 @@
 """The front door: list what the registries hold, create a named model, load one from a file, a folder, the
-Hugging Face Hub or the zoo.
+Hugging Face Hub or the zoo, and load anything segzoo predicts with (``load``: weights or an exported file).
 
 This module sits above ``models`` (configs -> modules), ``storage`` (the weights format, specs, downloads) and
 ``convert`` (importers): nothing below imports it.
@@ -25,7 +25,8 @@ from segzoo.storage.specs import WeightSpec, resolve_spec, spec_for, specs_of
 
 __all__ = [
     "create", "hub_entrypoint", "from_pretrained", "resolve_source", "load_weights_into", "list_models",
-    "list_encoders", "list_decoders", "list_converters", "model_info", "HUB_PREFIX", "FORMS",
+    "list_encoders", "list_decoders", "list_converters", "model_info", "load", "eval_transform", "HUB_PREFIX",
+    "FORMS",
 ]
 
 HUB_PREFIX = "hf-hub:"
@@ -318,3 +319,45 @@ def from_pretrained(
     load_weights_into(model, file.load_state_dict(), str(source), strict=strict and not overrides)
     model.loaded_from = {"source": str(source), "sha256": sha256_of(weights_path)}
     return model.eval()
+
+
+# -- one loader for prediction --------------------------------------------------------------------------------------
+EXPORT_SUFFIXES = (".onnx", ".xml", ".pt2")
+
+
+def load(source: str | Path) -> Any:
+    """Anything segzoo predicts with, ready in eval mode: a weights source (see ``FORMS``), a segzoo ``.onnx`` (fp32
+    or INT8, onnxruntime), an OpenVINO ``.xml`` (fp32 or INT8) or a ``.pt2`` program.
+
+    Every kind keeps the predict contract: ``m.predict(images, tile=..., tta=...)`` class ids, ``m.meta`` (classes,
+    preprocessing) and ``m.num_classes``; ``m(x)`` returns logits of a normalised float batch. ONNX and OpenVINO
+    run on the CPU."""
+    from segzoo.inference.runtime import OnnxModel, OpenVinoModel, load_program
+
+    suffix = Path(source).suffix.lower() if isinstance(source, (str, Path)) else ""
+    if suffix == ".onnx":
+        return OnnxModel.load(source)
+    if suffix == ".xml":
+        return OpenVinoModel.load(source)
+    if suffix == ".pt2":
+        program = load_program(source)
+        if program.num_classes is None:
+            raise InvalidValueError(f"{str(source)!r} is a .pt2 program exported before segzoo described its "
+                                    "exports: its classes are unknown; export it again with segzoo export")
+        return program.eval()
+    return from_pretrained(source)
+
+
+def eval_transform(source: str | Path) -> Any:
+    """The evaluation transform that goes with ``source``: the one a training run saved beside the weights
+    (``transforms.json``, which may hold only what segzoo writes there), else the default (no resize)."""
+    from segzoo.core.io import read_json_file
+    from segzoo.data.transforms import eval_preset, eval_preset_from_record
+
+    path = Path(source)
+    if path.suffix.lower() in EXPORT_SUFFIXES or not path.exists():  # an export, a zoo name, a Hub id
+        return eval_preset()
+    saved = (path if path.is_dir() else path.parent) / "transforms.json"
+    if not saved.is_file():
+        return eval_preset()
+    return eval_preset_from_record(read_json_file(saved, "evaluation transform", 1 << 16), repr(str(saved)))

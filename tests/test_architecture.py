@@ -33,10 +33,8 @@ LAYERS = {
     "cli": 9,
     "__main__": 10,
 }
-# compatibility shims of moved modules (segzoo._moved.MOVED), the lazy top-level package and the version: they
-# import what they alias, wherever it lives
-EXEMPT = {"_moved", "pretrained", "bench", "errors", "io", "config", "registry", "outputs", "fast", "tiling",
-          "losses", "metrics", "demo"}
+# nothing is exempt from the layer order since 0.4 removed the compatibility aliases of moved modules
+EXEMPT: set[str] = set()
 
 
 def _unit(module: str) -> str:
@@ -67,6 +65,11 @@ def _imports(tree: ast.AST, module: str, is_package: bool):
                 yield target
 
 
+# the one upward call, made at call time inside a method: SegmentationModel.from_pretrained, the pair of
+# save_pretrained, is the front door's loader (which reaches the zoo, the Hub and the importers above models)
+DEFERRED_UPWARD = {("segzoo.models.segmentation_model", "segzoo.api")}
+
+
 def import_graph() -> dict[str, dict[str, str]]:
     """unit -> {imported unit: a file that imports it}, for every module under segzoo/."""
     graph: dict[str, dict[str, str]] = {}
@@ -74,7 +77,7 @@ def import_graph() -> dict[str, dict[str, str]]:
         module = _module_name(path)
         source = _unit(module)
         for target in _imports(ast.parse(path.read_text()), module, path.name == "__init__.py"):
-            if target.split(".")[0] != "segzoo":
+            if target.split(".")[0] != "segzoo" or (module, target) in DEFERRED_UPWARD:
                 continue
             unit = _unit(target)
             if unit != source:
@@ -128,6 +131,24 @@ def test_no_import_cycles_between_units():
     assert not found, f"import cycles: {found}"
 
 
+def test_no_import_cycles_between_modules():
+    """No two modules import each other, at any depth (storage/manifest and storage/specs once did): each module can
+    be read, and imported, after the ones it needs. The one deferred upward call is the exception."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for target in _imports(ast.parse(path.read_text()), name, path.name == "__init__.py"):
+            while target not in modules and "." in target:  # from segzoo.core.errors import X -> the module
+                target = target.rsplit(".", 1)[0]
+            if target in modules and (name, target) not in DEFERRED_UPWARD and not (
+                    name.startswith(target + ".") or target.startswith(name + ".") or target == name):
+                targets.add(target)
+        graph[name] = dict.fromkeys(targets, "")
+    found = {m: " -> ".join(c) for m in graph if (c := _cycle_from(graph, m))}
+    assert not found, f"module cycles: {found}"
+
+
 def test_every_package_says_what_it_holds_and_may_import():
     for init in sorted(PACKAGE.glob("*/__init__.py")):
         unit = init.parent.name
@@ -157,58 +178,29 @@ def test_listing_zoo_weights_imports_no_torch():
     assert "unet_mnv2.nuclei" in out and out.strip().splitlines()[-1] == "[]", out
 
 
-@pytest.mark.parametrize("old,new,name", [
-    ("segzoo.errors", "segzoo.core.errors", "InvalidValueError"),
-    ("segzoo.config", "segzoo.core.config", "ModelConfig"),
-    ("segzoo.io", "segzoo.core.io", "atomic_path"),
-    ("segzoo.registry", "segzoo.core.registry", "MODELS"),
-    ("segzoo.outputs", "segzoo.core.outputs", "class_ids"),
-    ("segzoo.fast", "segzoo.inference.fast", "optimize"),
-    ("segzoo.tiling", "segzoo.inference.tiling", "predict_probs"),
-    ("segzoo.losses", "segzoo.training.losses", "build_loss"),
-    ("segzoo.metrics", "segzoo.training.metrics", "ConfusionMatrix"),
-    ("segzoo.bench.measure", "segzoo.core.timing", "latencies"),
-])
-def test_old_import_paths_work_with_a_deprecation_warning(old, new, name):
+# the modules segzoo 0.3 kept as deprecated aliases, removed in 0.4; docs/upgrading.md says where each went
+REMOVED = ["segzoo.errors", "segzoo.config", "segzoo.io", "segzoo.registry", "segzoo.outputs", "segzoo.fast",
+           "segzoo.tiling", "segzoo.losses", "segzoo.metrics", "segzoo.demo", "segzoo.pretrained", "segzoo.bench",
+           "segzoo.bench.measure", "segzoo.bench.suite", "segzoo.bench.pairs", "segzoo.bench.classic_unet"]
+
+
+@pytest.mark.parametrize("old", REMOVED)
+def test_removed_paths_are_gone_and_the_upgrade_table_names_them(old):
     sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}"):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)  # the same object
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+    assert f"`{old}`" in (REPO / "docs" / "upgrading.md").read_text()
 
 
-def test_old_inference_names_still_import_from_the_package():
-    from segzoo.cli.files import load_for_inference as direct
-    from segzoo.inference import load_for_inference, predict_files  # the old module, now a package
-
-    assert load_for_inference is direct and callable(predict_files)
+def test_the_package_top_level_is_the_front_door_only():
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py")
+    assert top == ["__init__.py", "__main__.py", "_version.py", "api.py"]
 
 
 def test_importing_segzoo_warns_about_nothing():
     code = ("import warnings; warnings.simplefilter('error', DeprecationWarning); import segzoo, segzoo.api, "
-            "segzoo.cli.commands, segzoo.training.trainer, segzoo.deploy, segzoo.cli.files, segzoo.cli.demo")
+            "segzoo.cli.commands, segzoo.training.trainer, segzoo.deploy, segzoo.inference.predictor, segzoo.cli.demo")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_segzoo_never_imports_through_an_old_path():
-    """The package's own modules use the new homes: an old path (``segzoo._moved``) would warn at the user."""
-    from segzoo._moved import MOVED, MOVED_NAMES
-
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = _module_name(path)
-        if _unit(module) in EXEMPT:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets, names = [a.name for a in node.names], []
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                targets, names = [node.module or ""], [a.name for a in node.names]
-            else:
-                continue
-            for target in targets:
-                if target in MOVED or any(f"{target}.{n}" in MOVED or (target, n) in MOVED_NAMES for n in names):
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {target} {names or ''}")
-    assert not found, "\n".join(found)
 
 
 def test_readme_layout_is_the_trees():

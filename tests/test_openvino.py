@@ -144,7 +144,7 @@ def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
 def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path, capsys):
     """--backend auto quantizes with both backends, times them on the same input and keeps only the faster, named
     by its suffix; the report says both latencies."""
-    from segzoo.cli.files import load_for_inference
+    from segzoo.api import load
 
     for i in range(2):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
@@ -165,6 +165,6 @@ def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path,
     suffix = {"onnxruntime": ".onnx", "openvino": ".xml"}[choice["chosen"]]
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == (["q.bin", "q.xml"] if suffix == ".xml" else ["q.onnx"])
-    loaded, _ = load_for_inference(tmp_path / "out" / f"q{suffix}")
+    loaded = load(tmp_path / "out" / f"q{suffix}")
     image = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     assert (loaded.predict(image) == model.predict(image)).float().mean() > 0.9

@@ -105,7 +105,7 @@ def test_writers_racing_for_one_name_never_replace_each_other(tmp_path):
 def test_a_file_that_appears_while_predicting_is_kept(world, tmp_path, monkeypatch, capsys):
     """Another run writes 1.png after this run's existence check: this run stops with exit 2 at that file and
     leaves it as it was; the pair it had written before stays whole."""
-    from segzoo.cli import files
+    from segzoo.inference import predictor as files
 
     real = files.Predictor.class_ids
 

@@ -385,7 +385,7 @@ def test_predict_writes_each_pair_whole_or_not_at_all(world, tmp_path, monkeypat
 
 
 def test_more_than_256_classes_are_written_as_16_bit_pngs(tmp_path):
-    from segzoo.cli.files import class_id_image
+    from segzoo.inference.predictor import class_id_image
 
     ids = np.array([[0, 255], [256, 260]])
     wide = class_id_image(ids, 300)

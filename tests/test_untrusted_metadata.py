@@ -181,23 +181,23 @@ def test_weights_header_is_checked(case, exports, tmp_path):
     ({"__class_fullname__": "Compose", "transforms": "ToTensorV2"}, r"a list of transforms"),
 ])
 def test_a_transform_file_may_hold_only_what_segzoo_writes(transform, message, exports, tmp_path):
-    from segzoo.cli.files import load_for_inference
+    from segzoo.api import eval_transform
 
     folder = tmp_path / "weights"
     tiny_model().save_pretrained(folder)
     (folder / "transforms.json").write_text(json.dumps({"eval": {"__version__": "2.0.8", "transform": transform}}))
     with pytest.raises(SegzooError, match=message):
-        load_for_inference(folder)
+        eval_transform(folder)
 
 
 def test_the_transform_segzoo_writes_is_read_back(tmp_path):
-    from segzoo.cli.files import load_for_inference
+    from segzoo.api import eval_transform
     from segzoo.data.transforms import eval_preset, to_dict
 
     folder = tmp_path / "weights"
     tiny_model().save_pretrained(folder)
     (folder / "transforms.json").write_text(json.dumps({"train": {}, "eval": to_dict(eval_preset(48))}))
-    _, transform = load_for_inference(folder)
+    transform = eval_transform(folder)
     out = transform(image=np.zeros((30, 60, 3), np.uint8))["image"]
     assert tuple(out.shape) == (3, 24, 48)
 

@@ -285,9 +285,10 @@ def test_overlays_carry_a_class_legend(trained, tmp_path):
 
 
 def test_small_overlays_are_enlarged_to_be_seen(shapes, trained, tmp_path):
-    from segzoo.cli.files import load_for_inference, predict_files
+    from segzoo.api import eval_transform, load
+    from segzoo.inference.predictor import predict_files
 
-    model, transform = load_for_inference(trained)
+    model, transform = load(trained), eval_transform(trained)
     image = sorted((shapes / "images").iterdir())[0]
     predict_files(model, transform, [image], tmp_path, progress=False, overlay_min_side=100)
     assert Image.open(tmp_path / f"{image.stem}_overlay.png").size == (128, 128)  # 32 x 4

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from segzoo.cli.files import Predictor, check_tiling, class_id_image, load_for_inference, place
+from segzoo.api import eval_transform, load
 from segzoo.core.errors import InvalidTypeError, InvalidValueError, SegzooError
 from segzoo.data.masks import PIXELS_ENV, max_image_pixels
+from segzoo.inference.predictor import Predictor, check_tiling, class_id_image, place
 
 __all__ = ["ModelCache", "Prediction", "predict_image", "compare_images", "parse_tile", "build_app", "launch"]
 
@@ -41,7 +42,7 @@ class ModelCache:
             raise InvalidValueError("pick weights first: a zoo name or tag, a file or folder, an .onnx, .pt2 or "
                                     "OpenVINO .xml file, or hf-hub:org/name")
         if name not in self._loaded:
-            model, transform = load_for_inference(name)
+            model, transform = load(name), eval_transform(name)
             self._loaded[name] = Predictor(place(model, self.device), transform)
             while len(self._loaded) > self.size:
                 self._loaded.popitem(last=False)

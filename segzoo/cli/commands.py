@@ -219,9 +219,11 @@ def _recipe_eval_data(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from segzoo.cli.files import check_classes, load_for_inference, place
+    from segzoo.api import eval_transform, load
+    from segzoo.core.config import check_classes
     from segzoo.core.device import pick_device
     from segzoo.data.dataset import SegmentationDataset, make_loader
+    from segzoo.inference.predictor import place
     from segzoo.training.distributed import setup_distributed, shard, teardown_distributed
     from segzoo.training.evaluate import evaluate
     from segzoo.training.metrics import ConfusionMatrix
@@ -243,7 +245,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         check_output(args.output, "--output", overwrite=args.overwrite)
     if args.plots:
         check_output(args.plots, "--plots", folder=True)
-    model, transform = load_for_inference(args.weights)
+    model, transform = load(args.weights), eval_transform(args.weights)
     if folder:
         pairs, found, decoder, classes, ignore_index, source = _folder_eval_data(args, model)
         batch_size, workers, device = 1, 0, pick_device(args.device)
@@ -299,8 +301,9 @@ def _tile(text: str) -> int | str | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from segzoo.cli.files import expand_inputs, load_for_inference, predict_files
+    from segzoo.api import eval_transform, load
     from segzoo.core.device import pick_device
+    from segzoo.inference.predictor import expand_inputs, predict_files
 
     if args.tile is None and (args.overlap is not None or args.batch is not None):
         raise InvalidValueError("--overlap and --batch apply to windows; --tile none predicts whole images")
@@ -310,7 +313,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     args.batch = 4 if args.batch is None else args.batch
     device = pick_device(args.device)
     files = expand_inputs(args.inputs)
-    model, transform = load_for_inference(args.weights)
+    model, transform = load(args.weights), eval_transform(args.weights)
     written = predict_files(model, transform, files, args.output, device=device, overwrite=args.overwrite,
                             progress=not args.quiet, legend=not args.no_legend, tile=args.tile, overlap=args.overlap,
                             tta=tuple(args.tta), scales=tuple(args.scales), batch=args.batch,
@@ -350,8 +353,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _output_and_calibration(args: argparse.Namespace, folder: bool = False) -> tuple[Path, list]:
     """What quantize and prune check first: the output (an existing one needs --overwrite), the calibration count,
     and the first --count calibration images (uint8 arrays), read before the model is."""
-    from segzoo.cli.files import expand_inputs
     from segzoo.data.masks import read_image
+    from segzoo.inference.predictor import expand_inputs
 
     out = check_output(args.out, "output folder" if folder else "output", folder=folder, overwrite=args.overwrite)
     if folder and out.exists() and not args.overwrite:

@@ -13,8 +13,9 @@ __all__ = ["run_demo"]
 
 
 def run_demo(output: str | Path | None = None, seconds: float = 60.0, n_images: int = 240) -> dict:
-    from segzoo.cli.files import load_for_inference, predict_files
+    from segzoo.api import eval_transform, load
     from segzoo.data.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from segzoo.inference.predictor import predict_files
     from segzoo.training.recipe import Recipe
     from segzoo.training.trainer import Trainer
 
@@ -45,7 +46,7 @@ def run_demo(output: str | Path | None = None, seconds: float = 60.0, n_images: 
     trainer = Trainer(Recipe.from_dict(settings), output / "run")
     print(f"segzoo demo: training for {epochs} epochs (~{seconds:.0f}s on this machine)", flush=True)
     summary = trainer.fit()
-    model, transform = load_for_inference(output / "run" / "best")
+    model, transform = load(output / "run" / "best"), eval_transform(output / "run" / "best")
     val_images = [image for image, _ in trainer.val_set.pairs[:4]]
     predictions = predict_files(model, transform, val_images, output / "predictions", overlay_min_side=384)
     final = {

@@ -5,8 +5,7 @@ May import: core, data.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segzoo.core.lazy import lazy_exports
 
 _EXPORTS = {
     "optimize": "segzoo.inference.fast", "predict_classes": "segzoo.inference.fast",
@@ -18,9 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    from segzoo._moved import moved_attribute  # the old segzoo.inference module's names: now segzoo.cli.files
-
-    return moved_attribute(__name__, name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

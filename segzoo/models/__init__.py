@@ -5,8 +5,7 @@ May import: core, layers, encoders, decoders, storage (save_pretrained, push_to_
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segzoo.core.lazy import lazy_exports
 
 # lazy: importing segzoo.models.named (registering the names) must not import torch
 _EXPORTS = {
@@ -20,7 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -117,6 +117,16 @@ class SegmentationModel(nn.Module):
 
         return save_pretrained(self, directory, **meta)
 
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **kwargs: Any) -> SegmentationModel:
+        """The model saved at ``source`` (a file, a ``save_pretrained`` folder, ``hf-hub:org/name`` or a zoo name
+        with a tag), the pair of :meth:`save_pretrained`; ``kwargs`` as :func:`segzoo.from_pretrained`."""
+        # the front door's loader (it reaches the zoo, the Hub and the importers, which sit above this layer),
+        # resolved at call time: tests/test_architecture.py allows exactly this upward call
+        from segzoo.api import from_pretrained
+
+        return from_pretrained(source, **kwargs)
+
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload the ``save_pretrained`` layout to the Hugging Face Hub (see ``segzoo.storage.hub``)."""
         from segzoo.storage.hub import push_to_hub

@@ -6,8 +6,7 @@ May import: core (models satisfy ``core.config.DescribedModel``; nothing here bu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segzoo.core.lazy import lazy_exports
 
 # loaded on first use, so that reading the manifest or a weight spec (``segzoo list --weights``) imports no torch
 _EXPORTS = {
@@ -20,7 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.io import atomic_path, sha256_of
-from segzoo.storage.specs import WeightSpec, weights_dir
+from segzoo.core.specs import WeightSpec
 
 __all__ = [
+    "weights_dir",
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",
     "zoo_table", "update_readme_table", "README_START", "README_END", "INT8_BACKENDS",
 ]
@@ -23,6 +25,13 @@ INT8_BACKENDS = ("onnxruntime", "openvino")  # the keys of a row's "int8" recipe
 WEIGHT_SUFFIX = ".safetensors"
 README_START = "<!-- model-zoo table: generated from weights/manifest.json by segzoo publish; do not edit -->"
 README_END = "<!-- end of model-zoo table -->"
+
+
+def weights_dir() -> Path:
+    """The repository's ``weights/`` folder, where the manifest and the zoo's own files live
+    (``$SEGZOO_WEIGHTS_DIR`` overrides)."""
+    env = os.environ.get("SEGZOO_WEIGHTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
 
 
 def read_manifest(directory: Path | None = None) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from segzoo.core.errors import (
 )
 from segzoo.core.io import atomic_path, read_json_file, sha256_of
 from segzoo.core.specs import WeightSpec, published, url_hash_prefix
+from segzoo.storage.manifest import manifest_specs, weights_dir
 
 __all__ = [
     "ChecksumError",
@@ -36,18 +37,11 @@ __all__ = [
     "resolve_spec",
     "spec_for",
     "specs_of",
-    "weights_dir",
 ]
 
 
 class ChecksumError(InvalidValueError):
     """A weights file whose sha256 is not the published one."""
-
-
-def weights_dir() -> Path:
-    """The repository's ``weights/`` folder (``$SEGZOO_WEIGHTS_DIR`` overrides)."""
-    env = os.environ.get("SEGZOO_WEIGHTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
 
 
 def cache_dir() -> Path:
@@ -62,7 +56,6 @@ def specs_of(name: str) -> dict[str, WeightSpec]:
     (``register_model(..., weights=published(...))``, e.g. URLs of foreign checkpoints), then the files the
     manifest lists for it (read now, not when the model was registered)."""
     from segzoo.core.registry import MODELS
-    from segzoo.storage.manifest import manifest_specs
 
     declared = dict(MODELS.entry(name).metadata.get("weights") or {})
     return {**declared, **{tag: spec for tag, spec in manifest_specs(name).items() if tag not in declared}}

@@ -28,9 +28,8 @@ from segzoo.data.dataset import SegmentationDataset, build_pairs, make_loader
 from segzoo.models.factory import named_config
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.format import write_weights
-from segzoo.storage.manifest import manifest_entry, update_manifest, update_readme_table
+from segzoo.storage.manifest import manifest_entry, update_manifest, update_readme_table, weights_dir
 from segzoo.storage.save import lineage
-from segzoo.storage.specs import weights_dir
 from segzoo.training.evaluate import evaluate
 from segzoo.training.recipe import Recipe
 

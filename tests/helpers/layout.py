@@ -18,7 +18,7 @@ END = "<!-- end of layout -->"
 # packages bottom-up, as tests/test_architecture.py's LAYERS orders them
 ORDER = ["core", "layers", "data", "encoders", "decoders", "storage", "inference", "models", "convert", "api.py",
          "deploy", "training", "recipes", "cli"]
-SKIPPED = {"__init__.py", "__main__.py", "_version.py", "_moved.py"}
+SKIPPED = {"__init__.py", "__main__.py", "_version.py"}
 
 
 def _summary(path: Path) -> str:
@@ -27,10 +27,6 @@ def _summary(path: Path) -> str:
     text = " ".join(doc.split("\n\n", 1)[0].split())
     sentence = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
     return sentence.rstrip(".:;")
-
-
-def _shim(path: Path) -> bool:
-    return "from segzoo._moved import alias" in path.read_text() or path.parent.name == "bench"
 
 
 def layout_block() -> str:
@@ -49,8 +45,6 @@ def layout_block() -> str:
         for module in sorted(path.glob("*.py")):
             if module.name not in SKIPPED:
                 lines.append(f"    {module.name:<23}{_summary(module)}")
-    shims = sorted(p.name for p in pkg.glob("*.py") if _shim(p)) + ["pretrained.py", "bench/"]
-    lines.append(f"  {'(old paths)':<25}{', '.join(shims)}: deprecated aliases of moved modules (until 0.4)")
     for name, what in (("benchmarks/", _summary(REPO / "benchmarks" / "__main__.py")),
                        ("plugins/", "real plugin packages (entry points), installed beside segzoo"),
                        ("weights/", "the zoo's own weights, model cards and manifest.json"),

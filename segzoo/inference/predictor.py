@@ -1,5 +1,6 @@
-"""Prediction on image files for the command line: loading anything ``predict`` / ``eval`` take, class-id PNGs and
-coloured overlays written whole, with the model's own preprocessing."""
+"""Predicting image files: class ids of each image with the model's own preprocessing and tiling, coloured overlays,
+class-id PNGs and overlays written whole; shared by ``segzoo predict``, ``segzoo eval`` and the web app. The model is
+anything :func:`segzoo.load` returns."""
 
 from __future__ import annotations
 
@@ -10,48 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from segzoo.core.config import check_classes, label_count
+from segzoo.core.config import DescribedModel, label_count
 from segzoo.core.errors import InvalidValueError, MissingFileError, OutputExistsError
 from segzoo.data.masks import read_image
 from segzoo.data.pairs import IMAGE_SUFFIXES
-from segzoo.inference.runtime import OnnxModel, OpenVinoModel, load_program
 from segzoo.inference.tiling import check_options
 
-__all__ = [
-    "load_for_inference", "place", "predict_files", "Predictor", "check_tiling", "prediction_outputs", "expand_inputs",
-    "check_classes",
-]
-
-
-def load_for_inference(weights: str | Path):
-    """``(model, eval transform)`` for anything ``segzoo predict`` / ``eval`` take: a weights source (file, folder,
-    ``model.tag``, ``hf-hub:org/name``), a segzoo ``.onnx`` (fp32 or INT8, onnxruntime), an OpenVINO ``.xml``
-    (fp32 or INT8) or a ``.pt2`` program. Every kind has ``meta`` (classes, preprocessing), ``num_classes`` and
-    returns logits of normalised float batches; ONNX and OpenVINO run on the CPU. The evaluation transform is the
-    one saved beside the weights, else the default one."""
-    from segzoo.api import from_pretrained
-    from segzoo.core.io import read_json_file
-    from segzoo.data.transforms import eval_preset, eval_preset_from_record
-
-    suffix = Path(weights).suffix.lower()
-    if suffix == ".onnx":
-        return OnnxModel.load(weights), eval_preset()
-    if suffix == ".xml":
-        return OpenVinoModel.load(weights), eval_preset()
-    if suffix == ".pt2":
-        program = load_program(weights)
-        if program.num_classes is None:
-            raise InvalidValueError(f"{str(weights)!r} is a .pt2 program exported before segzoo described its "
-                                    "exports: its classes are unknown; export it again with segzoo export")
-        return program, eval_preset()
-    model = from_pretrained(weights).eval()
-    path = Path(weights)
-    folder = path if path.is_dir() else path.parent
-    saved = folder / "transforms.json"
-    if not saved.is_file():
-        return model, eval_preset()
-    record = read_json_file(saved, "evaluation transform", 1 << 16)
-    return model, eval_preset_from_record(record, repr(str(saved)))
+__all__ = ["place", "predict_files", "Predictor", "check_tiling", "prediction_outputs", "expand_inputs", "blend",
+           "class_id_image", "auto_tile", "AUTO_TILE"]
 
 
 def place(model: Any, device: str | torch.device) -> Any:
@@ -150,10 +117,10 @@ class Predictor:
     def __init__(self, model: Any, transform) -> None:
         from segzoo.data.palette import palette
         from segzoo.inference.fast import optimize
-        from segzoo.models.segmentation_model import SegmentationModel
 
         self.model, self.transform = model, transform
-        self.runner = optimize(model) if isinstance(model, SegmentationModel) else model
+        # a segzoo model (config, meta, tensors) through the fast path; an exported file's runtime as it is
+        self.runner = optimize(model) if isinstance(model, DescribedModel) else model
         self.window = getattr(model, "fixed_size", None)  # a fixed-size graph: windows of its size replace tiles
         labels = label_count(model.num_classes)  # a binary model predicts 0 and 1
         self.colours = palette(labels, model.meta.class_colours)[:-1]
@@ -199,7 +166,7 @@ def predict_files(
     two inputs writing one name always are (checked before anything is written); each pair of files is written
     to temporary names and renamed into place, so a kill leaves no truncated PNG.
 
-    ``model``: anything :func:`load_for_inference` returns. A :class:`~segzoo.SegmentationModel` predicts through
+    ``model``: anything :func:`segzoo.load` returns. A :class:`~segzoo.SegmentationModel` predicts through
     the fast path (``segzoo.optimize``), every kind through :func:`segzoo.inference.fast.predict_classes`, the function
     behind ``model.predict``. ``overlay_min_side``: overlays of smaller images are enlarged (nearest neighbour, an
     integer factor) to at least this many pixels per side, to be seen. ``tiling``: ``tile`` (or ``"auto"``),

@@ -1,5 +1,0 @@
-"""Deprecated: moved to ``segzoo.cli.demo`` (this path works until segzoo 0.4)."""
-
-from segzoo._moved import alias
-
-alias(__name__)
