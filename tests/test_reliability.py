@@ -214,7 +214,7 @@ CASES = [
          2, r"'cuda'"),
     Case("cli-train-missing-recipe", cli("train", "{w}/nope.yaml", "-o", "{w}/new"), 2, r"nope\.yaml"),
     Case("cli-eval-one-class-weights", cli("eval", "{w}/recipe.yaml", "-w", "{w}/w1.safetensors"), 2,
-         r"w1\.safetensors.*1 classes.*4 classes"),
+         r"w1\.safetensors.*2 classes.*4 classes"),
     Case("cli-eval-five-class-weights", cli("eval", "{w}/recipe.yaml", "-w", "{w}/w5.safetensors"), 2,
          r"w5\.safetensors.*5 classes.*4 classes"),
     Case("cli-convert-onto-output", cli("convert", "{w}/evil.pth", "{w}/w4.safetensors", "--from", "torchvision"), 2,
@@ -335,6 +335,6 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(args: argparse.Namespace) -> int:
         raise KeyError("internal")
 
-    monkeypatch.setattr("segzoo.cli.commands._cmd_list", broken)
+    monkeypatch.setattr("segzoo.cli.commands.listing.run", broken)
     with pytest.raises(KeyError, match="internal"):
         main(["list"])

@@ -1,5 +1,5 @@
-"""The ``segzoo`` command line (commands.py: list, info, convert, train, eval, predict, export, quantize, publish, demo,
-bench), prediction on image files (files.py) and ``segzoo demo`` (demo.py).
+"""The ``segzoo`` command line: one module per command in ``commands/`` (each registers its options beside its
+handler), the demo (demo.py) and the local web app (app.py).
 May import: core, data, layers, encoders, decoders, storage, inference, models, convert, api, deploy, training,
 segzoo (the lazy facade: every layer below).
 """
