@@ -214,3 +214,18 @@ def test_readme_layout_is_the_trees():
         warnings.simplefilter("ignore")
         expected = layout_block().strip()
     assert current == expected, "README's Layout differs from the tree: run python tests/helpers/layout.py --write"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_every_function_reads_at_once():
+    """No function in segzoo/ is longer than MAX_FUNCTION_LINES lines (docstring included)."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, "\n".join(long)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["latencies", "count_flops", "percentile", "median_ms_in_own_process"]
+__all__ = ["latencies", "median_ms", "count_flops", "percentile", "median_ms_in_own_process"]
 
 
 def latencies(fn: Callable[[], object], iters: int, device: torch.device) -> list[float]:
@@ -34,6 +34,15 @@ def latencies(fn: Callable[[], object], iters: int, device: torch.device) -> lis
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
+              device: torch.device | str = "cpu") -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones: the one timing of
+    production code (INT8 reports, model cards); the benchmarks time with :func:`latencies` too."""
+    for _ in range(warmup):
+        fn()
+    return 1000 * statistics.median(latencies(fn, repeats, torch.device(device)))
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from segzoo.core.errors import InvalidValueError
 from segzoo.core.extras import install_hint
 from segzoo.core.io import atomic_paths
 from segzoo.core.outputs import class_ids
+from segzoo.core.timing import median_ms
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, check_parity, check_sizes, export_onnx
 from segzoo.inference.runtime import REPORT_KEY, compile_openvino, describe, set_openvino_metadata
@@ -100,16 +100,6 @@ def export_openvino(model: SegmentationModel, path: str | Path, *, dynamic: bool
             "checks": checks}
 
 
-def _median_ms(compiled: Any, x: np.ndarray, repeats: int = 5) -> float:
-    compiled(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        compiled(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def _ignored_nodes(ov_model: Any, onnx_path: Path, keep_float: Sequence[str]) -> list[str]:
     """The IR's operations NNCF must leave in float: the head and what follows it, and the weighted layers of the
     ``keep_float`` modules, found by the ONNX node names the conversion keeps (shape arithmetic it folded away is
@@ -172,8 +162,8 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
                   "kept_float": len(ignored), "kept_float_modules": list(keep_float),
                   "fp32_export_checks": onnx_report["checks"],
                   "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
-                  "openvino_ms": {"fp32": round(_median_ms(fp32, arrays[0]), 2),
-                                  "int8": round(_median_ms(int8, arrays[0]), 2)}}
+                  "openvino_ms": {"fp32": round(median_ms(lambda: fp32(arrays[0])), 2),
+                                  "int8": round(median_ms(lambda: int8(arrays[0])), 2)}}
         set_openvino_metadata(int8_model, {**describe(model), REPORT_KEY: json.dumps(report)})
         _save(int8_model, path)
     return {"path": str(path), **report}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from segzoo.core.device import cpu_flags
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.io import atomic_path
 from segzoo.core.outputs import class_ids
+from segzoo.core.timing import median_ms
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, export_onnx
 from segzoo.inference.runtime import INPUT_KEY, META_KEY, REPORT_KEY, OnnxModel, add_metadata, describe
@@ -203,16 +203,6 @@ def _module_nodes(path: Path, modules: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
-def _median_ms(session: Any, x: np.ndarray, repeats: int = 5) -> float:
-    session.run(None, {"x": x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"x": x})
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def quantize(
     model: SegmentationModel,
     calibration: Iterable[Any],
@@ -254,7 +244,8 @@ def quantize(
         with torch.inference_mode():
             expected = class_ids(model(torch.from_numpy(x)))
         agree.append(float((class_ids(q(torch.from_numpy(x))) == expected).float().mean()))
-    fp32_ms, int8_ms = _median_ms(session_fp32, inputs[0]), _median_ms(q.session, inputs[0])
+    fp32_ms, int8_ms = median_ms(lambda: session_fp32.run(None, {"x": inputs[0]})), median_ms(
+        lambda: q.session.run(None, {"x": inputs[0]}))
     if int8_ms >= fp32_ms:
         warnings.warn(f"INT8 is not faster than fp32 here ({int8_ms:.1f} ms vs {fp32_ms:.1f} ms per "
                       f"{inputs[0].shape[2]}x{inputs[0].shape[3]} image in onnxruntime; CPU int8 flags: "

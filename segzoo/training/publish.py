@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +82,11 @@ def headline(metrics: dict[str, Any], metric: str, classes: list[str]) -> tuple[
 @torch.inference_mode()
 def cpu_latency_ms(model: SegmentationModel, height: int, width: int, repeats: int = 5) -> float:
     """Median wall time (ms) of one eager fp32 forward pass of a 1 x 3 x height x width input on the CPU."""
-    from segzoo.core.timing import latencies
+    from segzoo.core.timing import median_ms
 
     model = model.float().eval()
     x = torch.randn(1, model.in_channels, height, width)
-    model(x)  # warm-up
-    return 1000 * statistics.median(latencies(lambda: model(x), repeats, torch.device("cpu")))
+    return median_ms(lambda: model(x), repeats)
 
 
 def _rounded(metrics: dict[str, Any], classes: list[str]) -> dict[str, float]:

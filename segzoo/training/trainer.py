@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from segzoo.training.losses import build_loss
 from segzoo.training.metrics import Monitor
 from segzoo.training.recipe import Recipe
 from segzoo.training.schedule import build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["Trainer", "Callback", "NonFiniteLossError", "TrainingInterrupted", "pick_device"]
 
@@ -211,15 +214,29 @@ class Trainer:
         self.recipe = recipe
         self.callbacks = list(callbacks)
         self.monitor = Monitor.of(recipe.train.monitor)
-        cfg = self.cfg = recipe.train
+        self.cfg = recipe.train
         self.output_dir = Path(output_dir)
+        self._claim_output(bool(resume), overwrite)
+        self._load_teacher()  # its classes are checked before any data is read
+        self._build_data()
+        self.model = self._build_model()
+        self.train_model = self._training_forward(self.model)
+        self._build_optimisation(loss)
+        self._reset_progress()
+        if resume:
+            self._resume(self.output_dir / "last" if resume is True else Path(resume))
+
+    # -- construction, in order ---------------------------------------------------------
+    def _claim_output(self, resume: bool, overwrite: bool) -> None:
+        """Device, process group, the output folder (locked: one run owns it), seeds."""
+        cfg = self.cfg
         self.device = pick_device(cfg.device)
         self.ctx: DistContext = setup_distributed(self.device)
         # one run owns a folder: a second `segzoo train -o` on it is an error naming the owner's pid (the lock
         # dies with the process, so a killed run leaves none)
         check_output(self.output_dir, "output", folder=True)  # before the lock makes the folder
         self._lock = RunLock(self.output_dir, "run folder") if self.ctx.is_main else None
-        prepare_output(self.output_dir, bool(resume), overwrite, main=self.ctx.is_main)
+        prepare_output(self.output_dir, resume, overwrite, main=self.ctx.is_main)
         if self.device.type == "cuda" and self.ctx.enabled:
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
@@ -227,61 +244,84 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        data = recipe.data
+
+    def _load_teacher(self) -> None:
+        recipe = self.recipe
         self.teacher: Teacher | None = None
-        if recipe.distill.teacher:  # loaded and its classes checked before any data is read
-            self.teacher = Teacher.load(recipe.distill.teacher, list(data.classes), self.device,
+        if recipe.distill.teacher:
+            self.teacher = Teacher.load(recipe.distill.teacher, list(recipe.data.classes), self.device,
                                         torch.bfloat16 if recipe.distill.teacher_amp == "bf16" else None,
-                                        channels_last=cfg.channels_last)
+                                        channels_last=self.cfg.channels_last)
             self.distill_loss = build_distill_loss(recipe.distill.loss, recipe.distill.temperature,
-                                                   data.ignore_index).to(self.device)
+                                                   recipe.data.ignore_index).to(self.device)
+
+    def _build_data(self) -> None:
+        """The splits, after every mask was scanned (bad masks and absent classes said before any work)."""
+        recipe, data = self.recipe, self.recipe.data
         train_pairs, val_pairs = build_pairs(data, "train"), build_pairs(data, "val")
-        # every bad mask, before any work; then the classes the training masks actually hold
         scanned = scan_masks([mask for _, mask in train_pairs + val_pairs], data.decoder())
         scanned.check_classes(data, "train", [mask for _, mask in train_pairs])
         warn_if_crop_dwarfs_images(recipe.augment.crop_size, [image for image, _ in train_pairs])
         self.train_set = SegmentationDataset(
-            train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes), cfg.seed
-        )
+            train_pairs, data.decoder(), recipe.augment.train_transform(data.ignore_index, data.classes),
+            self.cfg.seed)
         self.val_set = SegmentationDataset(val_pairs, data.decoder(), recipe.augment.eval_transform())
 
-        model = recipe.model.build(data.num_classes)
-        if recipe.model.pretrained:  # a fine-tune: its weights' preprocessing and requirements, unless stated
-            preprocessing = inherit(recipe, model, recipe.model.pretrained)
-        else:
-            preprocessing = recipe.augment.preprocessing_config() or model.meta.preprocessing
-        model.meta = ModelMeta(
-            class_names=list(data.classes),
-            class_colours=data.class_colours(),
-            preprocessing=preprocessing,
-            dataset=Path(data.root).name,
-            encoder_weights=model.meta.encoder_weights if recipe.model.pretrained else None,
-            parent=model.loaded_from if recipe.model.pretrained else None,
-            pruning=_pruning_lineage(model.meta) if recipe.model.pretrained else None,
-            ancestry=model.meta.descendants_ancestry(model.loaded_from or {}) if recipe.model.pretrained else [],
-            training={key: getattr(cfg, key) for key in INHERITED},
-            teacher=None if self.teacher is None else {
-                **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
-                "weight_schedule": recipe.distill.weight_schedule, "temperature": str(self.distill_loss.temperature)},
-        )
+    def _build_model(self) -> SegmentationModel:
+        """The recipe's model with the meta its weights will carry, on the device."""
+        recipe, cfg = self.recipe, self.cfg
+        model = recipe.model.build(recipe.data.num_classes)
+        model.meta = self._meta_for(model)
         if recipe.augment.crop_size % model.input_divisor:
             warnings.warn(f"augment.crop_size {recipe.augment.crop_size} is not a multiple of the model's input "
                           f"divisor {model.input_divisor}: every crop is padded to the next multiple",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=3)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.to(self.device)
         if cfg.sync_bn and self.ctx.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        self.train_model: nn.Module = _TrainingForward(model)
+        return model
+
+    def _meta_for(self, model: SegmentationModel) -> ModelMeta:
+        """Classes, colours, preprocessing and lineage (fine-tuned from, distilled from) of the trained weights."""
+        recipe, data = self.recipe, self.recipe.data
+        tuned = bool(recipe.model.pretrained)
+        if tuned:  # a fine-tune: its weights' preprocessing and requirements, unless stated
+            preprocessing = inherit(recipe, model, recipe.model.pretrained)
+        else:
+            preprocessing = recipe.augment.preprocessing_config() or model.meta.preprocessing
+        teacher = None if self.teacher is None else {
+            **self.teacher.provenance(), "loss": recipe.distill.loss, "weight": str(recipe.distill.weight),
+            "weight_schedule": recipe.distill.weight_schedule, "temperature": str(self.distill_loss.temperature)}
+        return ModelMeta(
+            class_names=list(data.classes),
+            class_colours=data.class_colours(),
+            preprocessing=preprocessing,
+            dataset=Path(data.root).name,
+            encoder_weights=model.meta.encoder_weights if tuned else None,
+            parent=model.loaded_from if tuned else None,
+            pruning=_pruning_lineage(model.meta) if tuned else None,
+            ancestry=model.meta.descendants_ancestry(model.loaded_from or {}) if tuned else [],
+            training={key: getattr(self.cfg, key) for key in INHERITED},
+            teacher=teacher,
+        )
+
+    def _training_forward(self, model: nn.Module) -> nn.Module:
+        """What the optimiser steps through: the model's training outputs, in DDP and compiled where asked."""
+        wrapped: nn.Module = _TrainingForward(model)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
-        if cfg.compile:
+            wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+        if self.cfg.compile:
             # static shapes (training crops have one size): symbolic sizes after a size change cost Swin-UNet
             # over ten minutes in torch 2.15's shape solver
-            self.train_model = torch.compile(self.train_model, dynamic=False)
+            wrapped = torch.compile(wrapped, dynamic=False)
+        return wrapped
+
+    def _build_optimisation(self, loss: nn.Module | None) -> None:
+        """Precision, optimiser, schedule, EMA and loss."""
+        cfg, model = self.cfg, self.model
         self.amp = resolve_amp(cfg.amp, self.device)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -295,8 +335,9 @@ class Trainer:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        self.loss_fn = (loss or build_loss(cfg.loss, data.ignore_index, cfg.class_weights)).to(self.device)
+        self.loss_fn = (loss or build_loss(cfg.loss, self.recipe.data.ignore_index, cfg.class_weights)).to(self.device)
 
+    def _reset_progress(self) -> None:
         self.epoch = 0  # epochs completed
         self.batch = 0  # micro-batches done in the current epoch (at an optimiser-step boundary)
         self.global_step = 0
@@ -311,8 +352,6 @@ class Trainer:
         self._stop_reason: str | None = None
         self.interrupted: TrainingInterrupted | None = None  # set when fit() ended on SIGINT / SIGTERM
         self._tb = None  # a TensorBoard writer while fit() runs with train.tensorboard
-        if resume:
-            self._resume(self.output_dir / "last" if resume is True else Path(resume))
 
     # -- bookkeeping --------------------------------------------------------------------
     def _steps_per_epoch(self) -> int:
