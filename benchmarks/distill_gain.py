@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-o", "--output", required=True, help="folder of both runs (reused: see above)")
     parser.add_argument("--results", help=f"results file (default: {RESULTS_DIR}/<recipe>_<loss>_w<weight>_t<T>.json)")
     parser.add_argument("--readme", action="store_true",
-                        help="rewrite README.md's distillation tables from every results file in that folder")
+                        help="rewrite docs/compression.md's distillation tables from every results file there")
     args = parser.parse_args(argv)
     for item in args.teacher_set:
         if not item.startswith("distill."):
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = Path(args.results) if args.results else results_file(result)
     written = write_result(result, results, ["gain"])
     if args.readme:
-        replace_between_markers(Path("README.md"), README_START, README_END, render_table(load_results(results.parent)))
+        replace_between_markers(Path("docs/compression.md"), README_START, README_END,
+                                render_table(load_results(results.parent)))
     return written
 
 

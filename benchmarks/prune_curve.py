@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibration", type=int, default=32, help="training images the INT8 models calibrate on")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", default="benchmarks/results/prune.json")
-    parser.add_argument("--readme", action="store_true", help="rewrite README.md's pruning table and the plot")
+    parser.add_argument("--readme", action="store_true", help="rewrite docs/compression.md's pruning table and plot")
     args = parser.parse_args(argv)
     try:
         row = manifest_rows([args.parent])[args.parent]
@@ -192,8 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
     written = write_result(result, args.output, ["cpu"])
     if args.readme:
         loaded = json.loads(Path(args.output).read_text())
-        write_readme_table(loaded, Path("README.md"))
+        write_readme_table(loaded, Path("docs/compression.md"))
         plot(loaded, Path(args.output).with_suffix(".png"))
+        plot(loaded, Path("docs/images/prune.png"))  # the figure the Compression page shows
     return written
 
 

@@ -237,7 +237,7 @@ def _readme_block(readme, start, end):
 
 
 def test_readme_deploy_table_is_the_benchmarks_results():
-    """The README's Deploy section is generated from every file in benchmarks/results/deploy/, never typed by
+    """The Deploy page (docs/deploy.md) is generated from every file in benchmarks/results/deploy/, never typed by
     hand, and each file sits where a run on its CPU would write it."""
     from benchmarks import deploy
     from conftest import REPO
@@ -251,17 +251,17 @@ def test_readme_deploy_table_is_the_benchmarks_results():
     stale = [(r["cpu"]["model"], e["weights"]) for r in results for e in r["deploy"]
              if "weights_sha256" in e and published.get(e["weights"]) != e["weights_sha256"]]
     assert not stale, f"deploy figures of replaced or withdrawn weights: {stale}"
-    block = _readme_block(REPO / "README.md", deploy.README_START, deploy.README_END)
+    block = _readme_block(REPO / "docs" / "deploy.md", deploy.README_START, deploy.README_END)
     assert block == deploy.render_readme(results).strip(), "run python -m benchmarks.deploy --readme-only"
 
 
 def test_readme_pruning_table_is_the_benchmarks_results():
-    """The README's pruning table is generated from benchmarks/results/prune.json, never typed by hand."""
+    """The Compression page's pruning table is generated from benchmarks/results/prune.json, never typed by hand."""
     from benchmarks import prune_curve
     from conftest import REPO
 
     result = json.loads((REPO / "benchmarks" / "results" / "prune.json").read_text())
-    block = _readme_block(REPO / "README.md", prune_curve.README_START, prune_curve.README_END)
+    block = _readme_block(REPO / "docs" / "compression.md", prune_curve.README_START, prune_curve.README_END)
     assert block == prune_curve.render_table(result).strip(), "run python -m benchmarks.prune_curve --readme"
     assert len(result["rows"]) >= 4  # the parent and three pruning ratios
 
@@ -443,15 +443,15 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
 
 
 def test_readme_distillation_table_is_the_benchmarks_results():
-    """The README's distillation tables are generated from benchmarks/results/distill/, never typed by hand, and
-    each file is named by its setting as a run would name it."""
+    """The Compression page's distillation tables are generated from benchmarks/results/distill/, never typed by
+    hand, and each file is named by its setting as a run would name it."""
     from benchmarks import distill_gain
     from conftest import REPO
 
     folder = REPO / distill_gain.RESULTS_DIR
     results = distill_gain.load_results(folder)
     assert [distill_gain.results_file(r, folder) for r in results] == sorted(folder.glob("*.json"))
-    block = _readme_block(REPO / "README.md", distill_gain.README_START, distill_gain.README_END)
+    block = _readme_block(REPO / "docs" / "compression.md", distill_gain.README_START, distill_gain.README_END)
     assert block == distill_gain.render_table(results).strip(), "run python -m benchmarks.distill_gain --readme"
 
 

@@ -220,7 +220,8 @@ def test_the_distribution_is_not_pypis_segzoo_and_nothing_documented_installs_th
     plugin = tomllib.loads((REPO / "plugins/segzoo-extra-decoders/pyproject.toml").read_text())["project"]
     assert ours == "segzoo-pytorch" and ours in plugin["dependencies"] and "segzoo" not in plugin["dependencies"]
     assert set(metadata.packages_distributions()["segzoo"]) == {ours}
-    documents = [REPO / "README.md", *REPO.glob("segzoo/**/*.py"), *REPO.glob("benchmarks/**/*.py")]
+    documents = [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("segzoo/**/*.py"),
+                 *REPO.glob("benchmarks/**/*.py")]
     bad = [f"{path.relative_to(REPO)}: {line.strip()}" for path in documents
            for line in path.read_text().splitlines()
            if re.search(r"""pip install\s+(-\S+\s+)*["']?segzoo(\[|["'\s]|$)""", line)]

@@ -185,7 +185,7 @@ def test_predict_memory_rule_is_in_the_readme():
     """The documented bound is the benchmark's rule (benchmarks/predict_memory.py checks the measured slope)."""
     from benchmarks.predict_memory import documented_bytes_per_pixel
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "prediction.md").read_text()
     assert "about 5 bytes x (classes + 3) per pixel" in readme
     assert documented_bytes_per_pixel(6) == 45
     assert os.path.isfile(Path(__file__).parent.parent / "benchmarks" / "results" / "predict_memory_k6_xeon.json")

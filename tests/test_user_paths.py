@@ -310,13 +310,13 @@ def test_predictions_plot_has_a_class_legend(shapes, tmp_path, monkeypatch):
 
 
 def test_the_readme_fine_tune_example_runs(trained, tmp_path):
-    """The README's fine-tune recipe, verbatim but for the parent (a tiny model), the data folder and the
+    """The Training page's fine-tune recipe, verbatim but for the parent (a tiny model), the data folder and the
     schedule, trains end to end."""
     import re
 
     import yaml
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     block = re.search(r"```yaml\n(  # my\.yaml: fine-tune.*?)```", readme, re.S).group(1)
     recipe = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
     assert recipe["model"] == {"pretrained": "deeplabv3plus_mnv2.camvid", "num_classes": 2}

@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "compress": ("torch-pruning",),
     "openvino": ("openvino", "nncf", "onnx", "onnxscript", "onnxruntime"),
     "app": ("gradio",),
+    "docs": ("mkdocs", "mkdocs-material", "mkdocstrings[python]"),
 }
 
 

@@ -111,11 +111,19 @@ def zoo_table(entries: list[dict[str, Any]] | None = None) -> str:
 
 
 def update_readme_table(directory: Path | None = None, readme: Path | None = None) -> Path | None:
-    """Rewrite the table between the README's markers from the manifest; None when there is no such README."""
+    """Rewrite the table between the markers of the README (and of the docs site's zoo page, ``docs/zoo.md``,
+    beside it) from the manifest; returns the README, None when there is none."""
     directory = directory or weights_dir()
     readme = readme or directory.parent / "README.md"
+    page = readme.parent / "docs" / "zoo.md"
+    if page.is_file():
+        _rewrite_table(page, directory)
     if not readme.is_file():
         return None
+    return _rewrite_table(readme, directory)
+
+
+def _rewrite_table(readme: Path, directory: Path) -> Path:
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise InvalidValueError(f"{str(readme)!r} lacks the model-zoo markers {README_START!r} ... {README_END!r}")

@@ -1,8 +1,8 @@
-"""The README's Layout section, generated from the tree: each package in layer order with the first sentence of
-its docstring, and each module with the first sentence of its own.
+"""The Architecture page's layout (docs/architecture.md), generated from the tree: each package in layer order with
+the first sentence of its docstring, and each module with the first sentence of its own.
 
     python tests/helpers/layout.py          # print it
-    python tests/helpers/layout.py --write  # replace the README's block
+    python tests/helpers/layout.py --write  # replace the page's block
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def layout_block() -> str:
 
 
 def write_readme() -> None:
-    readme = REPO / "README.md"
+    readme = REPO / "docs" / "architecture.md"
     text = readme.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
