@@ -118,7 +118,7 @@ def test_models_with_auxiliary_heads_predict_from_their_main_logits():
 
 
 def test_cli_tiles_large_images_by_default():
-    from segzoo.cli.commands import _tile
+    from segzoo.cli.commands.predict import _tile
     from segzoo.inference.predictor import AUTO_TILE, auto_tile
 
     assert auto_tile((1024, 1024)) is None and auto_tile((360, 480)) is None

@@ -30,6 +30,9 @@ def normalize(images: torch.Tensor, pre: Preprocessing, dtype: torch.dtype = tor
     if images.dtype != torch.uint8:
         raise InvalidTypeError(f"normalize expects uint8 images (0..255), got {images.dtype}")
     scale, shift = _scale_shift(pre, images.shape[1])
+    # an HWC array seen as NCHW is strided: made contiguous first (a uint8 copy), the kernel is ~20x faster and
+    # its output is the contiguous NCHW that runtimes (onnxruntime, OpenVINO) take without another copy
+    images = images.contiguous()
     a = torch.tensor(scale, dtype=dtype, device=images.device).view(1, -1, 1, 1)
     b = torch.tensor(shift, dtype=dtype, device=images.device).view(1, -1, 1, 1)
     return torch.addcmul(b, images, a)  # uint8 promotes to dtype inside the one kernel: no float copy first

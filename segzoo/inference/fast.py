@@ -227,6 +227,11 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
         raise InvalidValueError("the model's weights are on the meta device (built without values): load weights "
                                 "into it before predicting (model.to_empty(device='cpu') then load_state_dict)")
     images = images.to(device)
+    views = (output_size is not None and tuple(output_size) != tuple(images.shape[-2:])) or any(
+        tiling.get(k) for k in ("tile", "window", "tta")) or tuple(tiling.get("scales", (1.0,))) != (1.0,)
+    if images.dtype == torch.uint8 and getattr(fast, "uint8_input", False) and not views:
+        ids = class_ids(fast(images))  # a graph that normalises inside takes the image as it is: no float round trip
+        return ids[0] if single else ids
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)
     elif not images.is_floating_point():
@@ -239,8 +244,7 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
             "like raw 0-255 pixels: pass uint8 images (.astype(np.uint8) / .to(torch.uint8)) and predict "
             "normalises them")
     resize = output_size is not None and tuple(output_size) != tuple(images.shape[-2:])
-    if (resize or tiling.get("tile") or tiling.get("window") or tiling.get("tta")
-            or tuple(tiling.get("scales", (1.0,))) != (1.0,)):
+    if views:
         from segzoo.inference.tiling import predict_probs
 
         probs = predict_probs(fast, images, **tiling)

@@ -116,16 +116,19 @@ class ExportedModel:
         return None if size is None else (int(size[0]), int(size[1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a normalised float batch; a fixed-size graph runs the batch one image at a time."""
+        """Logits of a normalised float batch (or, for a graph with a uint8 input, of the uint8 batch itself); a
+        fixed-size graph runs the batch one image at a time."""
         fixed = self.fixed_size
         if fixed is not None and tuple(x.shape[-2:]) != fixed:
             raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs (its architecture "
                                     f"exports at a fixed size), got {x.shape[-2]}x{x.shape[-1]}; predict() "
                                     "tiles images of any size with windows of that size")
-        x = x.detach().float().cpu()
-        if self.uint8_input:
-            x = denormalise(x, self.meta.preprocessing)
-        array = x.numpy()
+        if x.dtype == torch.uint8 and not self.uint8_input:
+            raise InvalidValueError(f"{self.source} takes normalised float batches; uint8 images go to predict()")
+        x = x.detach().cpu()
+        if x.dtype != torch.uint8:  # a uint8 batch reaches here only for a graph that takes it as it is
+            x = denormalise(x.float(), self.meta.preprocessing) if self.uint8_input else x.float()
+        array = x.contiguous().numpy()
         if fixed is not None:  # a static graph also has batch 1
             return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(len(array))]))
         return torch.from_numpy(self._run(array))
