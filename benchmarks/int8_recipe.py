@@ -29,7 +29,9 @@ from benchmarks.deploy import _dataset, _median_ms, headline_metric, manifest_ro
 from segzoo.core.outputs import class_ids
 from segzoo.data.dataset import build_pairs
 from segzoo.data.masks import read_image
-from segzoo.deploy.quantize import CALIBRATION_METHODS, quantize, sensitivity
+from segzoo.deploy.calibration import CALIBRATION_METHODS
+from segzoo.deploy.quantize import quantize
+from segzoo.deploy.sensitivity import sensitivity
 from segzoo.training.recipe import Recipe
 
 

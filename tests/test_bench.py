@@ -184,7 +184,7 @@ def test_int8_recipe_chooses_on_training_images_and_keeps_sensitive_layers(tmp_p
     assert set(methods) == {"minmax", "percentile"} and result["holdout_images"] == 3
     assert result["chosen_method"] == min(methods, key=lambda m: methods[m]["train_holdout_drop"])
     groups = [r["group"] for r in result["sensitivity"]["groups"]]
-    from segzoo.deploy.quantize import layer_groups
+    from segzoo.deploy.sensitivity import layer_groups
 
     assert sorted(groups) == sorted(layer_groups(model, 2)) and len(groups) == 2
     positive = [r["group"] for r in result["sensitivity"]["groups"] if r["gain"] > 0]

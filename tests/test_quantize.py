@@ -207,7 +207,7 @@ def test_keep_float_leaves_the_named_modules_in_float_and_unknown_names_are_erro
 
 
 def test_sensitivity_ranks_groups_by_the_agreement_they_win_back(quantized, workdir, monkeypatch):
-    from segzoo.deploy.quantize import agreement, layer_groups, sensitivity
+    from segzoo.deploy.sensitivity import agreement, layer_groups, sensitivity
 
     model, full = quantized
     monkeypatch.chdir(workdir)
@@ -282,13 +282,13 @@ def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(tmp_path, monk
     candidate range and equals minmax): its activation scales are never wider than minmax's, and some narrower."""
     from onnx import numpy_helper
 
-    from segzoo.deploy.quantize import _PreparedGraph
+    from segzoo.deploy.quantize import PreparedGraph
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
     images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(4)]
-    graph = _PreparedGraph(model, tmp_path, (64, 64), None)  # exported once for both methods
+    graph = PreparedGraph(model, tmp_path, (64, 64), None)  # exported once for both methods
     inputs = graph.inputs(model, images)
 
     def scales(method):
@@ -304,7 +304,7 @@ def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(tmp_path, monk
 
 
 def test_kl_range_clips_a_long_tail_and_keeps_a_flat_distribution():
-    from segzoo.deploy.quantize import kl_range
+    from segzoo.deploy.calibration import kl_range
 
     edges = np.linspace(-10, 10, 2049)
     centres = (edges[:-1] + edges[1:]) / 2

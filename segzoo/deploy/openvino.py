@@ -104,19 +104,19 @@ def _ignored_nodes(ov_model: Any, onnx_path: Path, keep_float: Sequence[str]) ->
     """The IR's operations NNCF must leave in float: the head and what follows it, and the weighted layers of the
     ``keep_float`` modules, found by the ONNX node names the conversion keeps (shape arithmetic it folded away is
     skipped; a weighted layer it lost is an error, so a kept module is never silently quantized)."""
-    from segzoo.deploy.quantize import _float_tail, _module_nodes
+    from segzoo.deploy.calibration import float_tail, module_nodes
 
     names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
 
     def made_from(node: str) -> list[str]:  # the IR operations of an ONNX node: "N", "N/WithoutBiases", ...
         return [name for name in names if name == node or name.startswith(node + "/")]
 
-    by_module = _module_nodes(onnx_path, ["head", *keep_float])
+    by_module = module_nodes(onnx_path, ["head", *keep_float])
     lost = {module: nodes for module, nodes in by_module.items() if not any(made_from(n) for n in nodes)}
     if lost:
         raise InvalidValueError(f"keep_float: the OpenVINO model has none of the layers of {sorted(lost)} "
                                 f"(ONNX nodes {sorted(n for v in lost.values() for n in v)[:6]})")
-    nodes = _float_tail(onnx_path) + [n for v in by_module.values() for n in v]
+    nodes = float_tail(onnx_path) + [n for v in by_module.values() for n in v]
     return list(dict.fromkeys(op for n in nodes for op in made_from(n)))
 
 
@@ -129,14 +129,14 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
     As in :func:`segzoo.quantize`, the head and what follows it stay in float, and so do the layers of the
     ``keep_float`` modules (PyTorch module names; NNCF's ignored scope, by the ONNX node names that the IR keeps).
     """
-    from segzoo.deploy.quantize import _as_uint8_chw, _centre_window
+    from segzoo.deploy.calibration import as_uint8_chw, centre_window
 
     path = _check_xml(path)
     try:
         import nncf
     except ImportError as exc:
         raise InvalidValueError(f"INT8 OpenVINO models need nncf: {install_hint('openvino')}") from exc
-    images = [_as_uint8_chw(image, i) for i, image in enumerate(calibration)]
+    images = [as_uint8_chw(image, i) for i, image in enumerate(calibration)]
     if not images:
         raise InvalidValueError("quantize needs at least one calibration image")
     model = model.eval()
@@ -146,7 +146,7 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
         fp32_model, onnx_report = _converted(model, example_size, True, False, Path(tmp))
         fixed = None if onnx_report["dynamic"] else tuple(example_size)
         if fixed is not None:
-            inputs = [_centre_window(x, fixed) for x in inputs]
+            inputs = [centre_window(x, fixed) for x in inputs]
         arrays = [x.numpy() for x in inputs]
         onnx_path = Path(tmp) / "model.onnx"
         ignored = _ignored_nodes(fp32_model, onnx_path, keep_float)

@@ -115,7 +115,7 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
     holds every changed width, its ``meta.parent`` the model it came from; ``build_model(result.config)`` makes the same
     architecture.
     """
-    from segzoo.deploy.quantize import _as_uint8_chw
+    from segzoo.deploy.calibration import as_uint8_chw
 
     if not isinstance(model, SegmentationModel):
         raise InvalidTypeError(f"prune takes a segzoo SegmentationModel, got {type(model).__name__}")
@@ -129,7 +129,7 @@ def prune(model: SegmentationModel, flops: float = 0.6, *, criterion: str = "mag
         raise InvalidValueError(f"pruning scope must be one of {SCOPES}, got {scope!r}")
     if model.config.pruned:
         raise InvalidValueError("this model is already pruned; prune the unpruned model to the share you want")
-    images = [normalize(_as_uint8_chw(image, i).unsqueeze(0), model.meta.preprocessing)
+    images = [normalize(as_uint8_chw(image, i).unsqueeze(0), model.meta.preprocessing)
               for i, image in enumerate(calibration)]
     if criterion == "taylor" and not images:
         raise InvalidValueError("the taylor criterion needs calibration images (a few training images)")

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-float", action="append", default=[], metavar="MODULE",
                    help="a module name (e.g. encoder.model.conv_stem) whose layers stay in float, besides the head "
                         "(repeatable; default: the published weights' recorded recipe; "
-                        "segzoo.deploy.quantize.sensitivity finds the layers worth it)")
+                        "segzoo.deploy.sensitivity.sensitivity finds the layers worth it)")
     p.add_argument("--crop", type=int, metavar="SIDE",
                    help="onnxruntime calibrates on each image's centre SIDE x SIDE window (percentile and entropy "
                         "need images of one size; default: the published weights' recorded recipe, else whole "
