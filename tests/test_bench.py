@@ -389,7 +389,7 @@ def test_distill_gain_fits_each_arms_epochs_to_the_budget():
 
 def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_path, monkeypatch):
     """Both arms on a tiny recipe within one budget, the taught arm naming its teacher, the gain their difference
-    and the README table generated from the results; a second call reuses the finished runs."""
+    and the Compression page's table generated from the results; a second call reuses the finished runs."""
     import yaml
 
     from benchmarks import distill_gain
@@ -408,7 +408,9 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
         "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "progress": False, "plots": False}}))
     Trainer(Recipe.load(recipe, ["train.epochs=2"]), tmp_path / "teacher").fit()
     teacher = tmp_path / "teacher" / "best"
-    (tmp_path / "README.md").write_text(f"x\n{distill_gain.README_START}\nold\n{distill_gain.README_END}\ny\n")
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "compression.md"  # where --readme writes the tables: the docs site's page
+    page.write_text(f"x\n{distill_gain.README_START}\nold\n{distill_gain.README_END}\ny\n")
     argv = ["--recipe", str(recipe), "--teacher", str(teacher), "--minutes", "0.02", "--probe-steps", "1",
             "--teacher-set", "distill.weight=2", "-o", "kd"]
     results = tmp_path / "benchmarks" / "results" / "distill" / "tiny_kl_w2_t1.json"  # recipe, loss, weight, T
@@ -432,7 +434,7 @@ def test_distill_gain_trains_both_arms_scores_them_and_reuses_finished_runs(tmp_
     again = distill_gain.main([*argv, "--readme"])
     assert (tmp_path / "kd" / "distilled" / "summary.json").stat().st_mtime_ns == finished  # reused, not retrained
     assert again["arms"][1]["val"] == taught["val"]
-    readme = (tmp_path / "README.md").read_text()
+    readme = page.read_text()
     table = distill_gain.render_table([json.loads(results.read_text())])
     assert f"{distill_gain.README_START}\n{table}\n{distill_gain.README_END}" in readme
     assert table.count("\n| ") == 4 + len(SHAPE_CLASSES) and f"| {SHAPE_CLASSES[1]} |" in table
