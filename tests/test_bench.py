@@ -519,3 +519,15 @@ def test_recipe_sweep_runs_variants_side_by_side_and_tabulates_their_val_reading
     with pytest.raises(InvalidValueError, match="train.lr"):
         read_sweep(sweep)
     assert not (tmp_path / "out" / "typo").exists()
+
+
+def test_deploy_page_predict_overhead_table_is_the_benchmarks_results():
+    """The Deploy page's predict-overhead table is generated from benchmarks/results/predict_overhead_*.json."""
+    from benchmarks import predict_overhead
+    from conftest import REPO
+
+    results = REPO / predict_overhead.RESULTS
+    before = json.loads(results.with_name(results.stem + "_before.json").read_text())
+    block = _readme_block(REPO / "docs" / "deploy.md", predict_overhead.DOCS_START, predict_overhead.DOCS_END)
+    assert block == predict_overhead.render_table(json.loads(results.read_text()), before).strip(), \
+        "run python -m benchmarks.predict_overhead --docs"

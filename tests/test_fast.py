@@ -124,3 +124,14 @@ def test_folding_that_would_change_outputs_falls_back():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
     assert fast.folded_batchnorms == 0
+
+
+def test_class_ids_are_argmax_ties_and_nan_included():
+    """class_ids uses max(1).indices (faster on CPU): the same ids as argmax(1), first maximum on ties, NaN first."""
+    from segzoo.core.outputs import class_ids
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        scores = torch.randint(0, 3, (2, 7, 9, 11), generator=generator).float()  # many ties
+        scores[0, 4, 2, 3] = float("nan")
+        assert torch.equal(class_ids(scores), scores.argmax(1))

@@ -152,7 +152,11 @@ class OnnxModel(ExportedModel):
 
         super().__init__(meta, num_classes, report, input_layout, source)
         self.onnx_bytes = onnx_bytes
-        self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # onnxruntime's threads stop spinning when a run ends: the class-id step that follows (PyTorch's threads
+        # on the same cores) would otherwise wait for them
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def _run(self, array: np.ndarray) -> np.ndarray:
