@@ -31,6 +31,7 @@ def test_listed_with_its_source():
         ("decoder", "upernet"): "loaded",
         ("model", "fpn_r50"): "loaded",
         ("model", "upernet_convnext_t"): "loaded",
+        ("converter", "transformers_upernet"): "loaded",
     }
 
 
@@ -76,3 +77,62 @@ def test_saved_model_records_the_plugin_and_loading_without_it_names_the_distrib
     assert run.returncode != 0
     assert f"of the plugin '{PLUGIN}' (version {version} when saved)" in run.stderr
     assert f"pip install {PLUGIN}" in run.stderr and "decoder 'fpn'" in run.stderr
+
+
+def _transformers_upernet(num_labels: int = 5):
+    """A small transformers UperNet on ConvNeXt with random weights and BatchNorm statistics (nothing downloaded)."""
+    from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
+
+    backbone = ConvNextConfig(depths=[1, 1, 2, 1], hidden_sizes=[8, 16, 24, 32],
+                              out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = UperNetConfig(backbone_config=backbone, hidden_size=16, num_labels=num_labels, use_auxiliary_head=True,
+                           auxiliary_in_channels=24, auxiliary_channels=8,
+                           id2label={i: f"class {i}" for i in range(num_labels)})
+    torch.manual_seed(0)
+    model = UperNetForSemanticSegmentation(config).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    return model
+
+
+def test_transformers_upernet_converts_with_equal_logits(tmp_path):
+    """The plugin's converter, reached through segzoo's transformers importer (model_type 'upernet'): logits equal
+    transformers' at several sizes, the parameter count equal without the training-only auxiliary head."""
+    from segzoo.cli import main
+    from segzoo.convert import from_transformers
+
+    theirs = _transformers_upernet()
+    ours = from_transformers(theirs).eval()
+    for size in ((64, 64), (96, 128), (160, 96)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(pixel_values=x).logits, atol=1e-4, rtol=0)
+    without_aux = sum(p.numel() for n, p in theirs.named_parameters() if not n.startswith("auxiliary_head."))
+    assert sum(p.numel() for p in ours.parameters()) == without_aux
+    assert ours.meta.class_names == [f"class {i}" for i in range(5)]
+    # a save_pretrained folder (a Hub snapshot's layout) through the command line
+    theirs.save_pretrained(tmp_path / "hf")
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "ours"), "--from", "transformers"]) == 0
+    loaded = segzoo.from_pretrained(tmp_path / "ours")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), theirs(pixel_values=x).logits, atol=1e-4, rtol=0)
+
+
+def test_transformers_upernet_other_backbones_are_named():
+    from segzoo.core.errors import InvalidValueError
+    from segzoo_extra_decoders.convert import from_transformers_upernet
+
+    state = _transformers_upernet().state_dict()
+
+    class Other(torch.nn.Module):  # what a transformers UperNet on another backbone reports of itself
+        config = type("Config", (), {"to_dict": staticmethod(lambda: {
+            "model_type": "upernet", "backbone_config": {"model_type": "swin"}, "num_labels": 5})})()
+
+        def state_dict(self, *args, **kwargs):
+            return state
+
+    with pytest.raises(InvalidValueError, match="converts ConvNeXt backbones, got 'swin'"):
+        from_transformers_upernet(Other())

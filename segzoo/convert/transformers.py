@@ -26,7 +26,8 @@ from segzoo.models.factory import build_model
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.hub import TRANSFORMERS_WEIGHTS
 
-__all__ = ["from_transformers", "read_transformers_folder", "TRANSFORMERS_WEIGHTS"]
+__all__ = ["from_transformers", "read_transformers_folder", "read_transformers", "config_number", "num_classes_of",
+           "class_names_of", "preprocessing_of", "TRANSFORMERS_WEIGHTS", "DELEGATED"]
 
 _BLOCK = r"^segformer\.encoder\.block\.(\d+)\.(\d+)\."
 _STAGE = r"^segformer\.stages\.(\d+)\."
@@ -130,8 +131,8 @@ def _infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             "num_channels": int(state[embed.format(0)].shape[1])}
 
 
-def _number(config: Mapping[str, Any], key: str, default: float, kind: type, bounds: tuple[float, float],
-            where: str) -> Any:
+def config_number(config: Mapping[str, Any], key: str, default: float, kind: type, bounds: tuple[float, float],
+                  where: str) -> Any:
     """A numeric config field, checked for type and range (a config file is untrusted input)."""
     value = config.get(key, default)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -142,12 +143,12 @@ def _number(config: Mapping[str, Any], key: str, default: float, kind: type, bou
     return kind(value)
 
 
-def _num_classes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], where: str) -> int:
+def num_classes_of(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], where: str) -> int:
     """The class count the weights hold (the classifier's rows); a config that states another is refused."""
     classifier = state.get("decode_head.classifier.weight")
     if classifier is None:
-        raise InvalidValueError(f"{where}: no 'decode_head.classifier.weight': not a SegformerForSemanticSegmentation "
-                                "checkpoint (an encoder alone has no segmentation head)")
+        raise InvalidValueError(f"{where}: no 'decode_head.classifier.weight': not a transformers ...ForSemantic"
+                                "Segmentation checkpoint (an encoder alone has no segmentation head)")
     count = int(classifier.shape[0])
     stated = config.get("num_labels")
     if stated is not None and (isinstance(stated, bool) or stated != count):
@@ -156,7 +157,7 @@ def _num_classes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], w
     return count
 
 
-def _class_names(config: Mapping[str, Any], num_classes: int, where: str) -> list[str] | None:
+def class_names_of(config: Mapping[str, Any], num_classes: int, where: str) -> list[str] | None:
     labels = config.get("id2label")
     if labels is None:
         return None
@@ -172,7 +173,7 @@ def _class_names(config: Mapping[str, Any], num_classes: int, where: str) -> lis
     return names
 
 
-def _preprocessing(processor: Mapping[str, Any], channels: int, where: str) -> Preprocessing:
+def preprocessing_of(processor: Mapping[str, Any], channels: int, where: str) -> Preprocessing:
     """The normalisation of a SegFormer image processor: ImageNet's mean and std unless it states others."""
     if not processor:
         return Preprocessing()
@@ -194,7 +195,9 @@ def _preprocessing(processor: Mapping[str, Any], channels: int, where: str) -> P
     return Preprocessing(tuple(mean), tuple(std), (0.0, 255.0 * float(scale)))
 
 
-def _read(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], str]:
+def read_transformers(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], str]:
+    """``(state dict, config, preprocessor config, description)`` of a transformers model object, a
+    ``save_pretrained`` folder / Hub snapshot, or a bare state dict (file or dict; its config empty)."""
     if isinstance(source, nn.Module):
         config = getattr(source, "config", None)
         if config is None or not hasattr(config, "to_dict"):
@@ -213,26 +216,42 @@ def from_transformers(source: nn.Module | dict | str | Path, preprocessor: Mappi
     holding its ``config.json`` and weights (a Hub snapshot), or its state dict (file or dict; the variant is read
     off the shapes). Class names come from the config's ``id2label``, the normalisation from
     ``preprocessor_config.json`` (or ``preprocessor``), else ImageNet's, as its image processor."""
-    state, config, processor, where = _read(source)
+    state, config, processor, where = read_transformers(source)
     processor = dict(preprocessor) if preprocessor is not None else processor
     if config:
         kind = config.get("model_type")
+        if kind in DELEGATED:  # an architecture a plugin owns: its converter, registered under that name
+            return _delegate(kind, source, processor, where)
         if kind != "segformer":
             raise InvalidValueError(f"{where}: model_type {kind!r} is not converted by segzoo's transformers importer "
                                     "(it converts 'segformer'; UperNet comes with the segzoo-extra-decoders plugin)")
     else:
         config = _infer_config(state)
     encoder = _spec_name(config, where)
-    num_classes = _num_classes(state, config, where)
-    channels = _number(config, "num_channels", 3, int, (1, 64), where)
-    dropout = _number(config, "classifier_dropout_prob", 0.1, float, (0.0, 1.0), where)
-    width = _number(config, "decoder_hidden_size", 256, int, (1, 8192), where)
+    num_classes = num_classes_of(state, config, where)
+    channels = config_number(config, "num_channels", 3, int, (1, 64), where)
+    dropout = config_number(config, "classifier_dropout_prob", 0.1, float, (0.0, 1.0), where)
+    width = config_number(config, "decoder_hidden_size", 256, int, (1, 8192), where)
     model_config = ModelConfig(EncoderConfig(encoder, in_channels=channels), "segformer", num_classes,
                                {"channels": width, "dropout": dropout})
-    meta = ModelMeta(class_names=_class_names(config, num_classes, where),
-                     preprocessing=_preprocessing(processor, channels, where))
+    meta = ModelMeta(class_names=class_names_of(config, num_classes, where),
+                     preprocessing=preprocessing_of(processor, channels, where))
     renamed = rename({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, _RULES, where)
     return load_converted(build_model(model_config, meta), renamed, where, fixups=(_linear_to_conv, _bn_counter))
+
+
+# transformers model types whose segzoo architecture lives in a plugin: model_type -> (converter name, plugin)
+DELEGATED = {"upernet": ("transformers_upernet", "segzoo-extra-decoders")}
+
+
+def _delegate(kind: str, source: Any, processor: Mapping[str, Any], where: str) -> SegmentationModel:
+    from segzoo.core.registry import CONVERTERS
+
+    name, plugin = DELEGATED[kind]
+    if name not in CONVERTERS:
+        raise InvalidValueError(f"{where}: model_type {kind!r} is converted by the {plugin!r} plugin's {name!r} "
+                                f"converter, which is not installed (pip install ./plugins/{plugin} from a checkout)")
+    return CONVERTERS.get(name)(source, preprocessor=processor)
 
 
 def _linear_to_conv(state: dict[str, torch.Tensor]) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from segzoo import Decoder
@@ -39,12 +40,15 @@ class UPerNetDecoder(Decoder):
         channels: int = 512,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
         num_levels: int = 4,
+        feature_norms: bool = False,
     ) -> None:
         super().__init__(encoder_channels, encoder_reductions)
         if len(encoder_channels) < num_levels:
             raise ValueError(f"upernet uses {num_levels} features, the encoder gives {len(encoder_channels)}")
         self.first = len(encoder_channels) - num_levels
         chans = list(encoder_channels[self.first :])
+        # transformers' UperNet normalises each backbone stage's output (LayerNorm over channels) before the head
+        self.norms = nn.ModuleList(LayerNorm2d(c, eps=1e-6) for c in chans) if feature_norms else None
         self.ppm = PyramidPooling(chans[-1], channels, pool_scales)
         self.lateral = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in chans[:-1])
         self.fpn = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in chans[:-1])
@@ -54,6 +58,8 @@ class UPerNetDecoder(Decoder):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         feats = features[self.first :]
+        if self.norms is not None:
+            feats = [norm(f) for norm, f in zip(self.norms, feats)]
         top = self.ppm(feats[-1])
         laterals = [lat(f) for lat, f in zip(self.lateral, feats[:-1])] + [top]
         for i in range(len(laterals) - 1, 0, -1):
