@@ -8,8 +8,8 @@ results, because INT8 and bf16 speed depend on them, and each kind of CPU keeps 
 Each format is timed in its own fresh process, twice, in reverse order the second time: in one process, once
 onnxruntime's or OpenVINO's thread pools had run, PyTorch's paths ran 35-75% slower (figures in
 ``benchmarks/results/deploy_timing_methods.json``), so the order decided the ratios.
-``--readme`` rewrites the README's Deploy section from every file there: per weight and CPU, INT8's speed-up and
-val drop on each backend and the fastest format, then each CPU's full table.
+``--readme`` rewrites the Deploy page (``docs/deploy.md``) from every file there: per weight and CPU, INT8's
+speed-up and val drop on each backend and the fastest format, then each CPU's full table.
 
 Needs ``../shared/data`` (or ``$SEGZOO_DATA``) and the ``export`` and ``openvino`` extras (OpenVINO columns are
 left out, said in the results, when it is not installed). Run on an idle machine:

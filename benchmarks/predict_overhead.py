@@ -30,7 +30,8 @@ DOCS_END = "<!-- end of predict overhead -->"
 RESULTS = "benchmarks/results/predict_overhead_xeon_amx.json"
 
 
-def _pairs(model: Any, image: np.ndarray, tmp: Path, openvino: bool) -> dict[str, tuple[Any, Any]]:
+def _pairs(model: Any, image: np.ndarray, tmp: Path, openvino: bool, static: bool = False
+           ) -> dict[str, tuple[Any, Any]]:
     """runtime -> (predict call, graph call), each a zero-argument function."""
     from segzoo.data.normalize import normalize
     from segzoo.deploy import export_onnx, quantize
@@ -42,7 +43,8 @@ def _pairs(model: Any, image: np.ndarray, tmp: Path, openvino: bool) -> dict[str
     fast = optimize(model)
     pairs = {"torch fast path": (lambda: model.predict(image), lambda: fast(x))}
     size = tuple(image.shape[:2])
-    export_onnx(model, tmp / "fp32.onnx", example_size=size)
+    dynamic = not static
+    export_onnx(model, tmp / "fp32.onnx", example_size=size, dynamic=dynamic)
     fp32 = OnnxModel.load(tmp / "fp32.onnx")
     array = x.numpy()
     pairs["onnxruntime fp32"] = (lambda: fp32.predict(image),
@@ -54,7 +56,7 @@ def _pairs(model: Any, image: np.ndarray, tmp: Path, openvino: bool) -> dict[str
         from segzoo.deploy.openvino import export_openvino, quantize_openvino
         from segzoo.inference.runtime import OpenVinoModel
 
-        export_openvino(model, tmp / "fp32.xml", example_size=size)
+        export_openvino(model, tmp / "fp32.xml", example_size=size, dynamic=dynamic)
         quantize_openvino(model, [image], tmp / "int8.xml", example_size=size)
         for name in ("fp32", "int8"):
             ov = OpenVinoModel.load(tmp / f"{name}.xml")
@@ -63,14 +65,17 @@ def _pairs(model: Any, image: np.ndarray, tmp: Path, openvino: bool) -> dict[str
     return pairs
 
 
-def measure(weights: str, size: tuple[int, int], rounds: int, openvino: bool) -> dict[str, Any]:
+def measure(weights: str, size: tuple[int, int], rounds: int, openvino: bool, random: bool = False,
+            static: bool = False) -> dict[str, Any]:
+    """``weights``: zoo weights, or with ``random`` a named model with random weights (speed only: the INT8 graph of
+    random weights runs as fast as a trained one's, its accuracy means nothing)."""
     import segzoo
 
-    model = segzoo.from_pretrained(weights).eval()
+    model = (segzoo.create(weights) if random else segzoo.from_pretrained(weights)).eval()
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        pairs = _pairs(model, image, Path(tmp), openvino)
+        pairs = _pairs(model, image, Path(tmp), openvino, static)
         fns = {f"{name}|{part}": fn for name, pair in pairs.items() for part, fn in zip(("predict", "graph"), pair)}
         times = round_robin_seconds(fns, rounds, block=3)
     for name in pairs:
@@ -79,8 +84,8 @@ def measure(weights: str, size: tuple[int, int], rounds: int, openvino: bool) ->
         rows[name] = {"predict_ms": round(1000 * statistics.median(sum(times[f"{name}|predict"], [])), 2),
                       "graph_ms": round(1000 * statistics.median(sum(times[f"{name}|graph"], [])), 2),
                       "overhead": round(statistics.median(ratios), 3)}
-    return {"cpu": cpu_description(), "weights": weights, "size": list(size), "rounds": rounds, "goal": GOAL,
-            "runtimes": rows}
+    return {"cpu": cpu_description(), "weights": weights + (" (random weights)" if random else ""),
+            "size": list(size), "static_graphs": static, "rounds": rounds, "goal": GOAL, "runtimes": rows}
 
 
 def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) -> str:
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, nargs=2, default=(360, 480))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--no-openvino", action="store_true")
+    parser.add_argument("--static", action="store_true", help="export the fp32 graphs at --size only")
+    parser.add_argument("--random", action="store_true",
+                        help="--weights names a model built with random weights (speed only), e.g. segformer_b0")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--docs", action="store_true", help=f"measure nothing: rewrite {DOCS_PAGE}'s table from "
                                                             f"{RESULTS}")
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.docs:
         write_docs_table()
         return {}
-    result = measure(args.weights, tuple(args.size), args.rounds, not args.no_openvino)
+    result = measure(args.weights, tuple(args.size), args.rounds, not args.no_openvino, args.random, args.static)
     for name, row in result["runtimes"].items():
         print(f"{name:18} predict {row['predict_ms']:8.2f} ms  graph {row['graph_ms']:8.2f} ms  "
               f"overhead {row['overhead']:.3f}x")

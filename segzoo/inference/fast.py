@@ -227,8 +227,11 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
         raise InvalidValueError("the model's weights are on the meta device (built without values): load weights "
                                 "into it before predicting (model.to_empty(device='cpu') then load_state_dict)")
     images = images.to(device)
+    # anything but one forward pass: a resize, tiles, windows (unless the image is the window's size), views
+    window = tiling.get("window")
     views = (output_size is not None and tuple(output_size) != tuple(images.shape[-2:])) or any(
-        tiling.get(k) for k in ("tile", "window", "tta")) or tuple(tiling.get("scales", (1.0,))) != (1.0,)
+        tiling.get(k) for k in ("tile", "tta")) or tuple(tiling.get("scales", (1.0,))) != (1.0,) or (
+        window is not None and tuple(window) != tuple(images.shape[-2:]))
     if images.dtype == torch.uint8 and getattr(fast, "uint8_input", False) and not views:
         ids = class_ids(fast(images))  # a graph that normalises inside takes the image as it is: no float round trip
         return ids[0] if single else ids

@@ -129,7 +129,7 @@ class ExportedModel:
         if x.dtype != torch.uint8:  # a uint8 batch reaches here only for a graph that takes it as it is
             x = denormalise(x.float(), self.meta.preprocessing) if self.uint8_input else x.float()
         array = x.contiguous().numpy()
-        if fixed is not None:  # a static graph also has batch 1
+        if fixed is not None and len(array) > 1:  # a static graph also has batch 1
             return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(len(array))]))
         return torch.from_numpy(self._run(array))
 
