@@ -325,6 +325,15 @@ def from_pretrained(
 EXPORT_SUFFIXES = (".onnx", ".xml", ".pt2")
 
 
+def _source_path(source: Any) -> Path:
+    if not isinstance(source, (str, Path)):
+        from segzoo.core.errors import InvalidTypeError
+
+        raise InvalidTypeError(f"a source is a path or a name ({FORMS}, or an exported .onnx / .xml / .pt2), got "
+                               f"{type(source).__name__}")
+    return Path(source)
+
+
 def load(source: str | Path) -> Any:
     """Anything segzoo predicts with, ready in eval mode: a weights source (see ``FORMS``), a segzoo ``.onnx`` (fp32
     or INT8, onnxruntime), an OpenVINO ``.xml`` (fp32 or INT8) or a ``.pt2`` program.
@@ -334,7 +343,7 @@ def load(source: str | Path) -> Any:
     run on the CPU."""
     from segzoo.inference.runtime import OnnxModel, OpenVinoModel, load_program
 
-    suffix = Path(source).suffix.lower() if isinstance(source, (str, Path)) else ""
+    suffix = _source_path(source).suffix.lower()
     if suffix == ".onnx":
         return OnnxModel.load(source)
     if suffix == ".xml":
@@ -354,7 +363,7 @@ def eval_transform(source: str | Path) -> Any:
     from segzoo.core.io import read_json_file
     from segzoo.data.transforms import eval_preset, eval_preset_from_record
 
-    path = Path(source)
+    path = _source_path(source)
     if path.suffix.lower() in EXPORT_SUFFIXES or not path.exists():  # an export, a zoo name, a Hub id
         return eval_preset()
     saved = (path if path.is_dir() else path.parent) / "transforms.json"

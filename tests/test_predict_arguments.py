@@ -56,3 +56,13 @@ def test_a_model_on_the_meta_device_is_named(model):
         empty = segzoo.create_model("unet", "plain", 3, encoder_params={"widths": [8, 16]}, decoder_channels=[8])
     with pytest.raises(SegzooError, match="meta device"):
         empty.eval().predict(IMAGE)
+
+
+@pytest.mark.parametrize("source", [{}, 5, None, b"model.onnx"])
+def test_load_names_a_source_of_the_wrong_type(source):
+    from segzoo.api import eval_transform
+    from segzoo.core.errors import InvalidTypeError
+
+    for loader in (segzoo.load, eval_transform):
+        with pytest.raises(InvalidTypeError, match=f"a source is a path or a name.*got {type(source).__name__}"):
+            loader(source)

@@ -81,18 +81,17 @@ def _place_new(tmp: Path, path: Path) -> None:
     from segzoo.core.errors import OutputExistsError
 
     try:
-        os.link(tmp, path)  # fails if path exists; never replaces
+        try:
+            os.link(tmp, path)  # fails if path exists; never replaces
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: claim the name exclusively, then fill it
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode(path)))
+            os.replace(tmp, path)
+            return
     except FileExistsError:
         raise OutputExistsError(f"output {str(path)!r} appeared while predicting (another run writing into the "
                                 "same folder?); it was left as it is") from None
-    except OSError:  # a filesystem without hard links: claim the name exclusively, then fill it
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode(path)))
-        except FileExistsError:
-            raise OutputExistsError(f"output {str(path)!r} appeared while predicting (another run writing into "
-                                    "the same folder?); it was left as it is") from None
-        os.replace(tmp, path)
-        return
     tmp.unlink()
 
 

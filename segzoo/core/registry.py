@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 CORE_SOURCE = "segzoo"
-_REPORTED_CONFLICTS: set[str] = set()
+_REPORTED: set[str] = set()  # warnings already given (conflicts, malformed lines): once per process
 _SECTION = re.compile(r"\[\s*([^\[\]\s]+)\s*\]")
 _ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _ENTRY_VALUE = re.compile(r"[A-Za-z_][\w.]*(\s*:\s*[A-Za-z_][\w.]*)?(\s*\[[\w,\s.\-]*\])?")
@@ -191,8 +191,8 @@ def _scan_distributions() -> _Scan:
 
 
 def _warn_once(message: str) -> None:
-    if message not in _REPORTED_CONFLICTS:  # once per process, not per re-read
-        _REPORTED_CONFLICTS.add(message)
+    if message not in _REPORTED:  # once per process, not per re-read
+        _REPORTED.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
@@ -306,7 +306,7 @@ class Registry:
         global _SCAN
         self._plugins = None
         _SCAN = None
-        _REPORTED_CONFLICTS.clear()
+        _REPORTED.clear()
 
     def _load_plugin(self, plugin: _Plugin) -> RegistryEntry:
         if plugin.conflict is not None:

@@ -143,7 +143,6 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, main: bool =
         raise InvalidValueError("--resume and --overwrite exclude each other: continue the run, or start it clean")
     if output_dir.exists() and not output_dir.is_dir():
         raise NotAFolderError(f"output {str(output_dir)!r} is a file, not a run folder")
-    check_output(output_dir, "output", folder=True)  # no parent may be a file
     existing = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
     if not existing or resume:
         return
