@@ -13,10 +13,12 @@ import torch
 from segzoo.core.config import Preprocessing
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["normalize", "normalize_numpy"]
+__all__ = ["normalize", "normalize_numpy", "scale_shift"]
 
 
-def _scale_shift(pre: Preprocessing, channels: int) -> tuple[list[float], list[float]]:
+def scale_shift(pre: Preprocessing, channels: int) -> tuple[list[float], list[float]]:
+    """Per channel, the ``scale`` and ``shift`` of ``x * scale + shift`` that normalise uint8 ``x`` (0..255) with
+    ``pre``: the one formula behind every normalisation, in PyTorch and inside exported graphs."""
     lo, hi = pre.input_range
     if len(pre.mean) != channels:
         raise InvalidValueError(f"preprocessing has {len(pre.mean)} channel means, the images have {channels} channels")
@@ -29,7 +31,7 @@ def normalize(images: torch.Tensor, pre: Preprocessing, dtype: torch.dtype = tor
     """``(N, C, H, W)`` uint8 (0..255) -> ``dtype``: ``((x / 255) * (hi - lo) + lo - mean) / std``."""
     if images.dtype != torch.uint8:
         raise InvalidTypeError(f"normalize expects uint8 images (0..255), got {images.dtype}")
-    scale, shift = _scale_shift(pre, images.shape[1])
+    scale, shift = scale_shift(pre, images.shape[1])
     # an HWC array seen as NCHW is strided: made contiguous first (a uint8 copy), the kernel is ~20x faster and
     # its output is the contiguous NCHW that runtimes (onnxruntime, OpenVINO) take without another copy
     images = images.contiguous()

@@ -232,8 +232,9 @@ def predict_classes(fast: Callable[[torch.Tensor], torch.Tensor], images: Any, p
     views = (output_size is not None and tuple(output_size) != tuple(images.shape[-2:])) or any(
         tiling.get(k) for k in ("tile", "tta")) or tuple(tiling.get("scales", (1.0,))) != (1.0,) or (
         window is not None and tuple(window) != tuple(images.shape[-2:]))
-    if images.dtype == torch.uint8 and getattr(fast, "uint8_input", False) and not views:
-        ids = class_ids(fast(images))  # a graph that normalises inside takes the image as it is: no float round trip
+    direct = getattr(fast, "class_ids_of_images", None)  # a runtime that takes uint8 images to class ids itself
+    if images.dtype == torch.uint8 and direct is not None and not views:
+        ids = direct(images)
         return ids[0] if single else ids
     if images.dtype == torch.uint8:
         images = normalize(images, preprocessing)

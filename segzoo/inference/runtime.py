@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from segzoo.core.config import ModelMeta, Preprocessing
 from segzoo.core.errors import InvalidValueError, MissingFileError
 from segzoo.core.extras import install_hint
 from segzoo.core.io import parse_json
+from segzoo.core.outputs import class_ids
+from segzoo.data.normalize import normalize, scale_shift
+from segzoo.inference.class_id_graphs import onnx_class_id_graph, openvino_class_id_model
 from segzoo.inference.description import (
     CONFIG_KEY,
     INPUT_FLOAT,
@@ -69,11 +73,9 @@ class Uint8Input(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.model = model
-        lo, hi = preprocessing.input_range
-        scale = [(hi - lo) / 255.0 / s for s in preprocessing.std]
+        scale, shift = scale_shift(preprocessing, len(preprocessing.mean))
         self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1))
-        self.register_buffer("shift", torch.tensor(
-            [(lo - m) / s for m, s in zip(preprocessing.mean, preprocessing.std)]).view(1, -1, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.float() * self.scale + self.shift)
@@ -128,10 +130,26 @@ class ExportedModel:
         x = x.detach().cpu()
         if x.dtype != torch.uint8:  # a uint8 batch reaches here only for a graph that takes it as it is
             x = denormalise(x.float(), self.meta.preprocessing) if self.uint8_input else x.float()
-        array = x.contiguous().numpy()
-        if fixed is not None and len(array) > 1:  # a static graph also has batch 1
-            return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(len(array))]))
-        return torch.from_numpy(self._run(array))
+        return torch.from_numpy(self._batched(self._run, x.contiguous().numpy()))
+
+    def class_ids_of_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Class ids ``(N, H, W)`` (int64) of uint8 images ``(N, C, H, W)`` at their own size, by the graph's
+        predict form (:mod:`segzoo.inference.class_id_graphs`): no float image or logits leave the runtime."""
+        fixed = self.fixed_size
+        if fixed is not None and tuple(images.shape[-2:]) != fixed:
+            raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs, got "
+                                    f"{images.shape[-2]}x{images.shape[-1]}")
+        # numpy, not PyTorch, copies here: PyTorch's threads would spin after each small step, on the runtime's cores
+        array = np.ascontiguousarray(images.detach().cpu().numpy())
+        return torch.from_numpy(self._batched(self._run_class_ids, array).astype(np.int64, copy=False))
+
+    def _batched(self, run: Any, array: np.ndarray) -> np.ndarray:
+        if self.fixed_size is not None and len(array) > 1:  # a static graph also has batch 1
+            return np.concatenate([run(array[i:i + 1]) for i in range(len(array))])
+        return run(array)
+
+    def _run_class_ids(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
 
     def predict(self, images: Any, *, tile: int | None = None, overlap: float = 0.25, tta: Sequence[str] = (),
                 scales: Sequence[float] = (1.0,), batch: int = 4) -> torch.Tensor:
@@ -152,15 +170,33 @@ class OnnxModel(ExportedModel):
 
         super().__init__(meta, num_classes, report, input_layout, source)
         self.onnx_bytes = onnx_bytes
-        options = ort.SessionOptions()
-        # onnxruntime's threads stop spinning when a run ends: the class-id step that follows (PyTorch's threads
-        # on the same cores) would otherwise wait for them
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(onnx_bytes, self.session_options(), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: array})[0]
+
+    @cached_property
+    def _class_id_session(self) -> Any:
+        """The predict form's session, made on the first ``predict`` that needs it."""
+        import onnxruntime as ort
+
+        graph = onnx_class_id_graph(self.onnx_bytes, self.meta.preprocessing, self.uint8_input, self.num_classes == 1)
+        return ort.InferenceSession(graph, self.session_options(), providers=["CPUExecutionProvider"])
+
+    def _run_class_ids(self, images: np.ndarray) -> np.ndarray:
+        session = self._class_id_session
+        return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+    @staticmethod
+    def session_options() -> Any:
+        """segzoo's onnxruntime options: threads stop spinning when a run ends, since the step that follows
+        (PyTorch's threads on the same cores) would otherwise wait for them."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -210,6 +246,16 @@ class OpenVinoModel(ExportedModel):
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         return self.compiled(array)[0]
+
+    @cached_property
+    def _class_id_model(self) -> Any:
+        """The predict form, compiled on the first ``predict`` that needs it."""
+        model = openvino_class_id_model(self.ov_model, self.meta.preprocessing, self.uint8_input,
+                                        self.num_classes == 1)
+        return compile_openvino(model, self.precision)
+
+    def _run_class_ids(self, images: np.ndarray) -> np.ndarray:
+        return self._class_id_model(images)[0]
 
     @classmethod
     def load(cls, path: str | Path, precision: str = "f32") -> OpenVinoModel:
@@ -303,6 +349,11 @@ class LoadedProgram(torch.nn.Module):
         if self.uint8_input and x.dtype != torch.uint8:
             x = denormalise(x, self.meta.preprocessing)
         return self.module(x)
+
+    def class_ids_of_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Class ids ``(N, H, W)`` of uint8 images ``(N, C, H, W)``: a uint8-input program takes them as they are."""
+        with torch.inference_mode():
+            return class_ids(self(images if self.uint8_input else normalize(images, self.meta.preprocessing)))
 
     def predict(self, images, *, tile: int | None = None, overlap: float = 0.25, tta=(), scales=(1.0,),
                 batch: int = 4) -> torch.Tensor:
