@@ -292,7 +292,7 @@ def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(tmp_path, monk
     inputs = graph.inputs(model, images)
 
     def scales(method):
-        onnx_bytes, _ = graph.int8(inputs, [], method, True, False)
+        onnx_bytes, _ = graph.int8(inputs, [], method, True, "int8", False)
         return {t.name: float(numpy_helper.to_array(t).ravel()[0]) for t in onnx.load_from_string(onnx_bytes).graph
                 .initializer if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
 

@@ -47,7 +47,8 @@ from segzoo.deploy.onnx import PARITY_ATOL, export_onnx
 from segzoo.inference.runtime import INPUT_KEY, META_KEY, REPORT_KEY, OnnxModel, add_metadata, describe
 from segzoo.models.segmentation_model import SegmentationModel
 
-__all__ = ["quantize", "QuantizedModel", "PreparedGraph", "cpu_int8_support", "quantize_to_file"]
+__all__ = ["quantize", "QuantizedModel", "PreparedGraph", "cpu_int8_support", "quantize_to_file", "weight_types_for",
+           "WEIGHT_TYPES"]
 
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -58,6 +59,28 @@ def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
     flags = cpu_flags(cpuinfo)
     found = [f for f in _VNNI_FLAGS if f in flags]
     return {"flags": found, "vnni": bool(found), "reduce_range": not found, "known": bool(flags)}
+
+
+WEIGHT_TYPES = ("int8", "uint8")
+# weights on CPUs without VNNI, chosen by measure (benchmarks/int8_weight_types.py): see weight_types_for
+WEIGHT_TYPE_WITHOUT_VNNI = "int8"
+
+
+def weight_types_for(cpu: dict[str, Any], weight_type: str | None, reduce_range: bool | None) -> tuple[str, bool]:
+    """``(weight_type, reduce_range)`` on a CPU (:func:`cpu_int8_support`): what is given, else signed 8-bit
+    weights with VNNI / AMX (their u8 x s8 products accumulate in 32 bits), and without VNNI
+    ``WEIGHT_TYPE_WITHOUT_VNNI``: AVX2's u8 x s8 instruction adds pairs of products in 16 bits, which saturate
+    unless signed weights keep 7 bits (``reduce_range``); unsigned weights take a path that does not saturate."""
+    if weight_type is not None and weight_type not in WEIGHT_TYPES:
+        raise InvalidValueError(f"weight_type must be one of {list(WEIGHT_TYPES)}, got {weight_type!r}")
+    if weight_type is None:
+        weight_type = "int8" if cpu["vnni"] else WEIGHT_TYPE_WITHOUT_VNNI
+    if reduce_range and weight_type == "uint8":
+        raise InvalidValueError("reduce_range applies to signed (int8) weights: unsigned weights need no 7-bit "
+                                "range on any CPU")
+    if reduce_range is None:
+        reduce_range = weight_type == "int8" and not cpu["vnni"]
+    return weight_type, bool(reduce_range)
 
 
 class QuantizedModel(OnnxModel):
@@ -117,6 +140,7 @@ def quantize(
     method: str = "minmax",
     per_channel: bool = True,
     reduce_range: bool | None = None,
+    weight_type: str | None = None,
     example_size: tuple[int, int] = (256, 320),
     opset: int | None = None,
     keep_float: Sequence[str] = (),
@@ -126,7 +150,8 @@ def quantize(
 
     ``calibration``: uint8 images, (C, H, W) tensors or (H, W, C) arrays (any sizes; 16 to 64 images like the
     deployment data, never the evaluation data). ``method``: how activation ranges are chosen (``minmax``,
-    ``percentile``, ``entropy``). ``reduce_range`` None follows the CPU (7-bit weights without VNNI).
+    ``percentile``, ``entropy``). ``weight_type`` (``int8`` or ``uint8``) and
+    ``reduce_range`` (7-bit signed weights) None follow the CPU: see :func:`weight_types_for`.
     ``keep_float``: module names (``model.named_modules()``; a name covers its children) whose layers stay in
     float besides the head, e.g. those :func:`sensitivity` finds. ``calibration_crop``: calibrate on each image's
     centre window of that side (edge-padded where smaller): ``percentile`` and ``entropy`` need images of one size.
@@ -137,12 +162,13 @@ def quantize(
         raise InvalidTypeError(f"quantize takes a segzoo SegmentationModel, got {type(model).__name__}")
     images = calibration_images(model, calibration, method, "quantize", calibration_crop)
     cpu = cpu_int8_support()
-    reduce_range = cpu["reduce_range"] if reduce_range is None else bool(reduce_range)
+    weight_type, reduce_range = weight_types_for(cpu, weight_type, reduce_range)
     model = model.eval()
     with tempfile.TemporaryDirectory(prefix="segzoo-quantize-") as tmp:
         graph = PreparedGraph(model, Path(tmp), example_size, opset)
         inputs = graph.inputs(model, images)
-        onnx_bytes, kept_float = graph.int8(inputs, keep_float, method, per_channel, reduce_range)
+        onnx_bytes, kept_float = graph.int8(inputs, keep_float, method, per_channel, weight_type,
+                                              reduce_range)
         session_fp32 = ort.InferenceSession(str(graph.fp32), providers=["CPUExecutionProvider"])
     fixed = {"fixed_size": None if graph.fixed_size is None else list(graph.fixed_size)}
     q = QuantizedModel(onnx_bytes, model.meta, model.num_classes, fixed)
@@ -158,7 +184,8 @@ def quantize(
                       f"{inputs[0].shape[2]}x{inputs[0].shape[3]} image in onnxruntime; CPU int8 flags: "
                       f"{cpu['flags'] or 'none'}): keep the float model", RuntimeWarning, stacklevel=2)
     q.report = {
-        **fixed, "method": method, "per_channel": per_channel, "reduce_range": reduce_range, "cpu_int8": cpu["flags"],
+        **fixed, "method": method, "per_channel": per_channel, "weight_type": weight_type, "reduce_range": reduce_range,
+        "cpu_int8": cpu["flags"],
         "calibration_images": len(images), "calibration_crop": calibration_crop, "kept_float": len(kept_float),
         "kept_float_modules": list(keep_float),
         "fp32_export_checks": graph.export_report["checks"],
@@ -212,7 +239,7 @@ class PreparedGraph:
         return self._entropy[1]
 
     def int8(self, inputs: Sequence[np.ndarray], keep_float: Sequence[str], method: str, per_channel: bool,
-             reduce_range: bool) -> tuple[bytes, list[str]]:
+             weight_type: str, reduce_range: bool) -> tuple[bytes, list[str]]:
         """The INT8 graph's bytes (metadata included) and the names of the nodes left in float."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -227,7 +254,8 @@ class PreparedGraph:
                 for name, (lo, hi) in self.entropy_ranges(inputs).items()}
         quantize_static(
             str(self.prepared), str(int8), CalibrationReader(inputs, "x"), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weight_type], per_channel=per_channel,
             reduce_range=reduce_range, nodes_to_exclude=kept_float, extra_options=extra,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.MinMax}[method],

@@ -14,7 +14,7 @@ from segzoo.core.errors import InvalidValueError
 from segzoo.core.outputs import class_ids
 from segzoo.data.normalize import normalize
 from segzoo.deploy.calibration import as_uint8_chw, calibration_images
-from segzoo.deploy.quantize import PreparedGraph, QuantizedModel, cpu_int8_support
+from segzoo.deploy.quantize import PreparedGraph, QuantizedModel, cpu_int8_support, weight_types_for
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["layer_groups", "agreement", "sensitivity"]
@@ -59,9 +59,9 @@ def sensitivity(model: SegmentationModel, calibration: Sequence[Any], check: Seq
         raise InvalidValueError("sensitivity needs check images (held out from calibration and evaluation)")
     candidates = list(groups) if groups is not None else layer_groups(model, depth)
     images = calibration_images(model, calibration, method, "sensitivity")
-    reduce_range = cpu_int8_support()["reduce_range"] if reduce_range is None else bool(reduce_range)
+    weight_type, reduce_range = weight_types_for(cpu_int8_support(), None, reduce_range)
     model = model.eval()
-    options = {"method": method, "per_channel": per_channel, "reduce_range": reduce_range}
+    options = {"method": method, "per_channel": per_channel, "weight_type": weight_type, "reduce_range": reduce_range}
     rows = []
     with tempfile.TemporaryDirectory(prefix="segzoo-sensitivity-") as tmp:
         graph = PreparedGraph(model, Path(tmp), example_size, None)  # exported once for every trial
