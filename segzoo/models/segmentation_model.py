@@ -197,15 +197,14 @@ class SegmentationModel(nn.Module):
     def _resize(self, logits: torch.Tensor, reduction: int, size: tuple[int, int], height: int,
                 width: int) -> torch.Tensor:
         # Exported programs must hold at every size, so nothing here may depend on the size's value: resize by the
-        # architecture's declared reduction (comparing sizes is a guard). While exporting, crop by gathering rows
-        # and columns: a cropped view's contiguity is a guard "padded width != width" that rejected sizes divisible
-        # by 32. Eagerly the view is free, where the gather costs copies (+130 ms per 8x352x352 training step).
+        # architecture's declared reduction (comparing sizes is a guard). While exporting, crop by a negative pad:
+        # a cropped view's contiguity is a guard "padded width != width" that rejected sizes divisible by 32, and
+        # OpenVINO computed a gather of rows and columns after the resize wrongly (150 classes at 512x512). Eagerly
+        # the view is free, where a copy costs (+130 ms per 8x352x352 training step).
         if reduction != 1:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.config.align_corners)
         if torch.compiler.is_exporting():
-            rows = torch.arange(height, device=logits.device)
-            cols = torch.arange(width, device=logits.device)
-            return logits.index_select(-2, rows).index_select(-1, cols)
+            return F.pad(logits, (0, width - logits.shape[-1], 0, height - logits.shape[-2]))
         return logits[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
