@@ -32,6 +32,7 @@ from segzoo.data.masks import read_image
 from segzoo.deploy.calibration import CALIBRATION_METHODS
 from segzoo.deploy.quantize import quantize
 from segzoo.deploy.sensitivity import sensitivity
+from segzoo.storage.manifest import NO_VNNI
 from segzoo.training.recipe import Recipe
 
 
@@ -44,13 +45,14 @@ def _candidate(model: Any, q: Any, keep: Sequence[str], val: Any, holdout: Any, 
 
 
 def int8_builder(backend: str, model: Any, calibration: Sequence[np.ndarray], size: tuple[int, int],
-                 work: Path) -> Callable[[str, Sequence[str]], Any]:
+                 work: Path, reduce_range: bool = False) -> Callable[[str, Sequence[str]], Any]:
     """``build(method, keep_float)``: an INT8 model of ``backend`` (a callable of normalised batches). OpenVINO has
-    one method, NNCF's (``"nncf"``)."""
+    one method, NNCF's (``"nncf"``). ``reduce_range``: onnxruntime's 7-bit weights (CPUs without VNNI)."""
     def onnxruntime(method: str, keep: Sequence[str]) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return quantize(model, calibration, method=method, example_size=size, keep_float=list(keep))
+            return quantize(model, calibration, method=method, example_size=size, keep_float=list(keep),
+                            weight_type="int8", reduce_range=reduce_range)
 
     def openvino(method: str, keep: Sequence[str]) -> Any:
         from segzoo.deploy.openvino import quantize_openvino
@@ -78,12 +80,17 @@ def random_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.nd
 def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], metric: str, *,
                   n_calibration: int = 32, n_check: int = 16, n_holdout: int = 32, depth: int = 4,
                   max_keep: int = 3, target: float = 0.5, repeats: int = 10, seed: int = 0, crop: int = 0,
-                  methods: Sequence[str] = CALIBRATION_METHODS, backend: str = "onnxruntime") -> dict[str, Any]:
+                  methods: Sequence[str] = CALIBRATION_METHODS, backend: str = "onnxruntime",
+                  reduce_range: bool = False) -> dict[str, Any]:
     """The INT8 recipe of one weight for ``backend``: training images drawn at random with ``seed`` into
     calibration, sweep-check (the sensitivity sweep's agreement) and holdout (chooses the method and when to stop
     keeping layers) sets. ``crop`` > 0 calibrates and sweeps on one random ``crop``-pixel window per image; holdout
     and val are always scored on whole images. The sweep runs in onnxruntime (minmax for OpenVINO, whose NNCF
-    calibration is its one method); its ranking orders the layers the chosen backend then keeps."""
+    calibration is its one method); its ranking orders the layers the chosen backend then keeps. ``reduce_range``:
+    the recipe of onnxruntime's 7-bit weights, for CPUs without VNNI (recorded as ``onnxruntime-no-vnni``)."""
+    if reduce_range and backend != "onnxruntime":
+        raise ValueError("reduce_range (7-bit weights) is onnxruntime's")
+    key = NO_VNNI if reduce_range else backend
     model = model.float().eval()
     methods = ("nncf",) if backend == "openvino" else tuple(methods)
     train = build_pairs(recipe.data, "train")
@@ -99,13 +106,13 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
                 "train_holdout": score(lambda t: class_ids(model(t)), holdout, model, metric)["metric"]}
 
     with tempfile.TemporaryDirectory(prefix="segzoo-int8-recipe-") as tmp:
-        build = int8_builder(backend, model, calibration, size, Path(tmp))
+        build = int8_builder(backend, model, calibration, size, Path(tmp), reduce_range)
 
         def run(method: str, keep: Sequence[str]) -> dict[str, Any]:
             row = _candidate(model, build(method, keep), keep, val, holdout, metric, size, repeats)
             row["val_drop"] = round(fp32["val"] - row["val"], 2)
             row["train_holdout_drop"] = round(fp32["train_holdout"] - row["train_holdout"], 2)
-            print(f"{name} {backend} {method:10} keep {list(keep)}: val drop {row['val_drop']:+.2f}, "
+            print(f"{name} {key} {method:10} keep {list(keep)}: val drop {row['val_drop']:+.2f}, "
                   f"train-holdout drop {row['train_holdout_drop']:+.2f}, {row['latency_ms']} ms", flush=True)
             return row
 
@@ -115,7 +122,7 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
         sweep = None
         if steps[-1]["train_holdout_drop"] > target and max_keep > 0:
             sweep = sensitivity(model, calibration, check, depth=depth, example_size=size,
-                                method="minmax" if backend == "openvino" else chosen)
+                                method="minmax" if backend == "openvino" else chosen, reduce_range=reduce_range)
             keep: list[str] = []
             for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0][:max_keep]:
                 if steps[-1]["train_holdout_drop"] <= target:
@@ -124,11 +131,13 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
                 steps.append(run(chosen, keep))
     best = min(steps, key=lambda r: (r["train_holdout_drop"] > target, len(r["kept_float_modules"]),
                                      r["train_holdout_drop"]))
-    return {"weights": name, "backend": backend, "metric": metric, "image_size": list(size), "fp32": fp32,
+    weights = {"weight_type": "int8", "reduce_range": True} if reduce_range else {}
+    return {"weights": name, "backend": key, "metric": metric, "image_size": list(size), "fp32": fp32,
             "calibration_images": n_calibration, "check_images": n_check, "calibration_crop": crop or None,
             "holdout_images": len(holdout),
             "methods": by_method, "chosen_method": chosen, "sensitivity": sweep, "keep_steps": steps,
-            "recipe": {"method": chosen, "keep_float": best["kept_float_modules"], "calibration_crop": crop or None},
+            "recipe": {"method": chosen, "keep_float": best["kept_float_modules"], "calibration_crop": crop or None,
+                       **weights},
             "result": best,
             "target_drop": target}
 
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop", type=int, default=0, help="calibrate on one random window of this side per image "
                         "(0: whole images)")
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"])
+    parser.add_argument("--without-vnni", action="store_true",
+                        help="onnxruntime's recipe with 7-bit weights, for CPUs without VNNI (onnxruntime-no-vnni)")
     parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=CALIBRATION_METHODS)
     parser.add_argument("--output", default="benchmarks/results/int8_recipe.json")
     args = parser.parse_args(argv)
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         entry = choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]), metric,
                               n_calibration=args.calibration, n_check=args.check, n_holdout=args.holdout,
                               depth=args.depth, max_keep=args.max_keep, crop=args.crop, methods=args.methods,
-                              backend=args.backend)
+                              backend=args.backend, reduce_range=args.without_vnni)
         entries.append({**entry, "cpu": cpu, "command": command})
     return write_result(merge_results(Path(args.output), entries), args.output, ["recipes"])
 

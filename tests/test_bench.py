@@ -213,6 +213,29 @@ def test_int8_recipe_for_openvino_keeps_layers_found_by_the_sweep(tmp_path, monk
     assert [s["kept_float_modules"] for s in result["keep_steps"]] == [[]] + [positive[:1]] * bool(positive)
 
 
+def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_path, monkeypatch):
+    """The recipe for CPUs without VNNI: every INT8 candidate and the sensitivity sweep use 7-bit signed weights,
+    and the recipe records them under onnxruntime-no-vnni."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks import int8_recipe
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    real_quantize = int8_recipe.quantize
+    monkeypatch.setattr(int8_recipe, "quantize", lambda *a, **k: seen.append(k) or real_quantize(*a, **k))
+    recipe, model = _tiny_shapes(tmp_path, 10, 5)
+    result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
+                                       n_holdout=2, depth=2, max_keep=1, target=-100.0, repeats=1,
+                                       methods=("minmax",), reduce_range=True)
+    assert result["backend"] == "onnxruntime-no-vnni"
+    assert result["recipe"]["reduce_range"] is True and result["recipe"]["weight_type"] == "int8"
+    assert seen and all(k["reduce_range"] is True and k["weight_type"] == "int8" for k in seen)
+    assert result["sensitivity"]["reduce_range"] is True
+    with pytest.raises(ValueError, match="onnxruntime's"):
+        int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", backend="openvino",
+                                  reduce_range=True)
+
+
 def test_random_crop_is_one_size_even_from_a_smaller_image():
     """Crops of a 20x30 image by 24: the 30-pixel width gives a window of the image, the 20-pixel height is
     padded by repeating the last row (as tiled prediction pads)."""

@@ -137,7 +137,7 @@ def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
     assert "--backend openvino writes a .xml file" in capsys.readouterr().err
     assert main(["quantize", str(tmp_path / "w"), str(tmp_path / "q.xml"), "--method", "percentile",
                  "--calibration", str(tmp_path / "c.png")]) == 2
-    assert "--method and --crop apply to the onnxruntime backend" in capsys.readouterr().err
+    assert "--method, --crop and --weight-type apply to the onnxruntime backend" in capsys.readouterr().err
     assert not (tmp_path / "q.xml").exists()
 
 

@@ -228,8 +228,8 @@ def test_sensitivity_ranks_groups_by_the_agreement_they_win_back(quantized, work
 
 def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, monkeypatch):
     """The manifest's int8 recipe (found by the file's sha256, whatever path names it) is what segzoo quantize
-    uses when neither --method nor --keep-float is given; flags override it; a malformed recipe is a manifest
-    problem."""
+    uses when neither --method nor --keep-float is given, the one for CPUs without VNNI on such a CPU; flags
+    override it; a malformed recipe is a manifest problem."""
     from PIL import Image
 
     from segzoo.deploy.recipes import zoo_int8_recipe
@@ -241,13 +241,16 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
     file = zoo / "unet_r18.toy.safetensors"
     write_weights(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), file)
     recipe = {"method": "percentile", "keep_float": ["encoder.model.conv1"], "calibration_crop": 48}
+    no_vnni = {"method": "minmax", "keep_float": ["encoder.model.layer1"], "weight_type": "int8", "reduce_range": True}
     update_manifest(manifest_entry("unet_r18", "toy", file, dataset="toy", metrics={}, license="-", command="-",
-                                   int8={"onnxruntime": recipe}), zoo)
+                                   int8={"onnxruntime": recipe, "onnxruntime-no-vnni": no_vnni}), zoo)
     monkeypatch.setenv("SEGZOO_WEIGHTS_DIR", str(zoo))
     copy = tmp_path / "elsewhere.safetensors"
     copy.write_bytes(file.read_bytes())
     model = segzoo.from_pretrained(str(copy))
-    assert zoo_int8_recipe(model, "onnxruntime") == {**recipe, "weights": "unet_r18.toy"}
+    assert zoo_int8_recipe(model, "onnxruntime") == {**recipe, "weights": "unet_r18.toy", "key": "onnxruntime"}
+    assert zoo_int8_recipe(model, "onnxruntime", vnni=False) == {
+        **no_vnni, "calibration_crop": None, "weights": "unet_r18.toy", "key": "onnxruntime-no-vnni"}
     assert zoo_int8_recipe(model, "openvino") is None
     assert zoo_int8_recipe(segzoo.create("unet_r18", encoder="test_resnet", num_classes=2), "onnxruntime") is None
 
@@ -268,13 +271,31 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
         report = QuantizedModel.load(tmp_path / "b.onnx").report
         assert report["method"] == "minmax" and report["kept_float_modules"] == []
 
+        import importlib
+
+        quantize_module = importlib.import_module("segzoo.deploy.quantize")  # the package names the function too
+        without_vnni = {"flags": [], "vnni": False, "reduce_range": True, "known": True}
+        monkeypatch.setattr(quantize_module, "cpu_int8_support", lambda: without_vnni)
+        assert main(["quantize", str(copy), str(tmp_path / "c.onnx"), "--calibration", str(folder),
+                     "--size", "64", "64"]) == 0
+        assert "unet_r18.toy's onnxruntime-no-vnni INT8 recipe" in capsys.readouterr().err
+        report = QuantizedModel.load(tmp_path / "c.onnx").report
+        assert report["kept_float_modules"] == ["encoder.model.layer1"] and report["reduce_range"] is True
+        assert report["weight_type"] == "int8" and report["cpu_int8"] == []
+
     import json
 
     manifest = json.loads((zoo / "manifest.json").read_text())
     manifest["files"][0]["int8"] = {"onnxruntime": {"method": "minmax"}, "tensorrt": {}}
     (zoo / "manifest.json").write_text(json.dumps(manifest))
     problems = check_manifest(zoo, models=segzoo.core.registry.MODELS)
-    assert any("int8 must map backends" in p and "tensorrt" in p for p in problems), problems
+    assert any("int8 must map" in p and "tensorrt" in p for p in problems), problems
+    manifest["files"][0]["int8"] = {"onnxruntime": {"method": "minmax", "keep_float": [], "weight_type": "int4"},
+                                    "openvino": {"method": "nncf", "keep_float": [], "reduce_range": True}}
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    problems = check_manifest(zoo, models=segzoo.core.registry.MODELS)
+    assert any("int8.onnxruntime must be" in p and "int4" in p for p in problems), problems
+    assert any("int8.openvino must be" in p and "reduce_range" in p for p in problems), problems
 
 
 def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(tmp_path, monkeypatch):

@@ -15,13 +15,16 @@ from segzoo.core.specs import WeightSpec
 __all__ = [
     "weights_dir",
     "MANIFEST_NAME", "read_manifest", "check_manifest", "manifest_entry", "manifest_specs", "update_manifest",
-    "zoo_table", "update_readme_table", "README_START", "README_END", "INT8_BACKENDS",
+    "zoo_table", "update_readme_table", "README_START", "README_END", "INT8_BACKENDS", "INT8_RECIPE_KEYS", "NO_VNNI",
 ]
 
 MANIFEST_NAME = "manifest.json"
 ENTRY_KEYS = ("model", "tag", "file", "sha256", "size", "dataset", "metrics", "license", "command")
 EXTRA_KEYS = ("params", "image_size", "cpu_latency_ms", "train_minutes", "storage", "check", "recipe", "int8")
-INT8_BACKENDS = ("onnxruntime", "openvino")  # the keys of a row's "int8" recipes
+INT8_BACKENDS = ("onnxruntime", "openvino")
+# the keys of a row's "int8" recipes: a backend's, and onnxruntime's on CPUs without VNNI (7-bit weights there)
+NO_VNNI = "onnxruntime-no-vnni"
+INT8_RECIPE_KEYS = (*INT8_BACKENDS, NO_VNNI)
 WEIGHT_SUFFIX = ".safetensors"
 README_START = "<!-- model-zoo table: generated from weights/manifest.json by segzoo publish; do not edit -->"
 README_END = "<!-- end of model-zoo table -->"
@@ -135,25 +138,32 @@ def _rewrite_table(readme: Path, directory: Path) -> Path:
     return readme
 
 
+_WEIGHT_KEYS = {"onnxruntime": ("weight_type", "reduce_range"), NO_VNNI: ("weight_type", "reduce_range")}
+
+
 def _int8_problems(entry: dict[str, Any]) -> list[str]:
-    """What is wrong with a row's ``int8`` recipes: ``{backend: {"method": str, "keep_float": [module names]}}``,
-    optionally with ``"calibration_crop": int`` (the window side the calibration images are cut to)."""
+    """What is wrong with a row's ``int8`` recipes: ``{key: {"method": str, "keep_float": [module names]}}`` with
+    keys ``INT8_RECIPE_KEYS``, optionally with ``"calibration_crop": int`` (the window side the calibration images
+    are cut to) and, for onnxruntime, ``"weight_type"`` and ``"reduce_range"``."""
     recipes = entry.get("int8")
     if recipes is None:
         return []
     name = f"{entry['model']}.{entry['tag']}"
-    if not isinstance(recipes, dict) or set(recipes) - set(INT8_BACKENDS):
-        return [f"{name}: int8 must map backends {INT8_BACKENDS} to recipes, got {recipes!r}"]
+    if not isinstance(recipes, dict) or set(recipes) - set(INT8_RECIPE_KEYS):
+        return [f"{name}: int8 must map {INT8_RECIPE_KEYS} to recipes, got {recipes!r}"]
     problems = []
     for backend, recipe in recipes.items():
         crop = recipe.get("calibration_crop") if isinstance(recipe, dict) else None
         if (not isinstance(recipe, dict) or not {"keep_float", "method"} <= set(recipe)
-                or set(recipe) - {"keep_float", "method", "calibration_crop"}
+                or set(recipe) - {"keep_float", "method", "calibration_crop", *_WEIGHT_KEYS.get(backend, ())}
+                or recipe.get("weight_type", "int8") not in ("int8", "uint8")
+                or not isinstance(recipe.get("reduce_range", False), bool)
                 or not isinstance(recipe["method"], str) or not isinstance(recipe["keep_float"], list)
                 or not all(isinstance(m, str) for m in recipe["keep_float"])
                 or not (crop is None or (isinstance(crop, int) and not isinstance(crop, bool)))):
+            weights = ", 'weight_type': 'int8' | 'uint8', 'reduce_range': bool" if backend in _WEIGHT_KEYS else ""
             problems.append(f"{name}: int8.{backend} must be {{'method': str, 'keep_float': [module names], "
-                            f"optionally 'calibration_crop': int}}, got {recipe!r}")
+                            f"optionally 'calibration_crop': int{weights}}}, got {recipe!r}")
     return problems
 
 

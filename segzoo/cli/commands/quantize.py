@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="onnxruntime calibrates on each image's centre SIDE x SIDE window (percentile and entropy "
                         "need images of one size; default: the published weights' recorded recipe, else whole "
                         "images)")
+    p.add_argument("--weight-type", choices=["int8", "uint8"],
+                   help="onnxruntime's weight type (default: the published weights' recorded recipe for this CPU, "
+                        "else int8, 7-bit on CPUs without VNNI)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"),
                    help="example input size of the fp32 export")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -43,22 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _int8_options(model: Any, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     """The quantizer's keyword arguments for ``backend``: the flags, or where none are given, the published weights'
-    recorded recipe (said on stderr)."""
+    recorded recipe for this CPU (said on stderr)."""
+    onnxruntime = backend == "onnxruntime"
+    weights = {"weight_type": args.weight_type} if onnxruntime and args.weight_type else {}
+    if args.method is not None or args.keep_float or args.crop is not None:
+        return {"keep_float": args.keep_float, **weights,
+                **({"method": args.method or "minmax", "calibration_crop": args.crop} if onnxruntime else {})}
+    return {**_recorded_recipe(model, backend), **weights}
+
+
+def _recorded_recipe(model: Any, backend: str) -> dict[str, Any]:
+    from segzoo.deploy.quantize import cpu_int8_support
     from segzoo.deploy.recipes import zoo_int8_recipe
 
     onnxruntime = backend == "onnxruntime"
-    if args.method is not None or args.keep_float or args.crop is not None:
-        return {"keep_float": args.keep_float,
-                **({"method": args.method or "minmax", "calibration_crop": args.crop} if onnxruntime else {})}
-    recipe = zoo_int8_recipe(model, backend)
+    recipe = zoo_int8_recipe(model, backend, vnni=cpu_int8_support()["vnni"])
     if recipe is None:
         return {}
+    weights = {k: recipe[k] for k in ("weight_type", "reduce_range") if k in recipe}
     crop = f", calibration on centre {recipe['calibration_crop']}-pixel windows" if recipe["calibration_crop"] else ""
-    print(f"segzoo quantize: {recipe['weights']}'s {backend} INT8 recipe from the weights manifest: "
+    print(f"segzoo quantize: {recipe['weights']}'s {recipe['key']} INT8 recipe from the weights manifest: "
           + (f"method {recipe['method']}{crop}, " if onnxruntime else "")
+          + "".join(f"{k} {v}, " for k, v in weights.items())
           + f"kept in float {recipe['keep_float'] or 'nothing but the head'} (pass --method, --keep-float or "
           "--crop to choose yourself)", file=sys.stderr, flush=True)
-    return {"keep_float": recipe["keep_float"],
+    return {"keep_float": recipe["keep_float"], **weights,
             **({"method": recipe["method"], "calibration_crop": recipe["calibration_crop"]} if onnxruntime else {})}
 
 
@@ -74,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
                                     f"suffix, got {str(out)!r}")
     elif out.suffix.lower() != suffixes[backend]:
         raise InvalidValueError(f"--backend {backend} writes a {suffixes[backend]} file, got {str(out)!r}")
-    if backend == "openvino" and (args.method is not None or args.crop is not None):
-        raise InvalidValueError("--method and --crop apply to the onnxruntime backend; NNCF chooses its own ranges")
+    if backend == "openvino" and (args.method is not None or args.crop is not None or args.weight_type):
+        raise InvalidValueError("--method, --crop and --weight-type apply to the onnxruntime backend; NNCF chooses "
+                                "its own ranges and types")
     model = load_source(args.source)
     size = tuple(args.size)
     if backend == "auto":
