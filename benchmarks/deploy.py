@@ -40,6 +40,7 @@ from segzoo.data.dataset import SegmentationDataset, build_pairs
 from segzoo.data.masks import read_image
 from segzoo.data.normalize import normalize
 from segzoo.deploy import export_onnx, quantize
+from segzoo.deploy.quantize import cpu_int8_support
 from segzoo.deploy.recipes import INT8_BACKENDS, zoo_int8_recipe
 from segzoo.inference.runtime import OnnxModel
 from segzoo.inference.tiling import predict_probs
@@ -110,13 +111,16 @@ def write_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int
     """Every format of ``model`` as files in ``work`` (read back by :func:`load_format`), and the INT8
     calibration reports. INT8 follows the weights' recorded recipe (``segzoo.deploy.recipes``), as
     ``segzoo quantize`` does."""
-    recipes = {backend: zoo_int8_recipe(model, backend) or {"method": "minmax", "keep_float": []}
+    vnni = cpu_int8_support()["vnni"]  # without VNNI, onnxruntime's recipe for 7-bit weights where recorded
+    recipes = {backend: zoo_int8_recipe(model, backend, vnni=vnni) or {"method": "minmax", "keep_float": []}
                for backend in INT8_BACKENDS}
     model.save_pretrained(str(work / "model"))
     export_onnx(model, work / "fp32.onnx", example_size=size)
     int8 = quantize(model, calibration, example_size=size, method=recipes["onnxruntime"]["method"],
                     keep_float=recipes["onnxruntime"]["keep_float"],
-                    calibration_crop=recipes["onnxruntime"].get("calibration_crop"))
+                    calibration_crop=recipes["onnxruntime"].get("calibration_crop"),
+                    weight_type=recipes["onnxruntime"].get("weight_type"),
+                    reduce_range=recipes["onnxruntime"].get("reduce_range"))
     int8.save(work / "int8.onnx")
     reports = {"onnxruntime int8": {k: v for k, v in int8.report.items() if k != "fp32_export_checks"}}
     if openvino:

@@ -5,7 +5,8 @@ like ``segzoo.export``), calibrates activation ranges on the given uint8 images 
 preprocessing) and writes weights as signed 8-bit per output channel, activations as unsigned 8-bit. The
 segmentation head and everything after it (the resize to the input, the crop) stay in float: they are cheap and
 carry the class scores. On CPUs without VNNI (AVX512-VNNI, AVX-VNNI or AMX) weights use 7 bits
-(``reduce_range``), which avoids the saturation of u8 x s8 products there. The result is a
+(``reduce_range``), which avoids the saturation of u8 x s8 products there; ``weight_type="uint8"`` avoids it
+too, on another kernel (see :func:`weight_types_for`; published weights carry a recipe for such CPUs). The result is a
 :class:`QuantizedModel` with the model's ``predict`` contract (tiling and TTA included) and ``save(path)``; its
 report gives the class-id agreement with the fp32 model on the calibration images and the measured speed of
 INT8 against fp32 onnxruntime (a warning when INT8 is slower). Needs the ``export`` extra.
