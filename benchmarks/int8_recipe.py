@@ -164,16 +164,17 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(exc))
     cpu = cpu_description()
     command = " ".join(["python -m benchmarks.int8_recipe", *(argv if argv is not None else sys.argv[1:])])
-    entries = []
-    for name, row in rows.items():
+    result: dict[str, Any] = {}
+    for name, row in rows.items():  # written after each weight: a run cut short keeps what it measured
         model = segzoo.from_pretrained(name)
         metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
         entry = choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]), metric,
                               n_calibration=args.calibration, n_check=args.check, n_holdout=args.holdout,
                               depth=args.depth, max_keep=args.max_keep, crop=args.crop, methods=args.methods,
                               backend=args.backend, reduce_range=args.without_vnni)
-        entries.append({**entry, "cpu": cpu, "command": command})
-    return write_result(merge_results(Path(args.output), entries), args.output, ["recipes"])
+        result = write_result(merge_results(Path(args.output), [{**entry, "cpu": cpu, "command": command}]),
+                              args.output, ["recipes"])
+    return result
 
 
 def merge_results(path: Path, entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def render_table(result: dict[str, Any]) -> str:
                  for v in VARIANTS]
         lines.append(f"| {entry['weights']} | " + " | ".join(cells) + f" | {entry['chosen_without_vnni']} |")
     return "\n".join([f"onnxruntime INT8 with each weight's recorded recipe, drops against fp32 in points of its "
-                      f"headline metric, val / train-holdout (`{result['command']}`, on {result['cpu']['model']}):",
+                      f"headline metric, val / train-holdout (`python -m benchmarks.int8_weight_types`, on "
+                      f"{result['cpu']['model']}):",
                       "", *lines])
 
 
@@ -117,15 +118,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = manifest_rows(args.weights)
     except ValueError as exc:
         parser.error(str(exc))
-    entries = [measure_weight(name, row) for name, row in rows.items()]
-    votes = [e["chosen_without_vnni"] for e in entries]
-    mean_drop = {v: round(float(np.mean([e["variants"][v]["train_holdout_drop"] for e in entries])), 2)
-                 for v in WITHOUT_VNNI}
     command = " ".join(["python -m benchmarks.int8_weight_types", *(argv if argv is not None else sys.argv[1:])])
-    result = {"cpu": cpu_description(), "command": command, "weights": entries,
-              "mean_train_holdout_drop": mean_drop, "votes_without_vnni": {v: votes.count(v) for v in WITHOUT_VNNI}}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    return write_result(result, args.output, ["mean_train_holdout_drop", "votes_without_vnni"])
+    result: dict[str, Any] = {}
+    for name, row in rows.items():  # written after each weight: a run cut short keeps what it measured
+        entry = {**measure_weight(name, row), "cpu": cpu_description(), "command": command}
+        result = write_result(merge(Path(args.output), entry), args.output, ["votes_without_vnni"])
+    return result
+
+
+def merge(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The results file with ``entry`` replacing the entry of the same weights, and the summary over all."""
+    import json
+
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    entries = sorted([e for e in previous.get("weights", []) if e["weights"] != entry["weights"]] + [entry],
+                     key=lambda e: e["weights"])
+    votes = [e["chosen_without_vnni"] for e in entries]
+    return {"cpu": entry["cpu"], "command": entry["command"], "weights": entries,
+            "votes_without_vnni": {v: votes.count(v) for v in WITHOUT_VNNI}}
 
 
 if __name__ == "__main__":
