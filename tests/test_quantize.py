@@ -133,6 +133,48 @@ def test_cpu_flags_decide_seven_bit_weights():
     assert not old["vnni"] and old["reduce_range"]
 
 
+@pytest.mark.parametrize("vnni,weight_type,reduce_range,expected", [
+    (True, None, None, ("int8", False)),
+    (False, None, None, ("int8", True)),  # AVX2: 7-bit signed weights, never saturating u8 x s8 pairs
+    (False, "uint8", None, ("uint8", False)),
+    (True, "int8", True, ("int8", True)),
+    (False, "int8", False, ("int8", False)),  # asked for: the caller knows the CPU
+])
+def test_weight_types_follow_the_cpu_unless_given(vnni, weight_type, reduce_range, expected):
+    from segzoo.deploy.quantize import weight_types_for
+
+    assert weight_types_for({"vnni": vnni}, weight_type, reduce_range) == expected
+
+
+@pytest.mark.parametrize("weight_type,reduce_range,match", [
+    ("int4", None, r"weight_type must be one of \['int8', 'uint8'\], got 'int4'"),
+    ("uint8", True, "reduce_range applies to signed"),
+])
+def test_bad_weight_types_are_named(weight_type, reduce_range, match):
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.deploy.quantize import weight_types_for
+
+    with pytest.raises(InvalidValueError, match=match):
+        weight_types_for({"vnni": True}, weight_type, reduce_range)
+
+
+def test_unsigned_weights_are_written_as_uint8(quantized, workdir, monkeypatch):
+    from onnx import TensorProto
+
+    model, _ = quantized
+    monkeypatch.chdir(workdir)
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = quantize(model, images, example_size=(64, 64), weight_type="uint8")
+    graph = onnx.load_from_string(q.onnx_bytes).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    weights = [n.input[2] for n in graph.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0]]
+    assert weights and all(zero_points[z] == TensorProto.UINT8 for z in weights)
+    assert q.report["weight_type"] == "uint8" and q.report["reduce_range"] is False
+    assert (q.predict(images[0]) == model.predict(images[0])).float().mean() > 0.9
+
+
 @pytest.mark.parametrize("images,match", [
     ([], "at least one calibration image"),
     ([torch.rand(3, 32, 32)], "calibration image 0: expected uint8"),
