@@ -86,15 +86,15 @@ def measure_weight(name: str, row: dict[str, Any], n_calibration: int = 32, n_ho
 def render_table(result: dict[str, Any]) -> str:
     """The Deploy page's table: per weight, each variant's val and train-holdout drops against fp32."""
     lines = ["| weights | int8 (VNNI / AMX) | int8 7-bit | uint8 | better without VNNI "
-             "| ms here: int8 / 7-bit / uint8 |", "|---|---:|---:|---:|---|---:|"]
+             "| ms here, int8 / 7-bit / uint8 (rough) |", "|---|---:|---:|---:|---|---:|"]
     for entry in result["weights"]:
         rows = entry["variants"]
         cells = [f"{rows[v]['val_drop']:+.2f} / {rows[v]['train_holdout_drop']:+.2f}" for v in VARIANTS]
         ms = " / ".join(f"{rows[v]['latency_ms_here']:.0f}" for v in VARIANTS)
         lines.append(f"| {entry['weights']} | " + " | ".join(cells) + f" | {entry['chosen_without_vnni']} | {ms} |")
     return "\n".join([f"onnxruntime INT8 with each weight's recorded recipe, drops against fp32 in points of its "
-                      f"headline metric, val / train-holdout (`python -m benchmarks.int8_weight_types`, on "
-                      f"{result['cpu']['model']}):",
+                      "headline metric, val / train-holdout; latencies are single medians, rough where other runs "
+                      f"shared the CPU (`python -m benchmarks.int8_weight_types`, on {result['cpu']['model']}):",
                       "", *lines])
 
 
