@@ -212,6 +212,16 @@ def test_demo_command(tmp_path):
 def test_recipe_smoke_on_real_data(name, tmp_path):
     if not (shared_data_dir() / name).is_dir():
         pytest.skip(f"real data not found at {shared_data_dir() / name} (set SEGZOO_DATA)")
+    from segzoo.core.errors import MissingFileError
+    from segzoo.encoders.weights import resolve_encoder_weights
+    from segzoo.training.recipe import Recipe
+
+    encoder_weights = Recipe.load(name).model.overrides.get("encoder_weights")
+    try:
+        if encoder_weights is not None:
+            resolve_encoder_weights(encoder_weights)
+    except MissingFileError:
+        pytest.skip(f"the {name} recipe's ImageNet weights {encoder_weights!r} are not found (set SEGZOO_WEIGHTS)")
     sets = ["data.limit=4", "train.epochs=1", "train.max_steps_per_epoch=2", "augment.crop_size=64",
             "train.batch_size=2", "augment.eval_max_size=192", "train.plots=false"]
     args = [a for s in sets for a in ("--set", s)]
