@@ -120,11 +120,7 @@ class ExportedModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a normalised float batch (or, for a graph with a uint8 input, of the uint8 batch itself); a
         fixed-size graph runs the batch one image at a time."""
-        fixed = self.fixed_size
-        if fixed is not None and tuple(x.shape[-2:]) != fixed:
-            raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs (its architecture "
-                                    f"exports at a fixed size), got {x.shape[-2]}x{x.shape[-1]}; predict() "
-                                    "tiles images of any size with windows of that size")
+        self._check_size(x)
         if x.dtype == torch.uint8 and not self.uint8_input:
             raise InvalidValueError(f"{self.source} takes normalised float batches; uint8 images go to predict()")
         x = x.detach().cpu()
@@ -135,13 +131,17 @@ class ExportedModel:
     def class_ids_of_images(self, images: torch.Tensor) -> torch.Tensor:
         """Class ids ``(N, H, W)`` (int64) of uint8 images ``(N, C, H, W)`` at their own size, by the graph's
         predict form (:mod:`segzoo.inference.class_id_graphs`): no float image or logits leave the runtime."""
-        fixed = self.fixed_size
-        if fixed is not None and tuple(images.shape[-2:]) != fixed:
-            raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs, got "
-                                    f"{images.shape[-2]}x{images.shape[-1]}")
+        self._check_size(images)
         # numpy, not PyTorch, copies here: PyTorch's threads would spin after each small step, on the runtime's cores
         array = np.ascontiguousarray(images.detach().cpu().numpy())
         return torch.from_numpy(self._batched(self._run_class_ids, array).astype(np.int64, copy=False))
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        fixed = self.fixed_size
+        if fixed is not None and tuple(x.shape[-2:]) != fixed:
+            raise InvalidValueError(f"{self.source} takes only {fixed[0]}x{fixed[1]} inputs, got "
+                                    f"{x.shape[-2]}x{x.shape[-1]} (its architecture exports at a fixed size); "
+                                    "predict() tiles images of any size with windows of that size")
 
     def _batched(self, run: Any, array: np.ndarray) -> np.ndarray:
         if self.fixed_size is not None and len(array) > 1:  # a static graph also has batch 1
