@@ -170,6 +170,61 @@ def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path,
     assert (loaded.predict(image) == model.predict(image)).float().mean() > 0.9
 
 
+def test_backend_auto_never_replaces_a_file_it_might_write(model, tmp_path, capsys):
+    """Which of q.onnx / q.xml / q.bin --backend auto writes is known only after timing: an existing one of them is
+    an error before any work, and stays as it was."""
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "c.png")
+    model.save_pretrained(str(tmp_path / "w"))
+    for name in ("q.onnx", "q.bin"):
+        (tmp_path / name).write_bytes(b"mine")
+        assert main(["quantize", str(tmp_path / "w"), str(tmp_path / "q"), "--calibration", str(tmp_path / "c.png"),
+                     "--backend", "auto"]) == 2
+        assert f"{name}' already exists; pass --overwrite" in capsys.readouterr().err
+        assert (tmp_path / name).read_bytes() == b"mine" and not (tmp_path / "q.xml").exists()
+        (tmp_path / name).unlink()
+
+
+def test_export_fastest_keeps_the_faster_fp32_file_measured_here(model, tmp_path, capsys):
+    """segzoo export --fastest writes both fp32 files (each checked against PyTorch), times them and PyTorch's fast
+    path each in its own process, and keeps the faster file under its suffix; the report gives every latency."""
+    from segzoo.api import load
+
+    model.save_pretrained(str(tmp_path / "w"))
+    args = ["export", str(tmp_path / "w"), str(tmp_path / "out" / "m"), "--size", "64", "64", "--fastest"]
+    assert main([*args[:2], str(tmp_path / "m.xml"), *args[3:]]) == 2
+    assert "give a name without one, got" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the fast path may win on this tiny model
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{\n"):])
+    choice = report["runtime_choice"]
+    assert set(choice["fp32_ms"]) == {"onnxruntime", "openvino", "pytorch fast path"}
+    files = {k: v for k, v in choice["fp32_ms"].items() if k != "pytorch fast path"}
+    assert choice["chosen"] == min(files, key=files.get) == report["backend"]
+    assert choice["speedup_over_pytorch_fast_path"] == round(
+        choice["fp32_ms"]["pytorch fast path"] / files[choice["chosen"]], 2)
+    assert all(c["max_abs_diff"] <= 1e-3 for c in report["checks"])
+    suffix = {"onnxruntime": ".onnx", "openvino": ".xml"}[choice["chosen"]]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == (
+        ["m.bin", "m.xml"] if suffix == ".xml" else ["m.onnx"])
+    image = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    assert torch.equal(load(tmp_path / "out" / f"m{suffix}").predict(image), model.predict(image))
+    assert main(args) == 2  # the kept file is not replaced without --overwrite
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_export_fastest_says_when_pytorch_is_the_faster_fp32_path(model, tmp_path, monkeypatch):
+    from segzoo.deploy import fastest
+
+    times = {fastest.LOADERS["onnxruntime"]: 9.0, fastest.LOADERS["openvino"]: 7.0, fastest.FAST_PATH_LOADER: 5.0}
+    monkeypatch.setattr(fastest, "median_ms_in_own_process", lambda loader, *a, **k: times[loader])
+    with pytest.warns(RuntimeWarning, match=r"fast path \(5.0 ms\) was faster than the openvino file \(7.0 ms\)"):
+        report = fastest.export_fastest(model, tmp_path / "m", example_size=(64, 64))
+    assert report["backend"] == "openvino" and report["runtime_choice"]["speedup_over_pytorch_fast_path"] == 0.71
+    assert (tmp_path / "m.xml").is_file() and not (tmp_path / "m.onnx").exists()
+
+
 def test_dynamic_ir_of_many_classes_at_a_large_size_has_parity(tmp_path):
     """Issue 42's SegFormer-B0 (150 classes) failed its dynamic OpenVINO parity check by 0.5 at 512x512: OpenVINO
     computed the exported crop (a Gather of rows and columns after the final resize) wrongly for many channels at

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segzoo.core.errors import InvalidValueError
-from segzoo.deploy.fastest import quantize_fastest
+from segzoo.deploy.fastest import export_fastest, quantize_fastest
 from segzoo.deploy.onnx import ExportError, check_onnx, export_onnx, load_source
 from segzoo.deploy.program import export_program
 from segzoo.deploy.prune import prune
@@ -24,7 +24,7 @@ from segzoo.models.segmentation_model import SegmentationModel
 __all__ = [
     "ExportError", "check_onnx", "export", "export_onnx", "export_program", "load_program", "load_source",
     "quantize", "quantize_to_file", "prune", "QuantizedModel", "OnnxModel", "OpenVinoModel", "LoadedProgram",
-    "cpu_int8_support", "quantize_fastest",
+    "cpu_int8_support", "quantize_fastest", "export_fastest",
 ]
 
 EXPORTERS = {".onnx": "ONNX (onnxruntime-checked)", ".pt2": "torch.export program",

@@ -1,14 +1,14 @@
-"""Choosing the INT8 backend by measure on the CPU at hand: which of onnxruntime and OpenVINO is faster depends on
-the CPU (on a VNNI / AMX Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on AVX2-only CPUs
-onnxruntime INT8 was measured at only 1.05-1.1x its fp32), so instead of a rule per instruction set both are
-quantized, each timed on the same input in its own fresh process (timed one after the other in one process,
-runtimes change each other's speed), and the faster one is kept.
+"""Choosing the runtime by measure on the CPU at hand, for INT8 (:func:`quantize_fastest`) and fp32
+(:func:`export_fastest`): which of onnxruntime, OpenVINO and PyTorch is faster depends on the CPU (on a VNNI / AMX
+Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on an AVX2-only EPYC onnxruntime fp32 ran
+1.7x PyTorch's fast path), so instead of a rule per instruction set each candidate is written, timed on the same
+input in its own fresh process (timed one after the other in one process, runtimes change each other's speed), and
+the fastest file is kept.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -17,11 +17,12 @@ from typing import Any
 
 from segzoo.core.errors import InvalidValueError
 from segzoo.core.extras import install_hint
+from segzoo.core.io import check_output
 from segzoo.core.timing import median_ms_in_own_process
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.manifest import INT8_BACKENDS
 
-__all__ = ["quantize_fastest", "SUFFIXES"]
+__all__ = ["quantize_fastest", "export_fastest", "SUFFIXES"]
 
 SUFFIXES = {"onnxruntime": ".onnx", "openvino": ".xml"}
 LOADERS = {"onnxruntime": "segzoo.inference.runtime:OnnxModel.load",
@@ -30,17 +31,16 @@ LOADERS = {"onnxruntime": "segzoo.inference.runtime:OnnxModel.load",
 
 def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem: str | Path, *,
                      options: Mapping[str, Mapping[str, Any]] | None = None,
-                     example_size: tuple[int, int] = (256, 320), repeats: int = 10) -> dict[str, Any]:
+                     example_size: tuple[int, int] = (256, 320), repeats: int = 10,
+                     overwrite: bool = False) -> dict[str, Any]:
     """INT8 by each installed backend, each timed at ``example_size`` (batch 1) in its own process; the faster one
     is kept as ``stem.onnx`` or ``stem.xml`` (+ ``.bin``), the other discarded. ``options``: per backend, keyword
     arguments of its quantizer (e.g. ``{"onnxruntime": {"method": "minmax", "keep_float": [...]}}``). Returns the
-    kept model's report with ``backend_choice``: each backend's INT8 latency and the ratio."""
+    kept model's report with ``backend_choice``: each backend's INT8 latency and the ratio. Existing files of
+    ``stem``'s possible names are an error unless ``overwrite``."""
     from segzoo.deploy.quantize import quantize_to_file
 
-    stem = Path(stem)
-    if stem.suffix.lower() in SUFFIXES.values():
-        raise InvalidValueError(f"the fastest backend decides the file's suffix: give a name without one, got "
-                                f"{str(stem)!r}")
+    stem = _check_stem(stem, overwrite)
     options = {backend: dict(options.get(backend) or {}) for backend in INT8_BACKENDS} if options else {
         backend: {} for backend in INT8_BACKENDS}
     images = list(calibration)
@@ -63,12 +63,7 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
                                                          **options[backend])
             ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
         chosen = min(ms, key=ms.get)
-        source = Path(tmp) / f"int8{SUFFIXES[chosen]}"
-        target = stem.with_name(stem.name + SUFFIXES[chosen])
-        if chosen == "openvino":
-            os.replace(source.with_suffix(".bin"), target.with_suffix(".bin"))
-        os.replace(source, target)
-        shutil.rmtree(tmp, ignore_errors=True)
+        target = _keep(Path(tmp) / f"int8{SUFFIXES[chosen]}", stem)
     choice = {"chosen": chosen, "int8_ms": ms, "example_size": list(example_size), "repeats": repeats,
               "timing": "each backend in its own process"}
     if len(ms) == 2:
@@ -77,6 +72,74 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
     else:
         choice["note"] = f"OpenVINO is not installed ({install_hint('openvino')}): onnxruntime only"
     return {**reports[chosen], "path": str(target), "backend": chosen, "backend_choice": choice}
+
+
+def export_fastest(model: SegmentationModel, stem: str | Path, *, example_size: tuple[int, int] = (256, 320),
+                   repeats: int = 10, dynamic: bool = True, opset: int | None = None, uint8_input: bool = False,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """fp32 export to each installed runtime (onnxruntime; OpenVINO with the ``openvino`` extra), each file checked
+    against PyTorch, timed at ``example_size`` (batch 1) in its own process beside PyTorch's fast path
+    (``segzoo.optimize``); the faster file is kept as ``stem.onnx`` or ``stem.xml`` (+ ``.bin``). Returns its export
+    report with ``runtime_choice``: each runtime's latency and the kept file's speed-up over the fast path. Where
+    the fast path is faster than both files, a ``RuntimeWarning`` says so: then ``model.predict`` in PyTorch is
+    this CPU's fastest fp32 path. Existing files of ``stem``'s possible names are an error unless ``overwrite``."""
+    from segzoo.deploy import export
+
+    stem = _check_stem(stem, overwrite)
+    backends = [b for b in SUFFIXES if b == "onnxruntime" or _openvino_installed()]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    shape = (1, model.in_channels, *example_size)
+    with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
+        reports, ms = {}, {}
+        for backend in backends:
+            path = Path(tmp) / f"fp32{SUFFIXES[backend]}"
+            reports[backend] = export(model, path, dynamic=dynamic, example_size=example_size,
+                                      opset=opset if backend == "onnxruntime" else None, uint8_input=uint8_input)
+            ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
+        model.save_pretrained(str(Path(tmp) / "pytorch"))
+        fast_ms = round(median_ms_in_own_process(FAST_PATH_LOADER, [str(Path(tmp) / "pytorch")], shape, repeats), 2)
+        chosen = min(ms, key=ms.get)
+        target = _keep(Path(tmp) / f"fp32{SUFFIXES[chosen]}", stem)
+    choice = {"chosen": chosen, "fp32_ms": {**ms, "pytorch fast path": fast_ms}, "example_size": list(example_size),
+              "repeats": repeats, "timing": "each runtime in its own process",
+              "speedup_over_pytorch_fast_path": round(fast_ms / ms[chosen], 2)}
+    if len(ms) == 1:
+        choice["note"] = f"OpenVINO is not installed ({install_hint('openvino')}): onnxruntime only"
+    if fast_ms < ms[chosen]:
+        warnings.warn(f"PyTorch's fast path ({fast_ms} ms) was faster than the {chosen} file ({ms[chosen]} ms) at "
+                      f"{example_size[0]}x{example_size[1]} on this CPU: model.predict in PyTorch is the faster fp32 "
+                      f"path here; {str(target)!r} is kept as the faster export", RuntimeWarning, stacklevel=2)
+    return {**reports[chosen], "path": str(target), "backend": chosen, "runtime_choice": choice}
+
+
+def fast_path_of(folder: str) -> Any:
+    """PyTorch's fp32 fast path of a saved model: the timing child's loader in :func:`export_fastest`."""
+    import segzoo
+
+    return segzoo.optimize(segzoo.from_pretrained(folder).eval(), dtype=None)
+
+
+FAST_PATH_LOADER = f"{__name__}:fast_path_of"
+
+
+def _check_stem(stem: str | Path, overwrite: bool) -> Path:
+    """``stem`` as a path without a runtime's suffix, none of whose possible files exists unless ``overwrite``."""
+    stem = Path(stem)
+    if stem.suffix.lower() in SUFFIXES.values():
+        raise InvalidValueError(f"the fastest runtime decides the file's suffix: give a name without one, got "
+                                f"{str(stem)!r}")
+    for suffix in (*SUFFIXES.values(), ".bin"):  # which one is written is known only at the end
+        check_output(stem.with_name(stem.name + suffix), overwrite=overwrite)
+    return stem
+
+
+def _keep(source: Path, stem: Path) -> Path:
+    """Move the chosen file (an IR with its ``.bin``) from the scratch folder to ``stem`` + its suffix."""
+    target = stem.with_name(stem.name + source.suffix)
+    if source.suffix == ".xml":
+        os.replace(source.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(source, target)
+    return target
 
 
 def _openvino_installed() -> bool:

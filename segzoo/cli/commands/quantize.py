@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         from segzoo.deploy.fastest import quantize_fastest
 
         options = {b: _int8_options(model, b, args) for b in suffixes}
-        report = quantize_fastest(model, images, out, options=options, example_size=size)
+        report = quantize_fastest(model, images, out, options=options, example_size=size,
+                                  overwrite=args.overwrite)
     elif backend == "openvino":
         from segzoo.deploy.openvino import quantize_openvino
 
