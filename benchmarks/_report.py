@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,35 @@ import torch
 
 from segzoo.core.device import cpu_flags
 
+# Instruction-set caps a run can impose on this CPU to stand in for a smaller one: PyTorch's own kernels
+# (ATEN_CPU_CAPABILITY) and oneDNN's, in PyTorch and in OpenVINO's CPU plugin (ONEDNN_MAX_CPU_ISA). onnxruntime's
+# MLAS reads CPUID and has no such switch. The capped code paths run for real, on this CPU's cores and caches.
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+UNCAPPED_RUNTIMES = ("onnxruntime",)
+
+
+def isa_cap() -> str | None:
+    """The cap of ``ISA_CAPS`` this process runs under (all its variables set), or None."""
+    return next((cap for cap, env in ISA_CAPS.items() if all(os.environ.get(k) == v for k, v in env.items())), None)
+
+
+def run_under_isa_cap(cap: str | None, module: str, argv: list[str] | None) -> None:
+    """Re-run ``python -m module`` with this process's arguments under ``cap``'s variables, unless already under it
+    (they must be set before PyTorch or OpenVINO first dispatches a kernel, so the process starts anew). Only a
+    command-line run (``argv`` None) can be re-run; a call with arguments must already be under the cap."""
+    if cap is None or isa_cap() == cap:
+        return
+    if argv is not None:
+        raise ValueError(f"an instruction-set cap applies to a whole process: run python -m {module} --isa-cap {cap} "
+                         f"from the command line, or set {ISA_CAPS[cap]} before starting Python")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], {**os.environ, **ISA_CAPS[cap]})
+
 
 def cpu_description() -> dict[str, Any]:
     """The CPU a figure was measured on: model name, core count, and the instruction sets INT8 and bf16 speed
-    depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name elsewhere)."""
-    import os
-
+    depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name elsewhere), and
+    the instruction-set cap the run imposed (``isa_cap``), if any."""
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -31,6 +56,8 @@ def cpu_description() -> dict[str, Any]:
     if flags:
         info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
                                    "amx_int8") if f in flags]
+    if isa_cap():
+        info["isa_cap"] = isa_cap()
     return info
 
 

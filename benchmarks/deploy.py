@@ -33,7 +33,15 @@ import numpy as np
 import torch
 
 import segzoo
-from benchmarks._report import cpu_description, read_results, replace_between_markers, write_result
+from benchmarks._report import (
+    ISA_CAPS,
+    UNCAPPED_RUNTIMES,
+    cpu_description,
+    read_results,
+    replace_between_markers,
+    run_under_isa_cap,
+    write_result,
+)
 from segzoo.core.outputs import class_ids
 from segzoo.core.timing import latencies, median_ms_in_own_process
 from segzoo.data.dataset import SegmentationDataset, build_pairs
@@ -101,29 +109,40 @@ def score(predict: Logits, dataset: SegmentationDataset, model: Any, metric: str
             "images": len(dataset), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def format_names(openvino: bool) -> list[str]:
-    """The formats measured, in table order (OpenVINO's only when it is installed)."""
-    return [f for f in FP32_TWIN if openvino or f not in OPENVINO_FORMATS]
+def format_names(openvino: bool, asked: Sequence[str] | None = None) -> list[str]:
+    """The formats measured, in table order: ``asked`` (default all), OpenVINO's only when it is installed. A
+    format needs its fp32 twin and the fast path it is compared with: a ValueError names what is missing."""
+    names = [f for f in FP32_TWIN if (asked is None or f in asked) and (openvino or f not in OPENVINO_FORMATS)]
+    unknown = sorted(set(asked or ()) - set(FP32_TWIN))
+    missing = sorted(({FP32_TWIN[f] for f in names} | {"fast fp32"}) - set(names))
+    if unknown or missing:
+        raise ValueError(f"formats {unknown} are not among {list(FP32_TWIN)}" if unknown else
+                         f"formats {names} also need {missing} (each INT8 / fast format is compared with its fp32 "
+                         "twin and the fp32 fast path)")
+    return names
 
 
 def write_formats(model: Any, calibration: Sequence[np.ndarray], size: tuple[int, int], work: Path,
-                  openvino: bool) -> dict[str, Any]:
-    """Every format of ``model`` as files in ``work`` (read back by :func:`load_format`), and the INT8
+                  formats: Sequence[str]) -> dict[str, Any]:
+    """The files of ``model`` that ``formats`` need, in ``work`` (read back by :func:`load_format`), and the INT8
     calibration reports. INT8 follows the weights' recorded recipe (``segzoo.deploy.recipes``), as
     ``segzoo quantize`` does."""
     vnni = cpu_int8_support()["vnni"]  # without VNNI, onnxruntime's recipe for 7-bit weights where recorded
     recipes = {backend: zoo_int8_recipe(model, backend, vnni=vnni) or {"method": "minmax", "keep_float": []}
                for backend in INT8_BACKENDS}
     model.save_pretrained(str(work / "model"))
-    export_onnx(model, work / "fp32.onnx", example_size=size)
-    int8 = quantize(model, calibration, example_size=size, method=recipes["onnxruntime"]["method"],
-                    keep_float=recipes["onnxruntime"]["keep_float"],
-                    calibration_crop=recipes["onnxruntime"].get("calibration_crop"),
-                    weight_type=recipes["onnxruntime"].get("weight_type"),
-                    reduce_range=recipes["onnxruntime"].get("reduce_range"))
-    int8.save(work / "int8.onnx")
-    reports = {"onnxruntime int8": {k: v for k, v in int8.report.items() if k != "fp32_export_checks"}}
-    if openvino:
+    reports = {}
+    if "onnxruntime fp32" in formats:
+        export_onnx(model, work / "fp32.onnx", example_size=size)
+    if "onnxruntime int8" in formats:
+        int8 = quantize(model, calibration, example_size=size, method=recipes["onnxruntime"]["method"],
+                        keep_float=recipes["onnxruntime"]["keep_float"],
+                        calibration_crop=recipes["onnxruntime"].get("calibration_crop"),
+                        weight_type=recipes["onnxruntime"].get("weight_type"),
+                        reduce_range=recipes["onnxruntime"].get("reduce_range"))
+        int8.save(work / "int8.onnx")
+        reports["onnxruntime int8"] = {k: v for k, v in int8.report.items() if k != "fp32_export_checks"}
+    if any(f in OPENVINO_FORMATS for f in formats):
         from segzoo.deploy.openvino import export_openvino, quantize_openvino
 
         export_openvino(model, work / "fp32.xml", example_size=size)
@@ -173,7 +192,7 @@ def time_formats(formats: Sequence[str], work: Path, shape: Sequence[int], repea
 
 def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int], metric: str, *, repeats: int,
                    n_calibration: int, n_holdout: int, work: Path, openvino: bool, passes: int = 2,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, formats: Sequence[str] | None = None) -> dict[str, Any]:
     """One zoo weight in every format: latency at ``size`` (batch 1; see :func:`time_formats`), and the headline
     metric on val and on ``n_holdout`` training images that are not among the ``n_calibration`` the INT8 models
     are calibrated on (both drawn at random from the training split with ``seed``; val is never used to
@@ -184,8 +203,8 @@ def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int],
     calibration = [read_image(train[i][0]) for i in order[:n_calibration]]
     holdout = _dataset(recipe, [train[i] for i in order[n_calibration:n_calibration + n_holdout]])
     val = _dataset(recipe, build_pairs(recipe.data, "val"))
-    reports = write_formats(model, calibration, size, work, openvino)
-    formats = format_names(openvino)
+    formats = format_names(openvino, formats)
+    reports = write_formats(model, calibration, size, work, formats)
     rows: dict[str, dict[str, Any]] = {}
     for fmt in formats:
         fn = load_format(fmt, work)
@@ -207,8 +226,14 @@ def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int],
             twin["train_holdout"]["metric"] - row["train_holdout"]["metric"], 2)
     return {"weights": name, "metric": metric, "image_size": list(size), "batch": 1,
             "calibration_images": n_calibration, "holdout_images": len(holdout), "formats": rows,
-            "fastest": min(rows, key=lambda f: rows[f]["latency_ms"]), "timing": timing_method(passes),
+            "fastest": min(comparable(rows), key=lambda f: rows[f]["latency_ms"]), "timing": timing_method(passes),
             "int8_reports": reports}
+
+
+def comparable(formats: Sequence[str]) -> list[str]:
+    """The formats that ran under this process's instruction-set cap (all of them without one)."""
+    uncapped = UNCAPPED_RUNTIMES if cpu_description().get("isa_cap") else ()
+    return [f for f in formats if f.split()[0] not in uncapped]
 
 
 def timing_method(passes: int) -> str:
@@ -249,7 +274,8 @@ def results_file(cpu: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     ``amd-epyc_avx512-vnni.json``, so that a run on one kind of machine never overwrites another's."""
     model = re.sub(r"\((r|tm)\)", "", cpu["model"].lower())
     slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "cpu"
-    return folder / f"{slug}_{isa_tier(cpu)}.json"
+    cap = f"_cap-{cpu['isa_cap']}" if cpu.get("isa_cap") else ""
+    return folder / f"{slug}_{isa_tier(cpu)}{cap}.json"
 
 
 def merge_results(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +299,8 @@ def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:
-    return f"{cpu['model']} ({isa_tier(cpu).upper()})"
+    cap = f", capped at {cpu['isa_cap'].upper()}" if cpu.get("isa_cap") else ""
+    return f"{cpu['model']} ({isa_tier(cpu).upper()}{cap})"
 
 
 def render_summary(results: Sequence[dict[str, Any]]) -> str:
@@ -319,7 +346,7 @@ def render_table(result: dict[str, Any]) -> str:
              f"{', '.join(cpu.get('isa', [])) or 'no AVX2'}), {result['machine']['threads']} threads, batch 1, "
              f"torch {result['machine']['torch']}, {timing_said(result['deploy'])}. INT8 is compared with the same "
              "runtime in fp32; "
-             "\"train-holdout\": training images the calibration did not use.", "",
+             "\"train-holdout\": training images the calibration did not use." + cap_said(cpu), "",
              "| weights | format | latency (ms) | x fast fp32 | val | val drop | train-holdout drop |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for entry in result["deploy"]:
@@ -359,6 +386,17 @@ def render_table(result: dict[str, Any]) -> str:
     if skipped:
         lines += ["", f"Not measured: {skipped}."]
     return "\n".join(lines)
+
+
+def cap_said(cpu: dict[str, Any]) -> str:
+    """What a capped run's table must say: which runtimes ran under the cap and how it was imposed."""
+    cap = cpu.get("isa_cap")
+    if not cap:
+        return ""
+    env = ", ".join(f"`{k}={v}`" for k, v in ISA_CAPS[cap].items())
+    return (f" **Instruction sets capped at {cap.upper()}** ({env}) for PyTorch and OpenVINO: their {cap.upper()} code "
+            "paths ran for real, on this CPU's cores and caches, standing in for (not measuring) an "
+            f"{cap.upper()}-only CPU; {', '.join(UNCAPPED_RUNTIMES)} cannot be capped and is not measured here.")
 
 
 def write_readme_table(results: Sequence[dict[str, Any]], readme: Path) -> None:
@@ -432,7 +470,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="times each format is timed, each time in a fresh process, alternate passes reversed")
     parser.add_argument("--calibration", type=int, default=32, help="training images used to calibrate INT8")
     parser.add_argument("--holdout", type=int, default=32, help="other training images the INT8 drop is read on")
-    parser.add_argument("--output", help=f"results file (default: {RESULTS_DIR}/<cpu>_<isa tier>.json)")
+    parser.add_argument("--formats", nargs="+", choices=list(FP32_TWIN), help="measure only these (and what they "
+                        "are compared with); default all")
+    parser.add_argument("--isa-cap", choices=sorted(ISA_CAPS), help="cap PyTorch's and OpenVINO's instruction sets "
+                        "(the run restarts under the cap; onnxruntime's formats are then refused)")
+    parser.add_argument("--output", help=f"results file (default: {RESULTS_DIR}/<cpu>_<isa tier>[_cap-..].json)")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite the tables of docs/deploy.md from every results file in the output's folder")
     parser.add_argument("--readme-only", action="store_true",
@@ -442,11 +484,16 @@ def main(argv: list[str] | None = None) -> dict:
         results = load_results(Path(args.output).parent if args.output else RESULTS_DIR)
         write_readme_table(results, DOCS_PAGE)
         return {"cpus": [r["cpu"] for r in results]}
+    run_under_isa_cap(args.isa_cap, "benchmarks.deploy", argv)
     openvino = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
     try:
         rows = manifest_rows(args.weights)
+        formats = format_names(openvino, args.formats)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.isa_cap and comparable(formats) != formats:
+        parser.error(f"--isa-cap {args.isa_cap} cannot cap {', '.join(UNCAPPED_RUNTIMES)}: leave its formats out "
+                     "with --formats")
     result: dict[str, Any] = {"cpu": cpu_description(), "deploy": []}
     if not openvino:
         result["skipped"] = "OpenVINO formats (openvino / nncf not installed)"
@@ -458,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             entry = measure_weight(model, recipe, name, tuple(row["image_size"]), metric, repeats=args.repeats,
                                    n_calibration=args.calibration, n_holdout=args.holdout, work=Path(tmp),
-                                   openvino=openvino, passes=args.passes)
+                                   openvino=openvino, passes=args.passes, formats=formats)
         result["deploy"].append({**entry, "weights_sha256": row["sha256"]})
     if args.aerial:
         result["tiling"] = tiling_modes(args.aerial, "aerial", args.tile)

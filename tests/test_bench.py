@@ -554,3 +554,53 @@ def test_deploy_page_predict_overhead_table_is_the_benchmarks_results():
     block = _readme_block(REPO / "docs" / "deploy.md", predict_overhead.DOCS_START, predict_overhead.DOCS_END)
     assert block == predict_overhead.render_table(json.loads(results.read_text()), before).strip(), \
         "run python -m benchmarks.predict_overhead --docs"
+
+
+def test_fp32_runtimes_never_call_an_uncapped_runtime_fastest_under_an_isa_cap():
+    """Under --isa-cap, onnxruntime still runs its AVX512 / VNNI kernels (MLAS reads CPUID): its figure is shown,
+    marked, and kept out of the capped run's fastest path."""
+    from benchmarks import fp32_runtimes
+
+    ms = {"peer eager": [100.0, 110.0], "segzoo eager": [100.0, 100.0], "fast path": [80.0, 80.0],
+          "onnxruntime": [50.0, 50.0], "openvino": [70.0, 74.0]}
+    free = fp32_runtimes.summarise(ms, capped=False)
+    assert free["fastest"] == "onnxruntime" and free["fastest_x_peer_eager"] == 2.1
+    capped = fp32_runtimes.summarise(ms, capped=True)
+    assert capped["fastest"] == "openvino" and capped["fastest_x_peer_eager"] == round(105 / 72, 2)
+    assert capped["fast_path_x_peer_eager"] == round(105 / 80, 2) and capped["ms"]["peer eager"] == 105.0
+    result = {"cpu": {"model": "Some CPU", "isa": ["avx2"]}, "isa_cap": "avx2", "size": [512, 512], "batch": 2,
+              "passes": 2, "command": "python -m benchmarks.fp32_runtimes --isa-cap avx2",
+              "pairs": [{"pair": "unet_r34", "peer": "smp Unet('resnet34')", **capped}]}
+    table = fp32_runtimes.render_docs([result])
+    assert "capped at AVX2" in table and "| 50 (not capped) | 72 | openvino 1.46x |" in table
+
+
+def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_own_results(monkeypatch):
+    """--formats measures a subset, but never one without its fp32 twin or the fast path; a run under an
+    instruction-set cap is labelled and filed apart from the same CPU's uncapped results, and its fastest format
+    is chosen among the runtimes the cap reached."""
+    from pathlib import Path
+
+    from benchmarks import _report, deploy
+
+    assert deploy.format_names(True, ["eager fp32", "fast fp32", "openvino fp32", "openvino int8"]) == [
+        "eager fp32", "fast fp32", "openvino fp32", "openvino int8"]
+    assert "openvino int8" not in deploy.format_names(False)
+    with pytest.raises(ValueError, match=r"also need \['eager fp32', 'openvino fp32'\]"):
+        deploy.format_names(True, ["fast fp32", "openvino int8"])
+    cpu = {"model": "Intel(R) Xeon(R) Processor", "isa": ["avx2", "avx512_vnni", "amx_int8"]}
+    assert deploy.results_file(cpu, Path("r")) == Path("r/intel-xeon-processor_amx.json")
+    capped = {**cpu, "isa_cap": "avx2"}
+    assert deploy.results_file(capped, Path("r")) == Path("r/intel-xeon-processor_amx_cap-avx2.json")
+    assert deploy.cpu_label({**cpu, "isa_cap": "avx2"}) == "Intel(R) Xeon(R) Processor (AMX, capped at AVX2)"
+    assert "capped at AVX2" in deploy.cap_said({**cpu, "isa_cap": "avx2"}) and deploy.cap_said(cpu) == ""
+    formats = ["fast fp32", "onnxruntime int8", "openvino int8"]
+    for key in _report.ISA_CAPS["avx2"]:
+        monkeypatch.delenv(key, raising=False)
+    assert _report.isa_cap() is None and deploy.comparable(formats) == formats
+    with pytest.raises(ValueError, match="applies to a whole process"):
+        _report.run_under_isa_cap("avx2", "benchmarks.deploy", ["--isa-cap", "avx2"])
+    for key, value in _report.ISA_CAPS["avx2"].items():
+        monkeypatch.setenv(key, value)
+    assert _report.isa_cap() == "avx2" and _report.cpu_description()["isa_cap"] == "avx2"
+    assert deploy.comparable(formats) == ["fast fp32", "openvino int8"]
