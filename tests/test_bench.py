@@ -572,7 +572,20 @@ def test_fp32_runtimes_never_call_an_uncapped_runtime_fastest_under_an_isa_cap()
               "passes": 2, "command": "python -m benchmarks.fp32_runtimes --isa-cap avx2",
               "pairs": [{"pair": "unet_r34", "peer": "smp Unet('resnet34')", **capped}]}
     table = fp32_runtimes.render_docs([result])
-    assert "capped at AVX2" in table and "| 50 (not capped) | 72 | openvino 1.46x |" in table
+    assert "capped at AVX2" in table and "| 50 (not capped) | 72 | 1.31x | openvino 1.46x |" in table
+
+
+def test_benchmarks_page_fp32_runtimes_table_is_the_benchmarks_results():
+    """The Benchmarks page's fp32-runtimes tables are generated from benchmarks/results/fp32_runtimes/, each file
+    where a run on its CPU (and cap) would write it."""
+    from benchmarks import _report, deploy, fp32_runtimes
+    from conftest import REPO
+
+    folder = REPO / fp32_runtimes.RESULTS_DIR
+    results = _report.read_results(folder)
+    assert results and [deploy.results_file(r["cpu"], folder) for r in results] == sorted(folder.glob("*.json"))
+    block = _readme_block(REPO / "docs" / "benchmarks.md", fp32_runtimes.DOCS_START, fp32_runtimes.DOCS_END)
+    assert block == fp32_runtimes.render_docs(results).strip(), "run python -m benchmarks.fp32_runtimes --docs"
 
 
 def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_own_results(monkeypatch):
