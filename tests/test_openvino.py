@@ -121,6 +121,41 @@ def test_int8_ir_keeps_the_head_and_the_named_modules_in_float(model, tmp_path):
     assert not (tmp_path / "c.xml").exists()
 
 
+def _int8_weight_peak(path) -> int:
+    """The largest |value| of the IR's int8 weight constants: 127 with 8-bit weights, 64 with 7-bit ones."""
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(path))
+    peaks = [np.abs(op.get_data().astype(np.int32)).max() for op in ir.get_ops()
+             if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    return int(max(peaks))
+
+
+def test_int8_ir_keeps_7_bit_weights_where_its_kernels_lack_vnni(model, tmp_path, monkeypatch):
+    """AVX2's u8 x s8 instruction adds pairs of products in 16 bits: without VNNI every layer's weights keep 7 bits
+    (NNCF's overflow fix), with VNNI only the first layer's (NNCF's default); ONEDNN_MAX_CPU_ISA capping OpenVINO's
+    kernels below VNNI counts as no VNNI. The report says which fix was applied."""
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.deploy.openvino import overflow_fix_for, quantize_openvino
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert overflow_fix_for(cpu={"vnni": True}) == "first_layer" and overflow_fix_for(cpu={"vnni": False}) == "enable"
+    assert overflow_fix_for("disable", cpu={"vnni": False}) == "disable"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert overflow_fix_for(cpu={"vnni": True}) == "enable"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert overflow_fix_for(cpu={"vnni": True}) == "first_layer"
+    with pytest.raises(InvalidValueError, match=r"overflow_fix must be one of \['enable', 'first_layer', 'disable'\]"):
+        overflow_fix_for("all")
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fixed = quantize_openvino(model, images, tmp_path / "a.xml", example_size=(64, 64), overflow_fix="enable")
+        full = quantize_openvino(model, images, tmp_path / "b.xml", example_size=(64, 64), overflow_fix="disable")
+    assert fixed["overflow_fix"] == "enable" and full["overflow_fix"] == "disable"
+    assert _int8_weight_peak(tmp_path / "a.xml") <= 64 < _int8_weight_peak(tmp_path / "b.xml")
+
+
 def test_openvino_bad_inputs_are_named(model, tmp_path, capsys):
     from segzoo.deploy.openvino import export_openvino
     from segzoo.inference.runtime import OpenVinoModel
@@ -191,8 +226,9 @@ def test_export_fastest_keeps_the_faster_fp32_file_measured_here(model, tmp_path
 
     model.save_pretrained(str(tmp_path / "w"))
     args = ["export", str(tmp_path / "w"), str(tmp_path / "out" / "m"), "--size", "64", "64", "--fastest"]
-    assert main([*args[:2], str(tmp_path / "m.xml"), *args[3:]]) == 2
-    assert "give a name without one, got" in capsys.readouterr().err
+    for wrong in ("m.xml", "m.pt2"):
+        assert main([*args[:2], str(tmp_path / wrong), *args[3:]]) == 2
+        assert f"give a name without one, got '{tmp_path / wrong}'" in capsys.readouterr().err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the fast path may win on this tiny model
         assert main(args) == 0

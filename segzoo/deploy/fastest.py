@@ -125,7 +125,7 @@ FAST_PATH_LOADER = f"{__name__}:fast_path_of"
 def _check_stem(stem: str | Path, overwrite: bool) -> Path:
     """``stem`` as a path without a runtime's suffix, none of whose possible files exists unless ``overwrite``."""
     stem = Path(stem)
-    if stem.suffix.lower() in SUFFIXES.values():
+    if stem.suffix.lower() in (*SUFFIXES.values(), ".bin", ".pt2"):  # an export's suffix, surely not a stem's
         raise InvalidValueError(f"the fastest runtime decides the file's suffix: give a name without one, got "
                                 f"{str(stem)!r}")
     for suffix in (*SUFFIXES.values(), ".bin"):  # which one is written is known only at the end

@@ -6,7 +6,9 @@ the ONNX graph holds; it is then compiled for the CPU and compared with the PyTo
 check sizes (fp32: max abs logit difference <= 1e-3 and identical class ids). INT8 calibrates on uint8 images
 normalised with the model's preprocessing (like ``segzoo.quantize``: images like the deployment data, never the
 evaluation data), with NNCF's defaults (per-channel symmetric weights, bias correction) and the head kept in float
-(as onnxruntime's INT8), and reports class-id agreement with fp32 and the latency of both. The metadata of every
+(as onnxruntime's INT8), and reports class-id agreement with fp32 and the latency of both. Where OpenVINO's INT8
+kernels run without VNNI (AVX2), every layer's weights keep 7 bits (NNCF's overflow fix; see
+:func:`overflow_fix_for`). The metadata of every
 export (classes, colours, preprocessing, input layout, config, source sha256, the INT8 report) goes into the IR's
 ``rt_info``. Needs the ``openvino`` extra (openvino, nncf).
 """
@@ -33,7 +35,29 @@ from segzoo.deploy.onnx import PARITY_ATOL, check_parity, check_sizes, export_on
 from segzoo.inference.runtime import REPORT_KEY, compile_openvino, describe, set_openvino_metadata
 from segzoo.models.segmentation_model import SegmentationModel
 
-__all__ = ["export_openvino", "quantize_openvino"]
+__all__ = ["export_openvino", "quantize_openvino", "overflow_fix_for", "OVERFLOW_FIXES"]
+
+# NNCF's overflow fix: which layers' weights keep 7 bits so that AVX2's u8 x s8 instruction, which adds pairs of
+# products in 16 bits, cannot saturate. NNCF's default is the first layer only, which is right with VNNI / AMX.
+OVERFLOW_FIXES = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
+# ONEDNN_MAX_CPU_ISA values below VNNI: OpenVINO's oneDNN then runs INT8 without it, whatever the CPU offers
+_ONEDNN_ISAS_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def overflow_fix_for(overflow_fix: str | None = None, cpu: dict[str, Any] | None = None) -> str:
+    """The overflow fix (a key of ``OVERFLOW_FIXES``) for INT8 OpenVINO on this CPU: the given one, else
+    ``first_layer`` (NNCF's default) where OpenVINO's INT8 kernels use VNNI or AMX, and ``enable`` (7-bit weights in
+    every layer) where they do not: no VNNI flag, or ``ONEDNN_MAX_CPU_ISA`` capping it away. ``cpu``:
+    :func:`segzoo.deploy.quantize.cpu_int8_support` (default: this machine's)."""
+    from segzoo.deploy.quantize import cpu_int8_support
+
+    if overflow_fix is not None:
+        if overflow_fix not in OVERFLOW_FIXES:
+            raise InvalidValueError(f"overflow_fix must be one of {list(OVERFLOW_FIXES)}, got {overflow_fix!r}")
+        return overflow_fix
+    vnni = (cpu or cpu_int8_support())["vnni"]
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_VNNI
+    return "first_layer" if vnni and not capped else "enable"
 
 
 def _openvino():
@@ -122,12 +146,13 @@ def _ignored_nodes(ov_model: Any, onnx_path: Path, keep_float: Sequence[str]) ->
 
 def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path: str | Path, *,
                       example_size: tuple[int, int] = (256, 320), subset_size: int | None = None,
-                      keep_float: Sequence[str] = ()) -> dict:
+                      keep_float: Sequence[str] = (), overflow_fix: str | None = None) -> dict:
     """An INT8 OpenVINO IR of ``model`` at ``path`` (``.xml``), calibrated by NNCF on ``calibration`` (uint8
     images, (C, H, W) tensors or (H, W, C) arrays); returns the report written into the IR.
 
     As in :func:`segzoo.quantize`, the head and what follows it stay in float, and so do the layers of the
     ``keep_float`` modules (PyTorch module names; NNCF's ignored scope, by the ONNX node names that the IR keeps).
+    ``overflow_fix``: which layers keep 7-bit weights (:func:`overflow_fix_for` decides by the CPU when None).
     """
     from segzoo.deploy.calibration import as_uint8_chw, centre_window
 
@@ -136,6 +161,9 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
         import nncf
     except ImportError as exc:
         raise InvalidValueError(f"INT8 OpenVINO models need nncf: {install_hint('openvino')}") from exc
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    overflow_fix = overflow_fix_for(overflow_fix)
     images = [as_uint8_chw(image, i) for i, image in enumerate(calibration)]
     if not images:
         raise InvalidValueError("quantize needs at least one calibration image")
@@ -150,15 +178,17 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
         arrays = [x.numpy() for x in inputs]
         onnx_path = Path(tmp) / "model.onnx"
         ignored = _ignored_nodes(fp32_model, onnx_path, keep_float)
+        advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix[OVERFLOW_FIXES[overflow_fix]])
         int8_model = nncf.quantize(fp32_model, nncf.Dataset(arrays), subset_size=subset_size or len(arrays),
-                                   ignored_scope=nncf.IgnoredScope(names=ignored))
+                                   ignored_scope=nncf.IgnoredScope(names=ignored), advanced_parameters=advanced)
         fp32, int8 = _compile(fp32_model), _compile(int8_model)
         agree = []
         for x in arrays:
             agree.append(float((class_ids(torch.from_numpy(int8(x)[0])) ==
                                 class_ids(torch.from_numpy(fp32(x)[0]))).float().mean()))
         report = {"fixed_size": None if fixed is None else list(fixed), "backend": "openvino",
-                  "method": "nncf post-training (defaults)", "calibration_images": len(arrays),
+                  "method": "nncf post-training (defaults)", "overflow_fix": overflow_fix,
+                  "calibration_images": len(arrays),
                   "kept_float": len(ignored), "kept_float_modules": list(keep_float),
                   "fp32_export_checks": onnx_report["checks"],
                   "class_agreement_on_calibration": float(np.mean(agree)), "min_image_agreement": float(np.min(agree)),
