@@ -362,11 +362,13 @@ def render_table(result: dict[str, Any]) -> str:
             method = report.get("method", "minmax") if fmt == "onnxruntime int8" else None
             crop = report.get("calibration_crop")
             kept = report.get("kept_float_modules") or []
-            if (method or "minmax") == "minmax" and not crop and not kept:
+            seven_bit = report.get("overflow_fix") == "enable" or report.get("reduce_range")
+            if (method or "minmax") == "minmax" and not crop and not kept and not seven_bit:
                 continue
             calibration = f"{method} calibration" + (f" on {crop}-pixel crops" if crop else "") if method else None
             kept_said = f"{', '.join(f'`{m}`' for m in kept)} in float" if kept else None
-            parts.append(f"{fmt.split()[0]} " + ", ".join(x for x in (calibration, kept_said) if x))
+            bits = "7-bit weights in every layer" if seven_bit else None
+            parts.append(f"{fmt.split()[0]} " + ", ".join(x for x in (calibration, kept_said, bits) if x))
         if parts:
             recipes.append(f"`{entry['weights']}`: " + "; ".join(parts))
     if recipes:
