@@ -114,9 +114,10 @@ def export_fastest(model: SegmentationModel, stem: str | Path, *, example_size: 
 
 def fast_path_of(folder: str) -> Any:
     """PyTorch's fp32 fast path of a saved model: the timing child's loader in :func:`export_fastest`."""
-    import segzoo
+    from segzoo.api import from_pretrained
+    from segzoo.inference.fast import optimize
 
-    return segzoo.optimize(segzoo.from_pretrained(folder).eval(), dtype=None)
+    return optimize(from_pretrained(folder).eval(), dtype=None)
 
 
 FAST_PATH_LOADER = f"{__name__}:fast_path_of"
