@@ -81,13 +81,15 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
                   n_calibration: int = 32, n_check: int = 16, n_holdout: int = 32, depth: int = 4,
                   max_keep: int = 3, target: float = 0.5, repeats: int = 10, seed: int = 0, crop: int = 0,
                   methods: Sequence[str] = CALIBRATION_METHODS, backend: str = "onnxruntime",
-                  reduce_range: bool = False) -> dict[str, Any]:
+                  reduce_range: bool = False, keep_floor: Sequence[str] = ()) -> dict[str, Any]:
     """The INT8 recipe of one weight for ``backend``: training images drawn at random with ``seed`` into
     calibration, sweep-check (the sensitivity sweep's agreement) and holdout (chooses the method and when to stop
     keeping layers) sets. ``crop`` > 0 calibrates and sweeps on one random ``crop``-pixel window per image; holdout
     and val are always scored on whole images. The sweep runs in onnxruntime (minmax for OpenVINO, whose NNCF
     calibration is its one method); its ranking orders the layers the chosen backend then keeps. ``reduce_range``:
-    the recipe of onnxruntime's 7-bit weights, for CPUs without VNNI (recorded as ``onnxruntime-no-vnni``)."""
+    the recipe of onnxruntime's 7-bit weights, for CPUs without VNNI (recorded as ``onnxruntime-no-vnni``).
+    ``keep_floor``: modules every candidate keeps in float (the 8-bit recipe's, for 7-bit weights: coarser weights
+    never make a layer less sensitive); the sweep adds to them."""
     if reduce_range and backend != "onnxruntime":
         raise ValueError("reduce_range (7-bit weights) is onnxruntime's")
     key = NO_VNNI if reduce_range else backend
@@ -116,15 +118,16 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
                   f"train-holdout drop {row['train_holdout_drop']:+.2f}, {row['latency_ms']} ms", flush=True)
             return row
 
-        by_method = {method: run(method, []) for method in methods}
+        floor = list(keep_floor)
+        by_method = {method: run(method, floor) for method in methods}
         chosen = min(by_method, key=lambda m: by_method[m]["train_holdout_drop"])
         steps = [by_method[chosen]]
         sweep = None
         if steps[-1]["train_holdout_drop"] > target and max_keep > 0:
             sweep = sensitivity(model, calibration, check, depth=depth, example_size=size,
                                 method="minmax" if backend == "openvino" else chosen, reduce_range=reduce_range)
-            keep: list[str] = []
-            for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0][:max_keep]:
+            keep = list(floor)
+            for group in [r["group"] for r in sweep["groups"] if r["gain"] > 0 and r["group"] not in floor][:max_keep]:
                 if steps[-1]["train_holdout_drop"] <= target:
                     break
                 keep.append(group)
@@ -134,7 +137,7 @@ def choose_recipe(model: Any, recipe: Recipe, name: str, size: tuple[int, int], 
     weights = {"weight_type": "int8", "reduce_range": True} if reduce_range else {}
     return {"weights": name, "backend": key, "metric": metric, "image_size": list(size), "fp32": fp32,
             "calibration_images": n_calibration, "check_images": n_check, "calibration_crop": crop or None,
-            "holdout_images": len(holdout),
+            "holdout_images": len(holdout), "keep_floor": floor,
             "methods": by_method, "chosen_method": chosen, "sensitivity": sweep, "keep_steps": steps,
             "recipe": {"method": chosen, "keep_float": best["kept_float_modules"], "calibration_crop": crop or None,
                        **weights},
@@ -168,10 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, row in rows.items():  # written after each weight: a run cut short keeps what it measured
         model = segzoo.from_pretrained(name)
         metric = headline_metric(row["metrics"]["headline"], list(model.meta.class_names or []))
+        floor = (row.get("int8", {}).get("onnxruntime") or {}).get("keep_float", []) if args.without_vnni else []
         entry = choose_recipe(model, Recipe.load(row["recipe"]), name, tuple(row["image_size"]), metric,
                               n_calibration=args.calibration, n_check=args.check, n_holdout=args.holdout,
                               depth=args.depth, max_keep=args.max_keep, crop=args.crop, methods=args.methods,
-                              backend=args.backend, reduce_range=args.without_vnni)
+                              backend=args.backend, reduce_range=args.without_vnni, keep_floor=floor)
         result = write_result(merge_results(Path(args.output), [{**entry, "cpu": cpu, "command": command}]),
                               args.output, ["recipes"])
     return result

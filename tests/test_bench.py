@@ -6,6 +6,7 @@ import json
 import warnings
 
 import pytest
+import torch
 
 from benchmarks import suite
 
@@ -234,6 +235,26 @@ def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_p
     with pytest.raises(ValueError, match="onnxruntime's"):
         int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", backend="openvino",
                                   reduce_range=True)
+
+
+def test_int8_recipe_without_vnni_starts_from_the_8_bit_recipes_float_layers(tmp_path, monkeypatch):
+    """7-bit weights are coarser in every layer: the no-VNNI search keeps the 8-bit recipe's float layers in every
+    candidate, and the sweep only adds others to them."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks import int8_recipe
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    real_quantize = int8_recipe.quantize
+    monkeypatch.setattr(int8_recipe, "quantize", lambda *a, **k: seen.append(k) or real_quantize(*a, **k))
+    recipe, model = _tiny_shapes(tmp_path, 10, 5)
+    floor = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n.startswith("encoder"))
+    result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
+                                       n_holdout=2, depth=2, max_keep=1, target=-100.0, repeats=1,
+                                       methods=("minmax",), reduce_range=True, keep_floor=[floor])
+    assert result["keep_floor"] == [floor] and result["recipe"]["keep_float"][0] == floor
+    assert seen and all(k["keep_float"][:1] == [floor] for k in seen)
+    assert all(step["kept_float_modules"].count(floor) == 1 for step in result["keep_steps"])
 
 
 def test_random_crop_is_one_size_even_from_a_smaller_image():
