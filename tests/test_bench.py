@@ -214,9 +214,9 @@ def test_int8_recipe_for_openvino_keeps_layers_found_by_the_sweep(tmp_path, monk
     assert [s["kept_float_modules"] for s in result["keep_steps"]] == [[]] + [positive[:1]] * bool(positive)
 
 
-def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_path, monkeypatch):
-    """The recipe for CPUs without VNNI: every INT8 candidate and the sensitivity sweep use 7-bit signed weights,
-    and the recipe records them under onnxruntime-no-vnni."""
+@pytest.fixture
+def quantize_calls(tmp_path, monkeypatch):
+    """The keyword arguments of every ``quantize`` call that benchmarks.int8_recipe makes, run from ``tmp_path``."""
     pytest.importorskip("onnxruntime")
     from benchmarks import int8_recipe
 
@@ -224,6 +224,15 @@ def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_p
     seen = []
     real_quantize = int8_recipe.quantize
     monkeypatch.setattr(int8_recipe, "quantize", lambda *a, **k: seen.append(k) or real_quantize(*a, **k))
+    return seen
+
+
+def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_path, quantize_calls):
+    """The recipe for CPUs without VNNI: every INT8 candidate and the sensitivity sweep use 7-bit signed weights,
+    and the recipe records them under onnxruntime-no-vnni."""
+    from benchmarks import int8_recipe
+
+    seen = quantize_calls
     recipe, model = _tiny_shapes(tmp_path, 10, 5)
     result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,
                                        n_holdout=2, depth=2, max_keep=1, target=-100.0, repeats=1,
@@ -237,16 +246,12 @@ def test_int8_recipe_without_vnni_calibrates_and_sweeps_with_7_bit_weights(tmp_p
                                   reduce_range=True)
 
 
-def test_int8_recipe_without_vnni_starts_from_the_8_bit_recipes_float_layers(tmp_path, monkeypatch):
+def test_int8_recipe_without_vnni_starts_from_the_8_bit_recipes_float_layers(tmp_path, quantize_calls):
     """7-bit weights are coarser in every layer: the no-VNNI search keeps the 8-bit recipe's float layers in every
     candidate, and the sweep only adds others to them."""
-    pytest.importorskip("onnxruntime")
     from benchmarks import int8_recipe
 
-    monkeypatch.chdir(tmp_path)
-    seen = []
-    real_quantize = int8_recipe.quantize
-    monkeypatch.setattr(int8_recipe, "quantize", lambda *a, **k: seen.append(k) or real_quantize(*a, **k))
+    seen = quantize_calls
     recipe, model = _tiny_shapes(tmp_path, 10, 5)
     floor = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n.startswith("encoder"))
     result = int8_recipe.choose_recipe(model, recipe, "tiny.shapes", (32, 32), "miou", n_calibration=2, n_check=2,

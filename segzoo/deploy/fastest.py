@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +44,19 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
     options = {backend: dict(options.get(backend) or {}) for backend in INT8_BACKENDS} if options else {
         backend: {} for backend in INT8_BACKENDS}
     images = list(calibration)
-    backends = [b for b in INT8_BACKENDS if b == "onnxruntime" or _openvino_installed()]
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    shape = (1, model.in_channels, *example_size)
-    with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
-        reports, ms = {}, {}
-        for backend in backends:
-            path = Path(tmp) / f"int8{SUFFIXES[backend]}"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # "not faster than fp32": judged below
-                if backend == "onnxruntime":
-                    reports[backend] = quantize_to_file(model, path, images, example_size=example_size,
-                                                        **options[backend])
-                else:
-                    from segzoo.deploy.openvino import quantize_openvino
 
-                    reports[backend] = quantize_openvino(model, images, path, example_size=example_size,
-                                                         **options[backend])
-            ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
-        chosen = min(ms, key=ms.get)
-        target = _keep(Path(tmp) / f"int8{SUFFIXES[chosen]}", stem)
+    def write(backend: str, path: Path) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "not faster than fp32": judged below
+            if backend == "onnxruntime":
+                return quantize_to_file(model, path, images, example_size=example_size, **options[backend])
+            from segzoo.deploy.openvino import quantize_openvino
+
+            return quantize_openvino(model, images, path, example_size=example_size, **options[backend])
+
+    reports, ms, _ = _write_time_keep(stem, write, (1, model.in_channels, *example_size), repeats)
+    chosen = min(ms, key=ms.get)
+    target = stem.with_name(stem.name + SUFFIXES[chosen])
     choice = {"chosen": chosen, "int8_ms": ms, "example_size": list(example_size), "repeats": repeats,
               "timing": "each backend in its own process"}
     if len(ms) == 2:
@@ -86,20 +79,19 @@ def export_fastest(model: SegmentationModel, stem: str | Path, *, example_size: 
     from segzoo.deploy import export
 
     stem = _check_stem(stem, overwrite)
-    backends = [b for b in SUFFIXES if b == "onnxruntime" or _openvino_installed()]
-    stem.parent.mkdir(parents=True, exist_ok=True)
     shape = (1, model.in_channels, *example_size)
-    with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
-        reports, ms = {}, {}
-        for backend in backends:
-            path = Path(tmp) / f"fp32{SUFFIXES[backend]}"
-            reports[backend] = export(model, path, dynamic=dynamic, example_size=example_size,
-                                      opset=opset if backend == "onnxruntime" else None, uint8_input=uint8_input)
-            ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
-        model.save_pretrained(str(Path(tmp) / "pytorch"))
-        fast_ms = round(median_ms_in_own_process(FAST_PATH_LOADER, [str(Path(tmp) / "pytorch")], shape, repeats), 2)
-        chosen = min(ms, key=ms.get)
-        target = _keep(Path(tmp) / f"fp32{SUFFIXES[chosen]}", stem)
+
+    def write(backend: str, path: Path) -> dict[str, Any]:
+        return export(model, path, dynamic=dynamic, example_size=example_size,
+                      opset=opset if backend == "onnxruntime" else None, uint8_input=uint8_input)
+
+    def time_fast_path(scratch: Path) -> float:
+        model.save_pretrained(str(scratch / "pytorch"))
+        return round(median_ms_in_own_process(FAST_PATH_LOADER, [str(scratch / "pytorch")], shape, repeats), 2)
+
+    reports, ms, fast_ms = _write_time_keep(stem, write, shape, repeats, time_fast_path)
+    chosen = min(ms, key=ms.get)
+    target = stem.with_name(stem.name + SUFFIXES[chosen])
     choice = {"chosen": chosen, "fp32_ms": {**ms, "pytorch fast path": fast_ms}, "example_size": list(example_size),
               "repeats": repeats, "timing": "each runtime in its own process",
               "speedup_over_pytorch_fast_path": round(fast_ms / ms[chosen], 2)}
@@ -121,6 +113,24 @@ def fast_path_of(folder: str) -> Any:
 
 
 FAST_PATH_LOADER = f"{__name__}:fast_path_of"
+
+
+def _write_time_keep(stem: Path, write: Callable[[str, Path], dict[str, Any]], shape: Sequence[int], repeats: int,
+                     also: Callable[[Path], float] | None = None) -> tuple[dict, dict[str, float], float | None]:
+    """Each installed runtime's file written by ``write(runtime, path)`` into a scratch folder beside ``stem``, timed
+    on ``shape`` in its own process, the fastest moved to ``stem`` + its suffix. Returns the reports, the
+    latencies, and what ``also(scratch folder)`` measured there (None without it)."""
+    backends = [b for b in SUFFIXES if b == "onnxruntime" or _openvino_installed()]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
+        reports, ms = {}, {}
+        for backend in backends:
+            path = Path(tmp) / f"model{SUFFIXES[backend]}"
+            reports[backend] = write(backend, path)
+            ms[backend] = round(median_ms_in_own_process(LOADERS[backend], [str(path)], shape, repeats), 2)
+        extra = also(Path(tmp)) if also else None
+        _keep(Path(tmp) / f"model{SUFFIXES[min(ms, key=ms.get)]}", stem)
+    return reports, ms, extra
 
 
 def _check_stem(stem: str | Path, overwrite: bool) -> Path:
