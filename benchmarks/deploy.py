@@ -37,6 +37,7 @@ from benchmarks._report import (
     ISA_CAPS,
     UNCAPPED_RUNTIMES,
     cpu_description,
+    isa_cap,
     read_results,
     replace_between_markers,
     run_under_isa_cap,
@@ -232,7 +233,7 @@ def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int],
 
 def comparable(formats: Sequence[str]) -> list[str]:
     """The formats that ran under this process's instruction-set cap (all of them without one)."""
-    uncapped = UNCAPPED_RUNTIMES if cpu_description().get("isa_cap") else ()
+    uncapped = UNCAPPED_RUNTIMES if isa_cap() else ()
     return [f for f in formats if f.split()[0] not in uncapped]
 
 

@@ -259,6 +259,11 @@ def test_export_fastest_says_when_pytorch_is_the_faster_fp32_path(model, tmp_pat
         report = fastest.export_fastest(model, tmp_path / "m", example_size=(64, 64))
     assert report["backend"] == "openvino" and report["runtime_choice"]["speedup_over_pytorch_fast_path"] == 0.71
     assert (tmp_path / "m.xml").is_file() and not (tmp_path / "m.onnx").exists()
+    from segzoo.core.errors import InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="repeats must be at least 1.*got 0"):
+        fastest.export_fastest(model, tmp_path / "n", example_size=(64, 64), repeats=0)
+    assert not list(tmp_path.glob("n*"))
 
 
 def test_dynamic_ir_of_many_classes_at_a_large_size_has_parity(tmp_path):

@@ -120,6 +120,8 @@ def _write_time_keep(stem: Path, write: Callable[[str, Path], dict[str, Any]], s
     """Each installed runtime's file written by ``write(runtime, path)`` into a scratch folder beside ``stem``, timed
     on ``shape`` in its own process, the fastest moved to ``stem`` + its suffix. Returns the reports, the
     latencies, and what ``also(scratch folder)`` measured there (None without it)."""
+    if repeats < 1:
+        raise InvalidValueError(f"repeats must be at least 1 (timed calls per runtime), got {repeats}")
     backends = [b for b in SUFFIXES if b == "onnxruntime" or _openvino_installed()]
     stem.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=stem.parent, prefix=f".{stem.name}.") as tmp:
