@@ -50,13 +50,9 @@ def measure_weight(name: str, row: dict[str, Any], n_calibration: int = 32, n_ho
     recipe = Recipe.load(row["recipe"])
     size = tuple(row["image_size"])
     int8 = zoo_int8_recipe(model, "onnxruntime") or {"method": "minmax", "keep_float": [], "calibration_crop": None}
-    train = build_pairs(recipe.data, "train")
-    order = np.random.default_rng(seed).permutation(len(train))
-    rng = np.random.default_rng(seed)
-    crop = int8.get("calibration_crop")
-    calibration = [random_crop(read_image(train[i][0]), crop, rng) if crop else read_image(train[i][0])
-                   for i in order[:n_calibration]]
-    holdout = _dataset(recipe, [train[i] for i in order[n_calibration:n_calibration + n_holdout]])
+    calibration, holdout_pairs = calibration_split(recipe, int8.get("calibration_crop"), n_calibration, n_holdout,
+                                                   seed)
+    holdout = _dataset(recipe, holdout_pairs)
     val = _dataset(recipe, build_pairs(recipe.data, "val"))
     with torch.inference_mode():
         fp32 = {"val": score(lambda t: class_ids(model(t)), val, model, metric)["metric"],
@@ -81,6 +77,18 @@ def measure_weight(name: str, row: dict[str, Any], n_calibration: int = 32, n_ho
     return {"weights": name, "metric": metric, "image_size": list(size), "recipe": int8, "fp32": fp32,
             "calibration_images": n_calibration, "holdout_images": len(holdout), "variants": rows,
             "chosen_without_vnni": choice}
+
+
+def calibration_split(recipe: Recipe, crop: int | None, n_calibration: int, n_holdout: int,
+                      seed: int = 0) -> tuple[list[np.ndarray], list[tuple[Path, Path]]]:
+    """``n_calibration`` training images of ``recipe``'s data in a seeded order (random ``crop`` windows where
+    given) and the next ``n_holdout`` training pairs, which calibration never saw."""
+    train = build_pairs(recipe.data, "train")
+    order = np.random.default_rng(seed).permutation(len(train))
+    rng = np.random.default_rng(seed)
+    calibration = [random_crop(read_image(train[i][0]), crop, rng) if crop else read_image(train[i][0])
+                   for i in order[:n_calibration]]
+    return calibration, [train[i] for i in order[n_calibration:n_calibration + n_holdout]]
 
 
 def render_table(result: dict[str, Any]) -> str:
