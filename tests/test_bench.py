@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -643,3 +644,64 @@ def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_ow
         monkeypatch.setenv(key, value)
     assert _report.isa_cap() == "avx2" and _report.cpu_description()["isa_cap"] == "avx2"
     assert deploy.comparable(formats) == ["fast fp32", "openvino int8"]
+
+
+def test_int8_avx2_emulated_compares_the_two_kernels_class_maps_and_scores_each():
+    """The emulation benchmark's arithmetic on hand-made logits: agreement over all pixels and per image, the
+    largest logit difference, and each run's metric against the masks; its table shows both drops."""
+    from benchmarks import int8_avx2_emulated as emu
+
+    native = {"000": np.zeros((1, 2, 2, 4), np.float32), "001": np.zeros((1, 2, 2, 2), np.float32)}
+    native["000"][0, 1, :, :2] = 1.0  # class 1 on the left half, class 0 (the first maximum) elsewhere
+    emulated = {k: v.copy() for k, v in native.items()}
+    emulated["000"][0, 1, 0, 0] = -0.5  # one pixel of eight flips to class 0
+    found = emu.compare(native, emulated)
+    assert found["agreement"] == round(11 / 12, 5) and found["min_image_agreement"] == 0.875
+    assert found["max_abs_logit_diff"] == 1.5
+    masks = [torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0]]), torch.zeros(2, 2, dtype=torch.long)]
+    exact = emu.scored(found["maps"]["native"], masks, 2, 255, "miou", ["a", "b"])
+    flipped = emu.scored(found["maps"]["avx2"], masks, 2, 255, "miou", ["a", "b"])
+    assert exact == {"metric": 100.0, "iou": [100.0, 100.0]}
+    assert flipped["iou"] == [round(100 * 8 / 9, 1), 75.0]
+    row = {"drop_native": 0.0, "drop_avx2": 12.5, "agreement": found["agreement"]}
+    result = {"cpu": {"model": "Some CPU"}, "emulated_cpu": {"avx2": True, "avx512": False, "vnni": False},
+              "weights": [{"weights": "unet.x", "val_images": [0, 1], "files": dict.fromkeys(emu.FILES, row)}]}
+    table = emu.render_table(result)
+    assert "vnni=False" in table and "| unet.x (2) | int8 7-bit | +0.00 | +12.50 | 91.67% |" in table
+
+
+def test_int8_avx2_emulated_refuses_a_missing_emulator_or_one_that_is_not_an_avx2_cpu(monkeypatch):
+    """Figures are an AVX2 CPU's only if the emulated process reads AVX2 without AVX512 or VNNI: run natively
+    (``env`` as the 'emulator'), the probe reads this machine, refused wherever it has AVX512 or VNNI."""
+    from benchmarks import int8_avx2_emulated as emu
+
+    native = {"avx2": torch.cpu._is_avx2_supported(), "avx512": torch.cpu._is_avx512_supported(),
+              "vnni": torch.cpu._is_vnni_supported()}
+    if native["avx2"] and not native["avx512"] and not native["vnni"]:
+        assert emu.emulated_cpu(("env",)) == native
+    else:
+        with pytest.raises(RuntimeError, match="expected AVX2 without AVX512 or VNNI"):
+            emu.emulated_cpu(("env",))
+    monkeypatch.setattr(emu.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="qemu-x86_64 is not installed .*qemu-user"):
+        emu.emulated_cpu()
+
+
+def test_ort_logits_child_gives_the_sessions_logits(tmp_path):
+    """The child the emulation benchmark runs (numpy and onnxruntime only) returns what segzoo's session gives."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
+    from benchmarks import int8_avx2_emulated as emu
+    from conftest import TINY_UNET
+    from segzoo.deploy import export_onnx
+    from segzoo.inference.runtime import OnnxModel
+    from segzoo.training.recipe import ModelSpec
+
+    model = ModelSpec(**TINY_UNET).build(3).eval()
+    export_onnx(model, tmp_path / "m.onnx", example_size=(32, 32))
+    x = {"000": np.random.default_rng(0).standard_normal((1, 3, 32, 48)).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **x)
+    assert emu.run_child(tmp_path / "m.onnx", tmp_path / "in.npz", tmp_path / "out.npz", emulate=False) > 0
+    with np.load(tmp_path / "out.npz") as out:
+        expected = OnnxModel.load(tmp_path / "m.onnx")(torch.from_numpy(x["000"])).numpy()
+        assert out.files == ["000"] and np.array_equal(out["000"], expected)
