@@ -378,3 +378,59 @@ def test_kl_range_clips_a_long_tail_and_keeps_a_flat_distribution():
     flat = np.where(np.abs(centres) < 5, 1000.0, 0.0)
     lo, hi = kl_range(flat, edges, -5.0, 5.0)
     assert lo == -5.0 and hi == 5.0
+
+
+@pytest.mark.parametrize("report,runtime,vnni,found", [
+    ({"weight_type": "int8", "reduce_range": False}, "onnxruntime", False, "signed 8-bit weights"),
+    ({"weight_type": "int8", "reduce_range": False}, "onnxruntime", True, None),  # VNNI sums in 32 bits
+    ({"weight_type": "int8", "reduce_range": True}, "onnxruntime", False, None),  # 7-bit pairs never saturate
+    ({"weight_type": "uint8", "reduce_range": False}, "onnxruntime", False, None),  # the u8 x u8 kernel
+    ({"reduce_range": False}, "onnxruntime", False, "signed 8-bit weights"),  # written before weight_type was
+    ({}, "onnxruntime", False, None),  # an fp32 export
+    ({"fixed_size": [64, 64]}, "openvino", False, None),  # an fp32 IR
+    ({"backend": "openvino", "overflow_fix": "first_layer"}, "openvino", False, "outside NNCF's overflow fix"),
+    ({"backend": "openvino"}, "openvino", False, "outside NNCF's overflow fix ('first_layer')"),
+    ({"backend": "openvino", "overflow_fix": "enable"}, "openvino", False, None),
+    ({"backend": "openvino", "overflow_fix": "disable"}, "openvino", True, None),
+])
+def test_saturating_weights_are_signed_8_bit_weights_on_a_cpu_without_vnni(report, runtime, vnni, found):
+    from segzoo.inference.int8_cpu import saturating_weights
+
+    result = saturating_weights(report, runtime, cpu_vnni=vnni)
+    assert result is None if found is None else found in result
+
+
+def test_openvino_weights_saturate_where_onednn_is_capped_below_vnni(monkeypatch):
+    from segzoo.inference.int8_cpu import saturating_weights
+
+    report = {"backend": "openvino", "overflow_fix": "first_layer"}
+    assert saturating_weights(report, "openvino", cpu_vnni=True) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "overflow fix" in saturating_weights(report, "openvino", cpu_vnni=True)
+    # onnxruntime's MLAS ignores oneDNN's cap: its VNNI kernels still run
+    assert saturating_weights({"weight_type": "int8", "reduce_range": False}, "onnxruntime", cpu_vnni=True) is None
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        saturating_weights(report, "tensorrt", cpu_vnni=True)
+
+
+def test_loading_an_8_bit_file_on_a_cpu_without_vnni_warns_naming_it(quantized, tmp_path, monkeypatch):
+    """A file quantized with signed 8-bit weights on a VNNI CPU, carried to an AVX2-only one: its load warns, with
+    the file's name and how to avoid it; the same file on a VNNI CPU, and a 7-bit file anywhere, load silently."""
+    from segzoo.inference import int8_cpu
+
+    model, q = quantized
+    paths = {}
+    for name, reduce_range in (("eight", False), ("seven", True)):
+        report = {**q.report, "weight_type": "int8", "reduce_range": reduce_range, "cpu_int8": ["avx512_vnni"]}
+        file = QuantizedModel(q.onnx_bytes, model.meta, model.num_classes, report)
+        paths[name] = file.save(tmp_path / f"{name}.onnx")
+    monkeypatch.setattr(int8_cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(int8_cpu, "cpu_has_vnni", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"eight\.onnx' has signed 8-bit weights .*avx512_vnni.*lack VNNI.*"
+                                            r"segzoo quantize keeps 7-bit weights here"):
+        QuantizedModel.load(paths["eight"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        QuantizedModel.load(paths["seven"])
+        monkeypatch.setattr(int8_cpu, "cpu_has_vnni", lambda: True)
+        QuantizedModel.load(paths["eight"])

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
 from segzoo.core.errors import InvalidValueError
 
-__all__ = ["pick_device", "cpu_flags", "native_bf16"]
+__all__ = ["pick_device", "cpu_flags", "native_bf16", "INT8_VNNI_FLAGS", "cpu_has_vnni",
+           "onednn_int8_has_vnni"]
 
 # the CPU instruction sets that compute bf16 in hardware; elsewhere PyTorch emulates bf16 autocast on the CPU
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# the instruction sets whose u8 x s8 dot products accumulate in 32 bits; without them (AVX2 alone) INT8 kernels add
+# pairs of products in 16 bits, which saturate unless weights keep 7 bits or are unsigned
+INT8_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# ONEDNN_MAX_CPU_ISA values below VNNI: oneDNN (in PyTorch and OpenVINO) then runs INT8 without it
+_ONEDNN_ISAS_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
 
 
 def pick_device(name: str) -> torch.device:
@@ -61,3 +68,15 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(BF16_CPU_FLAGS & cpu_flags())
     return False
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has one of ``INT8_VNNI_FLAGS`` (``/proc/cpuinfo``; False where it cannot be read)."""
+    return any(f in cpu_flags() for f in INT8_VNNI_FLAGS)
+
+
+def onednn_int8_has_vnni(cpu_vnni: bool | None = None) -> bool:
+    """Whether oneDNN's INT8 kernels (OpenVINO's CPU plugin) use VNNI or AMX here: the CPU has it (``cpu_vnni``,
+    default :func:`cpu_has_vnni`) and ``ONEDNN_MAX_CPU_ISA`` does not cap it away."""
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_VNNI
+    return (cpu_has_vnni() if cpu_vnni is None else cpu_vnni) and not capped

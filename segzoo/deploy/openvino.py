@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segzoo.core.device import onednn_int8_has_vnni
 from segzoo.core.errors import InvalidValueError
 from segzoo.core.extras import install_hint
 from segzoo.core.io import atomic_paths
@@ -32,6 +33,7 @@ from segzoo.core.outputs import class_ids
 from segzoo.core.timing import median_ms
 from segzoo.data.normalize import normalize
 from segzoo.deploy.onnx import PARITY_ATOL, check_parity, check_sizes, export_onnx
+from segzoo.inference.int8_cpu import warn_if_saturating
 from segzoo.inference.runtime import REPORT_KEY, compile_openvino, describe, set_openvino_metadata
 from segzoo.models.segmentation_model import SegmentationModel
 
@@ -40,8 +42,6 @@ __all__ = ["export_openvino", "quantize_openvino", "overflow_fix_for", "OVERFLOW
 # NNCF's overflow fix: which layers' weights keep 7 bits so that AVX2's u8 x s8 instruction, which adds pairs of
 # products in 16 bits, cannot saturate. NNCF's default is the first layer only, which is right with VNNI / AMX.
 OVERFLOW_FIXES = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
-# ONEDNN_MAX_CPU_ISA values below VNNI: OpenVINO's oneDNN then runs INT8 without it, whatever the CPU offers
-_ONEDNN_ISAS_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
 
 
 def overflow_fix_for(overflow_fix: str | None = None, cpu: dict[str, Any] | None = None) -> str:
@@ -55,9 +55,7 @@ def overflow_fix_for(overflow_fix: str | None = None, cpu: dict[str, Any] | None
         if overflow_fix not in OVERFLOW_FIXES:
             raise InvalidValueError(f"overflow_fix must be one of {list(OVERFLOW_FIXES)}, got {overflow_fix!r}")
         return overflow_fix
-    vnni = (cpu or cpu_int8_support())["vnni"]
-    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_VNNI
-    return "first_layer" if vnni and not capped else "enable"
+    return "first_layer" if onednn_int8_has_vnni((cpu or cpu_int8_support())["vnni"]) else "enable"
 
 
 def _openvino():
@@ -164,6 +162,7 @@ def quantize_openvino(model: SegmentationModel, calibration: Iterable[Any], path
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     overflow_fix = overflow_fix_for(overflow_fix)
+    warn_if_saturating({"backend": "openvino", "overflow_fix": overflow_fix}, "openvino", f"INT8 IR {str(path)!r}")
     images = [as_uint8_chw(image, i) for i, image in enumerate(calibration)]
     if not images:
         raise InvalidValueError("quantize needs at least one calibration image")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from segzoo.core.config import ModelMeta
-from segzoo.core.device import cpu_flags
+from segzoo.core.device import INT8_VNNI_FLAGS, cpu_flags
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.io import atomic_path
 from segzoo.core.outputs import class_ids
@@ -45,20 +45,19 @@ from segzoo.deploy.calibration import (
     module_nodes,
 )
 from segzoo.deploy.onnx import PARITY_ATOL, export_onnx
+from segzoo.inference.int8_cpu import warn_if_saturating
 from segzoo.inference.runtime import INPUT_KEY, META_KEY, REPORT_KEY, OnnxModel, add_metadata, describe
 from segzoo.models.segmentation_model import SegmentationModel
 
 __all__ = ["quantize", "QuantizedModel", "PreparedGraph", "cpu_int8_support", "quantize_to_file", "weight_types_for",
            "WEIGHT_TYPES"]
 
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
 
 def cpu_int8_support(cpuinfo: str | None = None) -> dict[str, Any]:
     """What this CPU offers 8-bit inference: the VNNI / AMX flags found in ``/proc/cpuinfo`` (Linux), and
     whether 7-bit weights are advisable (no VNNI)."""
     flags = cpu_flags(cpuinfo)
-    found = [f for f in _VNNI_FLAGS if f in flags]
+    found = [f for f in INT8_VNNI_FLAGS if f in flags]
     return {"flags": found, "vnni": bool(found), "reduce_range": not found, "known": bool(flags)}
 
 
@@ -120,20 +119,6 @@ class QuantizedModel(OnnxModel):
         return cls(model.onnx_bytes, model.meta, model.num_classes, model.report, model.input_layout, model.source)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def quantize(
     model: SegmentationModel,
     calibration: Iterable[Any],
@@ -164,6 +149,8 @@ def quantize(
     images = calibration_images(model, calibration, method, "quantize", calibration_crop)
     cpu = cpu_int8_support()
     weight_type, reduce_range = weight_types_for(cpu, weight_type, reduce_range)
+    if cpu["known"]:
+        warn_if_saturating({"weight_type": weight_type, "reduce_range": reduce_range}, "onnxruntime", "this INT8 model")
     model = model.eval()
     with tempfile.TemporaryDirectory(prefix="segzoo-quantize-") as tmp:
         graph = PreparedGraph(model, Path(tmp), example_size, opset)

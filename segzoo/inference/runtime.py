@@ -41,6 +41,7 @@ from segzoo.inference.description import (
     read_description,
     read_limits,
 )
+from segzoo.inference.int8_cpu import warn_if_saturating
 
 __all__ = [  # the metadata keys and read_description live in segzoo.inference.description, re-exported here
     "ExportedModel", "OnnxModel", "OpenVinoModel", "set_openvino_metadata", "LoadedProgram", "load_program",
@@ -213,6 +214,7 @@ class OnnxModel(ExportedModel):
             raise InvalidValueError(f"{str(path)!r} is not a readable ONNX file: {exc}") from exc
         props = {p.key: p.value for p in proto.metadata_props}
         d = read_description(props, repr(str(path)), _onnx_facts(proto))
+        warn_if_saturating(d.report, "onnxruntime", repr(str(path)))
         return cls(proto.SerializeToString(), d.meta, d.num_classes, d.report, d.layout, source=repr(str(path)))
 
 
@@ -279,6 +281,7 @@ class OpenVinoModel(ExportedModel):
         props = {key: model.get_rt_info([OPENVINO_RT_INFO, key]).astype(str)
                  for key in KEYS if model.has_rt_info([OPENVINO_RT_INFO, key])}
         d = read_description(props, repr(str(path)), _openvino_facts(model))
+        warn_if_saturating(d.report, "openvino", repr(str(path)))
         return cls(model, d.meta, d.num_classes, d.report, d.layout, source=repr(str(path)), precision=precision)
 
 
