@@ -4,7 +4,8 @@ and unsigned 8-bit weights (u8 x u8: a kernel without that saturation on any CPU
 weight's recorded recipe on training images, scored on val and on training images calibration never saw.
 
 Each variant's integer arithmetic is exact on the CPUs that run it (signed 8-bit only with VNNI / AMX), so its
-accuracy measured here holds on an AVX2-only CPU too; its speed does not, and is recorded with this CPU named.
+accuracy measured here holds on an AVX2-only CPU too (``benchmarks.int8_avx2_emulated`` checks this on AVX2's own
+kernels); its speed does not, and is recorded with this CPU named.
 The choice for CPUs without VNNI is made on the training holdout (val chooses nothing):
 
     SEGZOO_DATA=../shared/data python -m benchmarks.int8_weight_types [--weights unet_mnv2.nuclei ...]
