@@ -663,11 +663,11 @@ def test_int8_avx2_emulated_compares_the_two_kernels_class_maps_and_scores_each(
     flipped = emu.scored(found["maps"]["avx2"], masks, 2, 255, "miou", ["a", "b"])
     assert exact == {"metric": 100.0, "iou": [100.0, 100.0]}
     assert flipped["iou"] == [round(100 * 8 / 9, 1), 75.0]
-    row = {"drop_native": 0.0, "drop_avx2": 12.5, "agreement": found["agreement"]}
+    row = {"drop_native": 0.0, "drop_avx2": 12.5, "agreement": found["agreement"], "max_abs_logit_diff": 1.5}
     result = {"cpu": {"model": "Some CPU"}, "emulated_cpu": {"avx2": True, "avx512": False, "vnni": False},
               "weights": [{"weights": "unet.x", "val_images": [0, 1], "files": dict.fromkeys(emu.FILES, row)}]}
     table = emu.render_table(result)
-    assert "vnni=False" in table and "| unet.x (2) | int8 7-bit | +0.00 | +12.50 | 91.67% |" in table
+    assert "vnni=False" in table and "| unet.x (2) | int8 7-bit | +0.00 | +12.50 | 91.67% | 1.5000 |" in table
 
 
 def test_int8_avx2_emulated_refuses_a_missing_emulator_or_one_that_is_not_an_avx2_cpu(monkeypatch):
