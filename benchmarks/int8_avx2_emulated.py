@@ -190,12 +190,13 @@ def measure_weight(name: str, row: dict[str, Any], n_images: int, n_calibration:
 def render_table(result: dict[str, Any]) -> str:
     """The Deploy page's table: per weight and INT8 file, its drop against native fp32 natively and on AVX2's
     kernels, how many pixels the two kernels class alike and their largest logit difference."""
-    lines = ["| weights (val images) | file | drop here | drop on AVX2 | pixels classed alike "
+    lines = ["| weights (val / calibration images) | file | drop here | drop on AVX2 | pixels classed alike "
              "| largest logit difference |", "|---|---|---:|---:|---:|---:|"]
     for entry in result["weights"]:
         for name in FILES:
             row = entry["files"][name]
-            lines.append(f"| {entry['weights']} ({len(entry['val_images'])}) | {name} | {row['drop_native']:+.2f} | "
+            images = f"{len(entry['val_images'])} / {entry['calibration_images']}"
+            lines.append(f"| {entry['weights']} ({images}) | {name} | {row['drop_native']:+.2f} | "
                          f"{row['drop_avx2']:+.2f} | {100 * row['agreement']:.2f}% | {row['max_abs_logit_diff']:.4f} |")
     isa = result["emulated_cpu"]
     return "\n".join([

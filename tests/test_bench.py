@@ -665,9 +665,10 @@ def test_int8_avx2_emulated_compares_the_two_kernels_class_maps_and_scores_each(
     assert flipped["iou"] == [round(100 * 8 / 9, 1), 75.0]
     row = {"drop_native": 0.0, "drop_avx2": 12.5, "agreement": found["agreement"], "max_abs_logit_diff": 1.5}
     result = {"cpu": {"model": "Some CPU"}, "emulated_cpu": {"avx2": True, "avx512": False, "vnni": False},
-              "weights": [{"weights": "unet.x", "val_images": [0, 1], "files": dict.fromkeys(emu.FILES, row)}]}
+              "weights": [{"weights": "unet.x", "val_images": [0, 1], "calibration_images": 3,
+                           "files": dict.fromkeys(emu.FILES, row)}]}
     table = emu.render_table(result)
-    assert "vnni=False" in table and "| unet.x (2) | int8 7-bit | +0.00 | +12.50 | 91.67% | 1.5000 |" in table
+    assert "vnni=False" in table and "| unet.x (2 / 3) | int8 7-bit | +0.00 | +12.50 | 91.67% | 1.5000 |" in table
 
 
 def test_int8_avx2_emulated_refuses_a_missing_emulator_or_one_that_is_not_an_avx2_cpu(monkeypatch):
@@ -705,3 +706,13 @@ def test_ort_logits_child_gives_the_sessions_logits(tmp_path):
     with np.load(tmp_path / "out.npz") as out:
         expected = OnnxModel.load(tmp_path / "m.onnx")(torch.from_numpy(x["000"])).numpy()
         assert out.files == ["000"] and np.array_equal(out["000"], expected)
+
+
+def test_deploy_page_int8_avx2_emulated_table_is_the_benchmarks_results():
+    """The Deploy page's emulated-AVX2 table is generated from benchmarks/results/int8_avx2_emulated.json."""
+    from benchmarks import int8_avx2_emulated as emu
+    from conftest import REPO
+
+    block = _readme_block(REPO / "docs" / "deploy.md", emu.DOCS_START, emu.DOCS_END)
+    assert block == emu.render_table(json.loads((REPO / emu.RESULTS).read_text())).strip(), \
+        "run python -m benchmarks.int8_avx2_emulated --docs"
