@@ -96,9 +96,12 @@ def file_recipes(model: Any) -> dict[str, dict[str, Any]]:
 def write_files(model: Any, recipe: Recipe, size: tuple[int, int], folder: Path, n_calibration: int,
                 seed: int = 0) -> dict[str, dict[str, Any]]:
     """The INT8 files of :func:`file_recipes` in ``folder``: per file, its path and options."""
-    files = {}
+    files, calibrations = {}, {}
     for name, options in file_recipes(model).items():
-        calibration, _ = calibration_split(recipe, options["calibration_crop"], n_calibration, 0, seed)
+        crop = options["calibration_crop"]
+        if crop not in calibrations:  # the files of one recipe calibrate on the same images
+            calibrations[crop], _ = calibration_split(recipe, crop, n_calibration, 0, seed)
+        calibration = calibrations[crop]
         quantize_options = {k: v for k, v in options.items() if k != "calibration_crop"}
         with warnings.catch_warnings():
             # "INT8 is not faster", and on a CPU without VNNI the int8 file's saturation: both measured elsewhere

@@ -32,7 +32,7 @@ def saturating_weights(report: Mapping[str, Any], runtime: str, cpu_vnni: bool |
         if report.get("backend") != "openvino" or onednn_int8_has_vnni(cpu_vnni):
             return None
         fix = report.get("overflow_fix", "first_layer")  # NNCF's default, before segzoo recorded it
-        return None if fix == "enable" else f"8-bit weights outside NNCF's overflow fix ({fix!r})"
+        return None if fix == "enable" else f"8-bit weights outside NNCF's overflow fix ({repr(fix)[:80]})"
     if ("weight_type" not in report and "reduce_range" not in report) or cpu_vnni:
         return None  # an fp32 export, or a CPU whose kernels accumulate in 32 bits
     if report.get("weight_type", "int8") != "int8" or report.get("reduce_range") is True:
