@@ -12,37 +12,52 @@ from typing import Any
 
 import torch
 
+from benchmarks import as_avx2
 from segzoo.core.device import cpu_flags
 
-# Instruction-set caps a run can impose on this CPU to stand in for a smaller one: PyTorch's own kernels
-# (ATEN_CPU_CAPABILITY) and oneDNN's, in PyTorch and in OpenVINO's CPU plugin (ONEDNN_MAX_CPU_ISA). onnxruntime's
-# MLAS reads CPUID and has no such switch. The capped code paths run for real, on this CPU's cores and caches.
+# Instruction-set caps a run can impose on this CPU to stand in for a smaller one. ``avx2``: PyTorch's own kernels
+# (ATEN_CPU_CAPABILITY) and oneDNN's, in PyTorch and in OpenVINO's CPU plugin (ONEDNN_MAX_CPU_ISA); onnxruntime's MLAS
+# reads CPUID and has no such switch. ``avx2-cpuid``: the process's CPUID and /proc/cpuinfo answer as an AVX2-only
+# CPU (benchmarks.as_avx2), which every runtime obeys. The capped code paths run for real, on this CPU's cores.
 ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+CPUID_CAPS = ("avx2-cpuid",)
+CAP_CHOICES = sorted([*ISA_CAPS, *CPUID_CAPS])
 UNCAPPED_RUNTIMES = ("onnxruntime",)
 
 
 def isa_cap() -> str | None:
-    """The cap of ``ISA_CAPS`` this process runs under (all its variables set), or None."""
+    """The cap this process runs under: ``avx2-cpuid`` where its CPUID is masked, else the cap of ``ISA_CAPS``
+    whose variables are all set, else None."""
+    if as_avx2.active():
+        return "avx2-cpuid"
     return next((cap for cap, env in ISA_CAPS.items() if all(os.environ.get(k) == v for k, v in env.items())), None)
 
 
+def uncapped_runtimes(cap: str | None) -> tuple[str, ...]:
+    """The runtimes ``cap`` does not reach: their figures are the host's, not the capped CPU's."""
+    return UNCAPPED_RUNTIMES if cap in ISA_CAPS else ()
+
+
 def run_under_isa_cap(cap: str | None, module: str, argv: list[str] | None) -> None:
-    """Re-run ``python -m module`` with this process's arguments under ``cap``'s variables, unless already under it
-    (they must be set before PyTorch or OpenVINO first dispatches a kernel, so the process starts anew). Only a
+    """Re-run ``python -m module`` with this process's arguments under ``cap``, unless already under it (a cap must
+    be in place before PyTorch or OpenVINO first dispatches a kernel, so the process starts anew). Only a
     command-line run (``argv`` None) can be re-run; a call with arguments must already be under the cap."""
     if cap is None or isa_cap() == cap:
         return
+    how = ISA_CAPS[cap] if cap in ISA_CAPS else "python -m benchmarks.as_avx2"
     if argv is not None:
         raise ValueError(f"an instruction-set cap applies to a whole process: run python -m {module} --isa-cap {cap} "
-                         f"from the command line, or set {ISA_CAPS[cap]} before starting Python")
+                         f"from the command line, or start Python under {how}")
+    env = {**os.environ, **ISA_CAPS[cap]} if cap in ISA_CAPS else as_avx2.masked_environment()
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], {**os.environ, **ISA_CAPS[cap]})
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
 
 
 def cpu_description() -> dict[str, Any]:
     """The CPU a figure was measured on: model name, core count, and the instruction sets INT8 and bf16 speed
     depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name elsewhere), and
-    the instruction-set cap the run imposed (``isa_cap``), if any."""
+    the instruction-set cap the run imposed (``isa_cap``), if any; under ``avx2-cpuid`` also the host's
+    (``host_isa``), since ``isa`` then lists what the masked process saw."""
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -54,11 +69,17 @@ def cpu_description() -> dict[str, Any]:
             break
     flags = cpu_flags(text)
     if flags:
-        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                                   "amx_int8") if f in flags]
+        info["isa"] = _listed_isa(flags)
     if isa_cap():
         info["isa_cap"] = isa_cap()
+    if as_avx2.host_flags():
+        info["host_isa"] = _listed_isa(frozenset(as_avx2.host_flags()))
     return info
+
+
+def _listed_isa(flags: frozenset[str]) -> list[str]:
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+            if f in flags]
 
 
 def write_result(result: dict[str, Any], output: str | Path, summary_keys: Sequence[str]) -> dict[str, Any]:

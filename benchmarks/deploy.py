@@ -34,13 +34,14 @@ import torch
 
 import segzoo
 from benchmarks._report import (
+    CAP_CHOICES,
     ISA_CAPS,
-    UNCAPPED_RUNTIMES,
     cpu_description,
     isa_cap,
     read_results,
     replace_between_markers,
     run_under_isa_cap,
+    uncapped_runtimes,
     write_result,
 )
 from segzoo.core.outputs import class_ids
@@ -233,7 +234,7 @@ def measure_weight(model: Any, recipe: Recipe, name: str, size: tuple[int, int],
 
 def comparable(formats: Sequence[str]) -> list[str]:
     """The formats that ran under this process's instruction-set cap (all of them without one)."""
-    uncapped = UNCAPPED_RUNTIMES if isa_cap() else ()
+    uncapped = uncapped_runtimes(isa_cap())
     return [f for f in formats if f.split()[0] not in uncapped]
 
 
@@ -265,8 +266,8 @@ def manifest_rows(names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 def isa_tier(cpu: dict[str, Any]) -> str:
     """The best of the instruction sets INT8 speed hangs on: ``amx``, ``avx512-vnni``, ``avx-vnni``, ``avx2`` or
-    ``no-avx2``."""
-    flags = set(cpu.get("isa", ()))
+    ``no-avx2``; the host's, where a run masked the CPU's (``host_isa``)."""
+    flags = set(cpu.get("host_isa", cpu.get("isa", ())))
     return next((tier for tier, flag in ISA_TIERS if flag in flags), "no-avx2")
 
 
@@ -300,7 +301,8 @@ def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:
-    cap = f", capped at {cpu['isa_cap'].upper()}" if cpu.get("isa_cap") else ""
+    cap = cpu.get("isa_cap")
+    cap = "" if not cap else f", capped at {cap.upper()}" if cap in ISA_CAPS else ", CPUID masked to AVX2"
     return f"{cpu['model']} ({isa_tier(cpu).upper()}{cap})"
 
 
@@ -396,10 +398,14 @@ def cap_said(cpu: dict[str, Any]) -> str:
     cap = cpu.get("isa_cap")
     if not cap:
         return ""
+    if cap not in ISA_CAPS:
+        return (" **CPUID masked to an AVX2-only CPU** (`python -m benchmarks.as_avx2`): every runtime ran its AVX2 "
+                "code paths for real, on this CPU's cores and caches, standing in for (not measuring) an AVX2-only "
+                "CPU.")
     env = ", ".join(f"`{k}={v}`" for k, v in ISA_CAPS[cap].items())
     return (f" **Instruction sets capped at {cap.upper()}** ({env}) for PyTorch and OpenVINO: their {cap.upper()} code "
             "paths ran for real, on this CPU's cores and caches, standing in for (not measuring) an "
-            f"{cap.upper()}-only CPU; {', '.join(UNCAPPED_RUNTIMES)} cannot be capped and is not measured here.")
+            f"{cap.upper()}-only CPU; {', '.join(uncapped_runtimes(cap))} cannot be capped and is not measured here.")
 
 
 def write_readme_table(results: Sequence[dict[str, Any]], readme: Path) -> None:
@@ -475,8 +481,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--holdout", type=int, default=32, help="other training images the INT8 drop is read on")
     parser.add_argument("--formats", nargs="+", choices=list(FP32_TWIN), help="measure only these (and what they "
                         "are compared with); default all")
-    parser.add_argument("--isa-cap", choices=sorted(ISA_CAPS), help="cap PyTorch's and OpenVINO's instruction sets "
-                        "(the run restarts under the cap; onnxruntime's formats are then refused)")
+    parser.add_argument("--isa-cap", choices=CAP_CHOICES, help="avx2: cap PyTorch's and OpenVINO's instruction sets "
+                        "(onnxruntime's formats are then refused); avx2-cpuid: mask the CPUID of the whole process "
+                        "(benchmarks.as_avx2); the run restarts under the cap")
     parser.add_argument("--output", help=f"results file (default: {RESULTS_DIR}/<cpu>_<isa tier>[_cap-..].json)")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite the tables of docs/deploy.md from every results file in the output's folder")
@@ -495,8 +502,8 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         parser.error(str(exc))
     if args.isa_cap and comparable(formats) != formats:
-        parser.error(f"--isa-cap {args.isa_cap} cannot cap {', '.join(UNCAPPED_RUNTIMES)}: leave its formats out "
-                     "with --formats")
+        parser.error(f"--isa-cap {args.isa_cap} cannot cap {', '.join(uncapped_runtimes(args.isa_cap))}: leave its "
+                     "formats out with --formats")
     result: dict[str, Any] = {"cpu": cpu_description(), "deploy": []}
     if not openvino:
         result["skipped"] = "OpenVINO formats (openvino / nncf not installed)"

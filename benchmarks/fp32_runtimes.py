@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from benchmarks._report import (
+    CAP_CHOICES,
     ISA_CAPS,
-    UNCAPPED_RUNTIMES,
     cpu_description,
     read_results,
     replace_between_markers,
     run_under_isa_cap,
+    uncapped_runtimes,
     write_result,
 )
 from benchmarks.deploy import results_file
@@ -95,12 +96,12 @@ def time_runtimes(pair: str, runtimes: Sequence[str], work: Path, shape: Sequenc
     return out
 
 
-def summarise(ms: dict[str, list[float]], capped: bool) -> dict[str, Any]:
+def summarise(ms: dict[str, list[float]], uncapped: Sequence[str] = ()) -> dict[str, Any]:
     """Each runtime's mean of its pass medians and its speed over the peer's eager forward; the fastest segzoo
-    path (under a cap, among the capped runtimes only)."""
+    path, among the runtimes the run's cap reached (not the ``uncapped`` ones)."""
     mean = {r: round(statistics.fmean(v), 1) for r, v in ms.items()}
     peer = mean["peer eager"]
-    candidates = [r for r in mean if r != "peer eager" and not (capped and r in UNCAPPED_RUNTIMES)]
+    candidates = [r for r in mean if r != "peer eager" and r not in uncapped]
     fastest = min(candidates, key=mean.get)
     return {"ms": mean, "passes_ms": ms, "x_peer_eager": {r: round(peer / v, 2) for r, v in mean.items()},
             "fastest": fastest, "fastest_x_peer_eager": round(peer / mean[fastest], 2),
@@ -110,15 +111,18 @@ def summarise(ms: dict[str, list[float]], capped: bool) -> dict[str, Any]:
 def render_docs(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for result in results:
-        cap = f", instruction sets capped at {result['isa_cap'].upper()}" if result["isa_cap"] else ""
-        lines += [f"{result['cpu']['model']} ({', '.join(result['cpu'].get('isa', []))}){cap}; "
+        cap = result["isa_cap"]
+        cap = ("" if not cap else f", instruction sets capped at {cap.upper()}" if cap in ISA_CAPS
+               else ", CPUID masked to an AVX2-only CPU (`python -m benchmarks.as_avx2`)")
+        isa = result["cpu"].get("host_isa", result["cpu"].get("isa", []))
+        lines += [f"{result['cpu']['model']} ({', '.join(isa)}){cap}; "
                   f"{result['size'][0]}x{result['size'][1]}, batch {result['batch']}, ms per call, each runtime in "
                   f"its own process, mean of {result['passes']} passes (`{result['command']}`):", "",
                   "| pair | peer eager | segzoo eager | fast path | onnxruntime | openvino | fast path / peer eager "
                   "| fastest / peer eager |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for entry in result["pairs"]:
             ms = entry["ms"]
-            marked = UNCAPPED_RUNTIMES if result["isa_cap"] else ()
+            marked = uncapped_runtimes(result["isa_cap"])
             cells = [f"{ms[r]:.0f}" + (" (not capped)" if r in marked else "") if r in ms else "-" for r in RUNTIMES]
             lines.append(f"| {entry['pair']} vs {entry['peer']} | " + " | ".join(cells)
                          + f" | {entry['fast_path_x_peer_eager']:.2f}x | {entry['fastest']} "
@@ -135,8 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per process (after one untimed)")
     parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--isa-cap", choices=sorted(ISA_CAPS),
-                        help="cap PyTorch's and oneDNN's instruction sets (the run restarts under the cap)")
+    parser.add_argument("--isa-cap", choices=CAP_CHOICES,
+                        help="avx2: cap PyTorch's and oneDNN's instruction sets; avx2-cpuid: mask the whole "
+                             "process's CPUID (benchmarks.as_avx2); the run restarts under the cap")
     parser.add_argument("--output", help="results file (default: by CPU and cap, under benchmarks/results)")
     parser.add_argument("--docs", action="store_true", help="only rewrite the docs table from the results files")
     args = parser.parse_args(argv)
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         for pair in args.pairs:
             runtimes = write_files(pair, Path(tmp), size)
             ms = time_runtimes(pair, runtimes, Path(tmp), (args.batch, 3, *size), args.repeats, args.passes)
-            entries.append({"pair": pair, "peer": PAIRS[pair].peer_name, **summarise(ms, bool(args.isa_cap))})
+            summary = summarise(ms, uncapped_runtimes(args.isa_cap))
+            entries.append({"pair": pair, "peer": PAIRS[pair].peer_name, **summary})
             print(pair, entries[-1]["ms"], entries[-1]["fastest"], entries[-1]["fastest_x_peer_eager"], flush=True)
     output = args.output or results_file(cpu, RESULTS_DIR)  # named by CPU, tier and cap
     command = " ".join(["python -m benchmarks.fp32_runtimes", *(sys.argv[1:] if argv is None else argv)])
