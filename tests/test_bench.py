@@ -586,13 +586,14 @@ def test_deploy_page_predict_overhead_table_is_the_benchmarks_results():
 def test_fp32_runtimes_never_call_an_uncapped_runtime_fastest_under_an_isa_cap():
     """Under --isa-cap, onnxruntime still runs its AVX512 / VNNI kernels (MLAS reads CPUID): its figure is shown,
     marked, and kept out of the capped run's fastest path."""
-    from benchmarks import fp32_runtimes
+    from benchmarks import _report, fp32_runtimes
 
     ms = {"peer eager": [100.0, 110.0], "segzoo eager": [100.0, 100.0], "fast path": [80.0, 80.0],
           "onnxruntime": [50.0, 50.0], "openvino": [70.0, 74.0]}
-    free = fp32_runtimes.summarise(ms, capped=False)
+    free = fp32_runtimes.summarise(ms)
     assert free["fastest"] == "onnxruntime" and free["fastest_x_peer_eager"] == 2.1
-    capped = fp32_runtimes.summarise(ms, capped=True)
+    assert fp32_runtimes.summarise(ms, _report.uncapped_runtimes("avx2-cpuid"))["fastest"] == "onnxruntime"
+    capped = fp32_runtimes.summarise(ms, _report.uncapped_runtimes("avx2"))
     assert capped["fastest"] == "openvino" and capped["fastest_x_peer_eager"] == round(105 / 72, 2)
     assert capped["fast_path_x_peer_eager"] == round(105 / 80, 2) and capped["ms"]["peer eager"] == 105.0
     result = {"cpu": {"model": "Some CPU", "isa": ["avx2"]}, "isa_cap": "avx2", "size": [512, 512], "batch": 2,
@@ -600,6 +601,12 @@ def test_fp32_runtimes_never_call_an_uncapped_runtime_fastest_under_an_isa_cap()
               "pairs": [{"pair": "unet_r34", "peer": "smp Unet('resnet34')", **capped}]}
     table = fp32_runtimes.render_docs([result])
     assert "capped at AVX2" in table and "| 50 (not capped) | 72 | 1.31x | openvino 1.46x |" in table
+    masked = {**result, "isa_cap": "avx2-cpuid", "cpu": {"model": "Some CPU", "isa": ["avx2"],
+                                                         "host_isa": ["avx2", "avx512_vnni"]},
+              "pairs": [{"pair": "unet_r34", "peer": "smp Unet('resnet34')", **free}]}
+    table = fp32_runtimes.render_docs([masked])
+    assert "Some CPU (avx2, avx512_vnni), CPUID masked to an AVX2-only CPU" in table
+    assert "not capped" not in table and "| onnxruntime 2.10x |" in table
 
 
 def test_benchmarks_page_fp32_runtimes_table_is_the_benchmarks_results():
@@ -644,6 +651,12 @@ def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_ow
         monkeypatch.setenv(key, value)
     assert _report.isa_cap() == "avx2" and _report.cpu_description()["isa_cap"] == "avx2"
     assert deploy.comparable(formats) == ["fast fp32", "openvino int8"]
+    # masked CPUID: the process saw AVX2 alone, the file and label go by the host's tier, every runtime was capped
+    masked = {"model": "AMD EPYC", "isa": ["avx2"], "isa_cap": "avx2-cpuid", "host_isa": ["avx2", "avx512_vnni"]}
+    assert deploy.results_file(masked, Path("r")) == Path("r/amd-epyc_avx512-vnni_cap-avx2-cpuid.json")
+    assert deploy.cpu_label(masked) == "AMD EPYC (AVX512-VNNI, CPUID masked to AVX2)"
+    assert "CPUID masked" in deploy.cap_said(masked) and "onnxruntime" not in deploy.cap_said(masked)
+    assert _report.uncapped_runtimes("avx2-cpuid") == () and _report.uncapped_runtimes(None) == ()
 
 
 def test_int8_avx2_emulated_compares_the_two_kernels_class_maps_and_scores_each():

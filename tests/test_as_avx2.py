@@ -1,0 +1,75 @@
+"""benchmarks.as_avx2: a process whose CPUID and /proc/cpuinfo answer as an AVX2-only CPU's. The real runs build the
+masking library and start Python under it; they skip where this machine cannot mask (no cpuid_fault, no cc)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import _report, as_avx2
+from conftest import REPO
+
+REASON = as_avx2.unsupported_reason()
+needs_masking = pytest.mark.skipif(REASON is not None, reason=f"cannot mask CPUID here: {REASON}")
+
+# what the masked child reports; faulthandler is enabled first, so its SIGSEGV handler is installed before any
+# CPUID runs (PyTorch's cpuinfo, oneDNN): masking must keep working beneath it
+CHILD = """
+import faulthandler, json
+faulthandler.enable()
+import torch
+from benchmarks import _report
+from segzoo.core.device import cpu_flags, cpu_has_vnni, native_bf16
+print(json.dumps({"avx512": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")) or "vnni" in f),
+                  "avx2": "avx2" in cpu_flags(), "vnni": cpu_has_vnni(), "bf16": native_bf16(torch.device("cpu")),
+                  "capability": torch.backends.cpu.get_cpu_capability(), "cap": _report.isa_cap(),
+                  "cpu": _report.cpu_description()}))
+"""
+
+
+def _run_masked(code: str, tmp_path, monkeypatch) -> subprocess.CompletedProcess:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the library is built afresh, here
+    env = as_avx2.masked_environment()
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@needs_masking
+def test_a_masked_process_sees_an_avx2_only_cpu_and_records_the_host(tmp_path, monkeypatch):
+    run = _run_masked(CHILD, tmp_path, monkeypatch)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["avx512"] == [] and seen["avx2"] and not seen["vnni"] and not seen["bf16"]
+    assert seen["capability"] in ("AVX2", "DEFAULT") and seen["cap"] == "avx2-cpuid"
+    assert seen["cpu"]["isa"] == ["avx2"] and seen["cpu"]["isa_cap"] == "avx2-cpuid"
+    assert seen["cpu"]["host_isa"] == _report.cpu_description()["isa"]  # what the unmasked parent lists
+    assert list(tmp_path.glob("segzoo/segzoo-avx2-only-*.so"))
+
+
+@needs_masking
+def test_a_real_segfault_under_the_mask_still_kills_the_process(tmp_path, monkeypatch):
+    run = _run_masked("import ctypes; ctypes.string_at(0)", tmp_path, monkeypatch)
+    assert run.returncode == -signal.SIGSEGV
+
+
+def test_masking_is_refused_with_the_reason_where_the_cpu_cannot_fault_on_cpuid(monkeypatch):
+    if sys.platform == "linux":
+        reason = as_avx2.unsupported_reason("processor : 0\nflags : fpu sse2 avx avx2 fma\n")
+        assert reason is not None and "cpuid_fault" in reason
+    monkeypatch.setattr(as_avx2, "unsupported_reason", lambda cpuinfo=None: "no CPUID faulting here")
+    with pytest.raises(RuntimeError, match="no CPUID faulting here"):
+        as_avx2.masked_environment()
+    with pytest.raises(SystemExit, match="as_avx2: no CPUID faulting here"):
+        as_avx2.main(["python", "-c", "pass"])
+    with pytest.raises(SystemExit, match="Run a command as on an AVX2-only CPU"):
+        as_avx2.main([])
+
+
+@pytest.mark.skipif(as_avx2.active(), reason="this test session itself runs masked")
+def test_outside_the_mask_no_cap_is_recorded():
+    assert not as_avx2.active() and as_avx2.host_flags() == []
+    assert "host_isa" not in _report.cpu_description()
