@@ -4,12 +4,17 @@ masking library and start Python under it; they skip where this machine cannot m
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
+import torch
 
+import segzoo
 from benchmarks import _report, as_avx2
 from conftest import REPO
 
@@ -73,3 +78,37 @@ def test_masking_is_refused_with_the_reason_where_the_cpu_cannot_fault_on_cpuid(
 def test_outside_the_mask_no_cap_is_recorded():
     assert not as_avx2.active() and as_avx2.host_flags() == []
     assert "host_isa" not in _report.cpu_description()
+
+
+@pytest.mark.slow
+@needs_masking
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-x86_64 is not installed (Debian's qemu-user)")
+def test_masked_onnxruntime_runs_the_int8_kernels_of_an_emulated_avx2_cpu(tmp_path, monkeypatch):
+    """onnxruntime's MLAS picks kernels by CPUID: under the mask, an 8-bit INT8 file gives exactly the logits of
+    QEMU's AVX2 CPU (EPYC-Rome), where on a VNNI host it gives others."""
+    from benchmarks.int8_avx2_emulated import CHILD, EMULATOR
+    from segzoo.core.device import cpu_has_vnni
+    from segzoo.deploy import quantize
+
+    torch.manual_seed(0)
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=3).eval()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g) for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # not faster; saturates without VNNI: both the point here
+        q = quantize(model, images, example_size=(64, 64), weight_type="int8", reduce_range=False, method="minmax")
+    q.save(tmp_path / "int8.onnx")
+    np.savez(tmp_path / "inputs.npz", a=torch.rand(1, 3, 64, 64, generator=g).mul(4).sub(2).numpy())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    logits = {}
+    for side, prefix, env in (("native", [], None), ("masked", [], as_avx2.masked_environment()),
+                              ("emulated", list(EMULATOR), None)):
+        out = tmp_path / f"{side}.npz"
+        run = subprocess.run([*prefix, sys.executable, str(CHILD), str(tmp_path / "int8.onnx"),
+                              str(tmp_path / "inputs.npz"), str(out)], env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        logits[side] = np.load(out)["a"]
+    np.testing.assert_array_equal(logits["masked"], logits["emulated"])
+    if cpu_has_vnni():  # the host's own kernels differ, so the equality above says which kernels ran
+        assert np.abs(logits["native"] - logits["emulated"]).max() > 0
