@@ -92,7 +92,8 @@ def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) ->
     """The Deploy page's table: per runtime, predict and graph milliseconds and their ratio (and the ratio before
     the change the ``before`` file measured, in the same sitting)."""
     head = "| runtime | predict (ms) | graph (ms) | predict / graph |" + (" before |" if before else "")
-    lines = [f"{after['weights']} at {after['size'][0]}x{after['size'][1]}, batch 1, on {after['cpu']['model']} "
+    cap = " with its CPUID masked to AVX2 (`python -m benchmarks.as_avx2`)" if after["cpu"].get("isa_cap") else ""
+    lines = [f"{after['weights']} at {after['size'][0]}x{after['size'][1]}, batch 1, on {after['cpu']['model']}{cap} "
              f"({after['rounds']} interleaved rounds; goal <= {after['goal']}):", "", head,
              "|---|---|---|---|" + ("---|" if before else "")]
     for name, row in after["runtimes"].items():
@@ -103,12 +104,21 @@ def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) ->
     return "\n".join(lines)
 
 
+def render_tables(results: Path = Path(RESULTS)) -> str:
+    """``results``'s table (with its ``_before`` file's ratios, where there is one), then one per other CPU's
+    ``predict_overhead_*.json`` beside it."""
+    before_file = results.with_name(results.stem + "_before.json")
+    before = json.loads(before_file.read_text()) if before_file.is_file() else None
+    others = sorted(f for f in results.parent.glob("predict_overhead_*.json")
+                    if f not in (results, before_file) and not f.stem.endswith("_before"))
+    return "\n\n".join([render_table(json.loads(results.read_text()), before),
+                        *(render_table(json.loads(f.read_text())) for f in others)])
+
+
 def write_docs_table(results: Path = Path(RESULTS)) -> None:
     from benchmarks._report import replace_between_markers
 
-    before_file = results.with_name(results.stem + "_before.json")
-    before = json.loads(before_file.read_text()) if before_file.is_file() else None
-    replace_between_markers(DOCS_PAGE, DOCS_START, DOCS_END, render_table(json.loads(results.read_text()), before))
+    replace_between_markers(DOCS_PAGE, DOCS_START, DOCS_END, render_tables(results))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
