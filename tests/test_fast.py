@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -47,6 +49,24 @@ def test_folding_removes_conv_batchnorm_pairs_only():
     assert n == before - after and n >= before - 1
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_warns_once_where_this_cpu_only_emulates_bf16(monkeypatch):
+    """An explicit bf16 fast path on a CPU without native bf16 (AVX2 alone) runs many times slower than fp32: one
+    warning says so; fp32, and bf16 where the CPU has it, say nothing."""
+    from segzoo.inference import fast
+
+    model = segzoo.create("unet_r18", encoder="test_resnet", num_classes=2).eval()
+    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    with pytest.warns(RuntimeWarning, match=r"bfloat16\) on a CPU without AVX512-BF16 or AMX") as caught:
+        segzoo.optimize(model, dtype=torch.bfloat16)
+    assert len([w for w in caught if "emulates bf16" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segzoo.optimize(model, dtype=None)
+        segzoo.optimize(model)  # auto: fp32 on the CPU
+        monkeypatch.setattr(fast, "native_bf16", lambda device: True)
+        segzoo.optimize(model, dtype=torch.bfloat16)
 
 
 def test_optimize_bf16_within_tolerance():

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segzoo.core.device import native_bf16
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.outputs import class_ids
 
@@ -146,6 +147,10 @@ def optimize(
     device = next(model.parameters()).device
     if dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else None
+    if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
+        warnings.warn("optimize(dtype=torch.bfloat16) on a CPU without AVX512-BF16 or AMX: PyTorch emulates bf16 "
+                      "here, measured 10-18x slower than fp32 for the zoo's weights on AVX2 (docs/deploy.md); "
+                      "dtype=None or 'auto' runs fp32", RuntimeWarning, stacklevel=2)
     fast = copy.deepcopy(model).eval()
     _use_inference_forms(fast)
     in_ch = getattr(model, "in_channels", 3)
