@@ -48,7 +48,10 @@ def run_under_isa_cap(cap: str | None, module: str, argv: list[str] | None) -> N
     if argv is not None:
         raise ValueError(f"an instruction-set cap applies to a whole process: run python -m {module} --isa-cap {cap} "
                          f"from the command line, or start Python under {how}")
-    env = {**os.environ, **ISA_CAPS[cap]} if cap in ISA_CAPS else as_avx2.masked_environment()
+    try:
+        env = {**os.environ, **ISA_CAPS[cap]} if cap in ISA_CAPS else as_avx2.masked_environment()
+    except RuntimeError as exc:  # this machine cannot mask its CPUID: one line, not a traceback
+        raise SystemExit(f"--isa-cap {cap}: {exc}") from exc
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
 

@@ -63,14 +63,17 @@ def library(cache: Path | None = None) -> Path:
     path = folder / f"{LIBRARY_PREFIX}{hashlib.sha256(source).hexdigest()[:12]}.so"
     if path.exists():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # built aside, then moved: a killed build leaves nothing
-        built = Path(tmp) / path.name
-        run = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(built), str(SOURCE), "-ldl"],
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"cc could not build {SOURCE}: {run.stderr.strip()[-2000:]}")
-        built.replace(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:  # built aside, then moved: a killed build leaves nothing
+            built = Path(tmp) / path.name
+            run = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(built), str(SOURCE), "-ldl"],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"cc could not build {SOURCE}: {run.stderr.strip()[-2000:]}")
+            built.replace(path)
+    except OSError as exc:
+        raise RuntimeError(f"cannot build the masking library in {folder}: {exc}") from exc
     return path
 
 

@@ -70,6 +70,8 @@ def test_masking_is_refused_with_the_reason_where_the_cpu_cannot_fault_on_cpuid(
         as_avx2.masked_environment()
     with pytest.raises(SystemExit, match="as_avx2: no CPUID faulting here"):
         as_avx2.main(["python", "-c", "pass"])
+    with pytest.raises(SystemExit, match="--isa-cap avx2-cpuid: no CPUID faulting here"):
+        _report.run_under_isa_cap("avx2-cpuid", "benchmarks.deploy", None)  # before any restart
     with pytest.raises(SystemExit, match="Run a command as on an AVX2-only CPU"):
         as_avx2.main([])
 
@@ -112,3 +114,11 @@ def test_masked_onnxruntime_runs_the_int8_kernels_of_an_emulated_avx2_cpu(tmp_pa
     np.testing.assert_array_equal(logits["masked"], logits["emulated"])
     if cpu_has_vnni():  # the host's own kernels differ, so the equality above says which kernels ran
         assert np.abs(logits["native"] - logits["emulated"]).max() > 0
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(RuntimeError, match=f"cannot build the masking library in {blocked}"):
+        as_avx2.library(blocked)
+    assert blocked.read_text() == "not a folder"
