@@ -84,7 +84,11 @@ def masked_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     if reason:
         raise RuntimeError(reason)
     env = dict(os.environ if environ is None else environ)
-    preload = " ".join(p for p in (str(library()), env.get("LD_PRELOAD", "")) if p)
+    built = library()
+    trial = subprocess.run(["true"], env={**env, "LD_PRELOAD": str(built)}, capture_output=True, text=True)
+    if trial.returncode != 0:  # the flag is there, but the kernel (or a sandbox) refuses CPUID faulting
+        raise RuntimeError(f"{built.name} does not start here: {trial.stderr.strip()[-500:] or trial.returncode}")
+    preload = " ".join(p for p in (str(built), env.get("LD_PRELOAD", "")) if p)
     tunables = ":".join(t for t in (env.get("GLIBC_TUNABLES", ""), GLIBC_TUNABLES) if t)
     host = " ".join(_flags(Path("/proc/cpuinfo").read_text()))
     return {**env, "LD_PRELOAD": preload, "GLIBC_TUNABLES": tunables, HOST_ISA_VARIABLE: host}
