@@ -33,6 +33,13 @@ def isa_cap() -> str | None:
     return next((cap for cap, env in ISA_CAPS.items() if all(os.environ.get(k) == v for k, v in env.items())), None)
 
 
+def cap_phrase(cap: str | None) -> str:
+    """How a table names ``cap``: ``capped at AVX2``, ``CPUID masked to AVX2``, or nothing."""
+    if not cap:
+        return ""
+    return f"capped at {cap.upper()}" if cap in ISA_CAPS else "CPUID masked to AVX2"
+
+
 def uncapped_runtimes(cap: str | None) -> tuple[str, ...]:
     """The runtimes ``cap`` does not reach: their figures are the host's, not the capped CPU's."""
     return UNCAPPED_RUNTIMES if cap in ISA_CAPS else ()

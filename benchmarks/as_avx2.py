@@ -17,6 +17,7 @@ host's instruction sets as ``host_isa``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -94,8 +95,9 @@ def masked_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "LD_PRELOAD": preload, "GLIBC_TUNABLES": tunables, HOST_ISA_VARIABLE: host}
 
 
+@functools.cache
 def active() -> bool:
-    """Whether this process runs masked: the library is mapped into it."""
+    """Whether this process runs masked: the library is mapped into it (read once; it cannot change)."""
     try:
         return LIBRARY_PREFIX in Path("/proc/self/maps").read_text()
     except OSError:

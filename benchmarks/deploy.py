@@ -36,6 +36,7 @@ import segzoo
 from benchmarks._report import (
     CAP_CHOICES,
     ISA_CAPS,
+    cap_phrase,
     cpu_description,
     isa_cap,
     read_results,
@@ -301,9 +302,8 @@ def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
 
 
 def cpu_label(cpu: dict[str, Any]) -> str:
-    cap = cpu.get("isa_cap")
-    cap = "" if not cap else f", capped at {cap.upper()}" if cap in ISA_CAPS else ", CPUID masked to AVX2"
-    return f"{cpu['model']} ({isa_tier(cpu).upper()}{cap})"
+    cap = cap_phrase(cpu.get("isa_cap"))
+    return f"{cpu['model']} ({isa_tier(cpu).upper()}{', ' + cap if cap else ''})"
 
 
 def render_summary(results: Sequence[dict[str, Any]]) -> str:

@@ -581,6 +581,12 @@ def test_deploy_page_predict_overhead_table_is_the_benchmarks_results():
     assert block == predict_overhead.render_tables(results).strip(), "run python -m benchmarks.predict_overhead --docs"
     files = [f for f in results.parent.glob("predict_overhead_*.json") if not f.stem.endswith("_before")]
     assert block.count("| runtime |") == len(files) and block.count(" before |") == 1  # one table per CPU
+    run = {"weights": "w", "size": [8, 8], "rounds": 1, "goal": 1.15,
+           "runtimes": {"onnxruntime int8": {"predict_ms": 2.0, "graph_ms": 1.0, "overhead": 2.0}}}
+    for cap, said in ((None, "on Some CPU ("), ("avx2", "on Some CPU (capped at AVX2) ("),
+                      ("avx2-cpuid", "on Some CPU (CPUID masked to AVX2) (")):
+        cpu = {"model": "Some CPU", **({"isa_cap": cap} if cap else {})}
+        assert said in predict_overhead.render_table({**run, "cpu": cpu})
 
 
 def test_fp32_runtimes_never_call_an_uncapped_runtime_fastest_under_an_isa_cap():
