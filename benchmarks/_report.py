@@ -64,19 +64,19 @@ def run_under_isa_cap(cap: str | None, module: str, argv: list[str] | None) -> N
 
 
 def cpu_description() -> dict[str, Any]:
-    """The CPU a figure was measured on: model name, core count, and the instruction sets INT8 and bf16 speed
-    depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name elsewhere), and
-    the instruction-set cap the run imposed (``isa_cap``), if any; under ``avx2-cpuid`` also the host's
+    """The CPU a figure was measured on: model name, CPUID family/model, core count, and the instruction sets INT8
+    and bf16 speed depend on (AVX2, AVX512-VNNI, AVX512-BF16, AMX), from /proc/cpuinfo (Linux; the platform's name
+    elsewhere), and the instruction-set cap the run imposed (``isa_cap``), if any; under ``avx2-cpuid`` also the host's
     (``host_isa``), since ``isa`` then lists what the masked process saw."""
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return info
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            info["model"] = line.split(":", 1)[1].strip()
-            break
+    info["model"] = _cpuinfo_field(text, "model name") or info["model"]
+    family, number = _cpuinfo_field(text, "cpu family"), _cpuinfo_field(text, "model")
+    if family and number:  # names alone do not tell CPU generations apart ("AMD EPYC" is Zen 1 to Zen 5)
+        info["family_model"] = f"{family}/{number}"
     flags = cpu_flags(text)
     if flags:
         info["isa"] = _listed_isa(flags)
@@ -85,6 +85,15 @@ def cpu_description() -> dict[str, Any]:
     if as_avx2.host_flags():
         info["host_isa"] = _listed_isa(frozenset(as_avx2.host_flags()))
     return info
+
+
+def _cpuinfo_field(text: str, key: str) -> str | None:
+    """The first processor's ``key`` in /proc/cpuinfo's text, or None."""
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
 
 
 def _listed_isa(flags: frozenset[str]) -> list[str]:

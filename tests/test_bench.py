@@ -735,3 +735,14 @@ def test_deploy_page_int8_avx2_emulated_table_is_the_benchmarks_results():
     block = _readme_block(REPO / "docs" / "deploy.md", emu.DOCS_START, emu.DOCS_END)
     assert block == emu.render_table(json.loads((REPO / emu.RESULTS).read_text())).strip(), \
         "run python -m benchmarks.int8_avx2_emulated --docs"
+
+
+def test_cpu_description_reads_the_cpuid_family_and_model_that_names_alike_hide():
+    from benchmarks import _report
+
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: avx2 avx512f\n\nprocessor\t: 1\ncpu family\t: 99\nmodel\t\t: 9\n")
+    assert _report._cpuinfo_field(text, "cpu family") == "26"
+    assert _report._cpuinfo_field(text, "model") == "2"  # not "model name"'s value
+    assert _report._cpuinfo_field(text, "model name") == "AMD EPYC"
+    assert _report._cpuinfo_field(text, "stepping") is None
