@@ -196,6 +196,8 @@ def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path,
     report = json.loads(out[out.index("{\n"):])
     choice = report["backend_choice"]
     assert set(choice["int8_ms"]) == {"onnxruntime", "openvino"}
+    own = report[f"{choice['chosen']}_ms"]  # the kept INT8 against its own runtime's fp32, as the quantizer timed
+    assert choice["int8_faster_than_fp32"] == (own["int8"] < own["fp32"])
     assert choice["chosen"] == min(choice["int8_ms"], key=choice["int8_ms"].get) == report["backend"]
     suffix = {"onnxruntime": ".onnx", "openvino": ".xml"}[choice["chosen"]]
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -203,6 +205,22 @@ def test_backend_auto_keeps_the_faster_int8_model_measured_here(model, tmp_path,
     loaded = load(tmp_path / "out" / f"q{suffix}")
     image = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     assert (loaded.predict(image) == model.predict(image)).float().mean() > 0.9
+
+
+def test_int8_gains_warns_where_the_faster_int8_is_no_faster_than_its_fp32():
+    """On an AVX2-only EPYC both runtimes' INT8 ran no faster than their fp32: the choice between two INT8 files
+    must not hide that an fp32 export is the faster deployment there."""
+    from segzoo.core.errors import InvalidValueError
+    from segzoo.deploy.fastest import int8_gains
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert int8_gains({"openvino_ms": {"fp32": 110.0, "int8": 50.0}}, "openvino", (360, 480))
+    with pytest.warns(RuntimeWarning, match=r"INT8 is not faster than fp32 on this CPU.*onnxruntime, 116.4 ms\) "
+                      r"against onnxruntime's own fp32 graph \(110.6 ms\) at 360x480.*export --fastest"):
+        assert not int8_gains({"onnxruntime_ms": {"fp32": 110.6, "int8": 116.4}}, "onnxruntime", (360, 480))
+    with pytest.raises(InvalidValueError, match="openvino INT8 report lacks its 'openvino_ms' timing"):
+        int8_gains({"onnxruntime_ms": {"fp32": 1.0, "int8": 0.5}}, "openvino", (64, 64))
 
 
 def test_backend_auto_never_replaces_a_file_it_might_write(model, tmp_path, capsys):

@@ -22,7 +22,7 @@ from segzoo.core.timing import median_ms_in_own_process
 from segzoo.models.segmentation_model import SegmentationModel
 from segzoo.storage.manifest import INT8_BACKENDS
 
-__all__ = ["quantize_fastest", "export_fastest", "SUFFIXES"]
+__all__ = ["quantize_fastest", "export_fastest", "int8_gains", "SUFFIXES"]
 
 SUFFIXES = {"onnxruntime": ".onnx", "openvino": ".xml"}
 LOADERS = {"onnxruntime": "segzoo.inference.runtime:OnnxModel.load",
@@ -36,8 +36,9 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
     """INT8 by each installed backend, each timed at ``example_size`` (batch 1) in its own process; the faster one
     is kept as ``stem.onnx`` or ``stem.xml`` (+ ``.bin``), the other discarded. ``options``: per backend, keyword
     arguments of its quantizer (e.g. ``{"onnxruntime": {"method": "minmax", "keep_float": [...]}}``). Returns the
-    kept model's report with ``backend_choice``: each backend's INT8 latency and the ratio. Existing files of
-    ``stem``'s possible names are an error unless ``overwrite``."""
+    kept model's report with ``backend_choice``: each backend's INT8 latency and the ratio, and whether the kept
+    INT8 beat its own runtime's fp32 (:func:`int8_gains`: a warning where not). Existing files of ``stem``'s
+    possible names are an error unless ``overwrite``."""
     from segzoo.deploy.quantize import quantize_to_file
 
     stem = _check_stem(stem, overwrite)
@@ -64,7 +65,24 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
         choice["speedup_over_" + other] = round(ms[other] / ms[chosen], 2)
     else:
         choice["note"] = f"OpenVINO is not installed ({install_hint('openvino')}): onnxruntime only"
+    choice["int8_faster_than_fp32"] = int8_gains(reports[chosen], chosen, example_size)
     return {**reports[chosen], "path": str(target), "backend": chosen, "backend_choice": choice}
+
+
+def int8_gains(report: Mapping[str, Any], backend: str, size: Sequence[int]) -> bool:
+    """Whether ``backend``'s INT8 ran faster than its own fp32 graph in the quantizer's timing (``report``'s
+    ``<backend>_ms``); where not, a ``RuntimeWarning`` points to the fp32 export by measure, the faster deployment
+    on such a CPU (e.g. an AVX2-only EPYC, where both runtimes' INT8 ran no faster than their fp32)."""
+    own = report.get(f"{backend}_ms")
+    if not own:
+        raise InvalidValueError(f"the {backend} INT8 report lacks its '{backend}_ms' timing (fp32 and int8)")
+    if own["int8"] < own["fp32"]:
+        return True
+    warnings.warn(f"INT8 is not faster than fp32 on this CPU: the faster INT8 file ({backend}, {own['int8']} ms) "
+                  f"against {backend}'s own fp32 graph ({own['fp32']} ms) at {size[0]}x{size[1]}; an fp32 export "
+                  "by measure (segzoo export --fastest, segzoo.deploy.export_fastest) is the faster deployment here",
+                  RuntimeWarning, stacklevel=3)
+    return False
 
 
 def export_fastest(model: SegmentationModel, stem: str | Path, *, example_size: tuple[int, int] = (256, 320),
