@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._report import cap_phrase, cpu_description
+from benchmarks._report import cpu_description
 from benchmarks.measure import round_robin_seconds
 
 GOAL = 1.15
@@ -92,9 +92,9 @@ def render_table(after: dict[str, Any], before: dict[str, Any] | None = None) ->
     """The Deploy page's table: per runtime, predict and graph milliseconds and their ratio (and the ratio before
     the change the ``before`` file measured, in the same sitting)."""
     head = "| runtime | predict (ms) | graph (ms) | predict / graph |" + (" before |" if before else "")
-    cap = cap_phrase(after["cpu"].get("isa_cap"))
-    cap = f" ({cap})" if cap else ""
-    lines = [f"{after['weights']} at {after['size'][0]}x{after['size'][1]}, batch 1, on {after['cpu']['model']}{cap} "
+    from benchmarks.deploy import cpu_label  # the name the deploy tables give the same CPU
+
+    lines = [f"{after['weights']} at {after['size'][0]}x{after['size'][1]}, batch 1, on {cpu_label(after['cpu'])} "
              f"({after['rounds']} interleaved rounds; goal <= {after['goal']}):", "", head,
              "|---|---|---|---|" + ("---|" if before else "")]
     for name, row in after["runtimes"].items():

@@ -583,9 +583,9 @@ def test_deploy_page_predict_overhead_table_is_the_benchmarks_results():
     assert block.count("| runtime |") == len(files) and block.count(" before |") == 1  # one table per CPU
     run = {"weights": "w", "size": [8, 8], "rounds": 1, "goal": 1.15,
            "runtimes": {"onnxruntime int8": {"predict_ms": 2.0, "graph_ms": 1.0, "overhead": 2.0}}}
-    for cap, said in ((None, "on Some CPU ("), ("avx2", "on Some CPU (capped at AVX2) ("),
-                      ("avx2-cpuid", "on Some CPU (CPUID masked to AVX2) (")):
-        cpu = {"model": "Some CPU", **({"isa_cap": cap} if cap else {})}
+    for cap, said in ((None, "on Some CPU (AVX512-VNNI) ("), ("avx2", "on Some CPU (AVX512-VNNI, capped at AVX2) ("),
+                      ("avx2-cpuid", "on Some CPU (AVX512-VNNI, CPUID masked to AVX2) (")):
+        cpu = {"model": "Some CPU", "isa": ["avx2", "avx512_vnni"], **({"isa_cap": cap} if cap else {})}
         assert said in predict_overhead.render_table({**run, "cpu": cpu})
 
 
@@ -746,3 +746,28 @@ def test_cpu_description_reads_the_cpuid_family_and_model_that_names_alike_hide(
     assert _report._cpuinfo_field(text, "model") == "2"  # not "model name"'s value
     assert _report._cpuinfo_field(text, "model name") == "AMD EPYC"
     assert _report._cpuinfo_field(text, "stepping") is None
+
+
+def test_int8_gemm_peak_times_the_products_it_claims_and_keeps_one_file_per_cpu(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from benchmarks import int8_gemm_peak
+
+    a = np.random.default_rng(3).integers(0, 256, (4, 6)).astype(np.uint8)
+    for kind, signed in (("u8 x s8", np.int8), ("u8 x u8", np.uint8)):  # exact products, weights of their type
+        graph = int8_gemm_peak.product_graph(kind, 4, 6, 5, seed=7)
+        w = numpy_helper.to_array(onnx.load_from_string(graph).graph.initializer[0])
+        assert w.dtype == signed and w.shape == (6, 5)
+        got = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+        np.testing.assert_array_equal(got, a.astype(np.int32) @ w.astype(np.int32))
+    out = tmp_path / "peak.json"
+    result = int8_gemm_peak.main(["--shape", "8", "16", "8", "--repeats", "2", "--output", str(out)])
+    assert json.loads(out.read_text())["products"] == result["products"]
+    assert set(result["products"]) == {"fp32", "u8 x s8", "u8 x u8"}
+    assert result["products"]["u8 x s8"]["speed_vs_fp32"] > 0 and "isa" in result["cpu"]
+    with pytest.raises(SystemExit):
+        int8_gemm_peak.main(["--shape", "8", "0", "8"])
+    assert "--shape and --repeats take positive numbers, got [8, 0, 8]" in capsys.readouterr().err
