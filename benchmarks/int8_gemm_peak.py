@@ -1,5 +1,6 @@
 """The ceiling of INT8 on this CPU: onnxruntime's INT8 matrix product against its fp32 one, on one large product
-with constant weights (the shape of a convolution's inner loop), batch of nothing else. A model's INT8 speed-up over
+with constant weights (the shape of a convolution's inner loop) and nothing else in the graph, the kinds timed in
+interleaved rounds so that the machine's drift falls on each alike. A model's INT8 speed-up over
 the same runtime's fp32 can approach this ratio, never pass it: where it is near 1 (an AVX2 CPU whose vector integer
 multiplies run at its float FMAs' rate), no calibration or weight type makes INT8 a speed-up there, and the fastest
 deployment is an fp32 file. Each kind of CPU keeps its own results file in ``benchmarks/results/int8_gemm_peak/``:
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._report import cpu_description, write_result
-from segzoo.core.timing import median_ms
+from benchmarks.measure import round_robin_seconds
 
 RESULTS_DIR = Path("benchmarks/results/int8_gemm_peak")
 KINDS = {  # activation, weight: what each onnxruntime INT8 file type runs (u8 x s8 with signed weights)
@@ -51,18 +52,24 @@ def product_graph(kind: str, m: int, k: int, n: int, seed: int = 0) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def measure(m: int, k: int, n: int, repeats: int) -> dict[str, Any]:
-    """Median milliseconds and GOPS (two operations per multiply-add) of each kind's product, and each INT8 kind's
-    speed over fp32."""
+def measure(m: int, k: int, n: int, rounds: int) -> dict[str, Any]:
+    """Median milliseconds and GOPS (two operations per multiply-add) of each kind's product over ``rounds``
+    interleaved rounds of 5 calls, and each INT8 kind's speed over fp32."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle sessions leave the cores free
     rng = np.random.default_rng(1)
-    rows: dict[str, Any] = {}
+    fns = {}
     for kind, (a_type, _) in KINDS.items():
-        session = ort.InferenceSession(product_graph(kind, m, k, n), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(product_graph(kind, m, k, n), options, providers=["CPUExecutionProvider"])
         a = (rng.standard_normal((m, k)).astype(np.float32) if a_type is np.float32
              else rng.integers(0, 256, (m, k)).astype(np.uint8))
-        ms = median_ms(lambda s=session, feed={"a": a}: s.run(None, feed), repeats=repeats, warmup=2)
+        fns[kind] = lambda s=session, feed={"a": a}: s.run(None, feed)
+    seconds = round_robin_seconds(fns, rounds)
+    rows: dict[str, Any] = {}
+    for kind, per_round in seconds.items():
+        ms = 1000 * float(np.median([t for times in per_round for t in times]))
         rows[kind] = {"ms": round(ms, 3), "gops": round(2 * m * k * n / ms / 1e6, 1)}
     for kind in KINDS:
         if kind != "fp32":
@@ -75,16 +82,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--shape", type=int, nargs=3, default=(1024, 1152, 256), metavar=("M", "K", "N"),
                         help="rows (output pixels), inner size (3x3 x input channels), columns (output channels); "
                              "default: a 3x3 convolution of 128 to 256 channels over 32x32 pixels")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds of 5 timed calls per kind")
     parser.add_argument("--output", help=f"results file (default: {RESULTS_DIR}/<cpu>_<isa tier>.json)")
     args = parser.parse_args(argv)
-    if min(args.shape) < 1 or args.repeats < 1:
-        parser.error(f"--shape and --repeats take positive numbers, got {args.shape} and {args.repeats}")
+    if min(args.shape) < 1 or args.rounds < 1:
+        parser.error(f"--shape and --rounds take positive numbers, got {args.shape} and {args.rounds}")
     from benchmarks.deploy import results_file
 
     cpu = cpu_description()
-    result = {"cpu": cpu, "shape_mkn": list(args.shape), "repeats": args.repeats,
-              "runtime": "onnxruntime CPUExecutionProvider", "products": measure(*args.shape, args.repeats)}
+    result = {"cpu": cpu, "shape_mkn": list(args.shape), "rounds": args.rounds,
+              "runtime": "onnxruntime CPUExecutionProvider", "products": measure(*args.shape, args.rounds)}
     return write_result(result, args.output or results_file(cpu, RESULTS_DIR), ["products"])
 
 

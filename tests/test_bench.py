@@ -764,10 +764,10 @@ def test_int8_gemm_peak_times_the_products_it_claims_and_keeps_one_file_per_cpu(
         got = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
         np.testing.assert_array_equal(got, a.astype(np.int32) @ w.astype(np.int32))
     out = tmp_path / "peak.json"
-    result = int8_gemm_peak.main(["--shape", "8", "16", "8", "--repeats", "2", "--output", str(out)])
+    result = int8_gemm_peak.main(["--shape", "8", "16", "8", "--rounds", "2", "--output", str(out)])
     assert json.loads(out.read_text())["products"] == result["products"]
     assert set(result["products"]) == {"fp32", "u8 x s8", "u8 x u8"}
     assert result["products"]["u8 x s8"]["speed_vs_fp32"] > 0 and "isa" in result["cpu"]
     with pytest.raises(SystemExit):
         int8_gemm_peak.main(["--shape", "8", "0", "8"])
-    assert "--shape and --repeats take positive numbers, got [8, 0, 8]" in capsys.readouterr().err
+    assert "--shape and --rounds take positive numbers, got [8, 0, 8]" in capsys.readouterr().err
