@@ -1,9 +1,9 @@
 """Choosing the runtime by measure on the CPU at hand, for INT8 (:func:`quantize_fastest`) and fp32
 (:func:`export_fastest`): which of onnxruntime, OpenVINO and PyTorch is faster depends on the CPU (on a VNNI / AMX
-Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on an AVX2-only EPYC onnxruntime fp32 ran
-1.7x PyTorch's fast path), so instead of a rule per instruction set each candidate is written, timed on the same
-input in its own fresh process (timed one after the other in one process, runtimes change each other's speed), and
-the fastest file is kept.
+Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on an AVX2-only EPYC an fp32 file beat
+PyTorch's fast path and INT8 was no faster than fp32; docs/deploy.md), so instead of a rule per instruction set
+each candidate is written, timed on the same input in its own fresh process (timed one after the other in one
+process, runtimes change each other's speed), and the fastest file is kept.
 """
 
 from __future__ import annotations
