@@ -299,6 +299,11 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
     folder = tmp_path / "calib"
     folder.mkdir()
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(folder / "0.png")
+    import importlib
+
+    quantize_module = importlib.import_module("segzoo.deploy.quantize")  # the package names the function too
+    with_vnni = {"flags": ["avx512_vnni"], "vnni": True, "reduce_range": False, "known": True}
+    monkeypatch.setattr(quantize_module, "cpu_int8_support", lambda: with_vnni)  # whatever CPU runs the test
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         assert main(["quantize", str(copy), str(tmp_path / "a.onnx"), "--calibration", str(folder),
@@ -313,9 +318,6 @@ def test_published_weights_quantize_by_their_recorded_recipe(tmp_path, capsys, m
         report = QuantizedModel.load(tmp_path / "b.onnx").report
         assert report["method"] == "minmax" and report["kept_float_modules"] == []
 
-        import importlib
-
-        quantize_module = importlib.import_module("segzoo.deploy.quantize")  # the package names the function too
         without_vnni = {"flags": [], "vnni": False, "reduce_range": True, "known": True}
         monkeypatch.setattr(quantize_module, "cpu_int8_support", lambda: without_vnni)
         assert main(["quantize", str(copy), str(tmp_path / "c.onnx"), "--calibration", str(folder),
