@@ -221,6 +221,8 @@ def test_int8_gains_warns_where_the_faster_int8_is_no_faster_than_its_fp32():
         assert not int8_gains({"onnxruntime_ms": {"fp32": 110.6, "int8": 116.4}}, "onnxruntime", (360, 480))
     with pytest.raises(InvalidValueError, match="openvino INT8 report lacks its 'openvino_ms' timing"):
         int8_gains({"onnxruntime_ms": {"fp32": 1.0, "int8": 0.5}}, "openvino", (64, 64))
+    with pytest.raises(InvalidValueError, match="lacks its 'openvino_ms' timing"):  # a partial one: no KeyError
+        int8_gains({"openvino_ms": {"fp32": 1.0}}, "openvino", (64, 64))
 
 
 def test_backend_auto_never_replaces_a_file_it_might_write(model, tmp_path, capsys):

@@ -74,7 +74,7 @@ def int8_gains(report: Mapping[str, Any], backend: str, size: Sequence[int]) -> 
     ``<backend>_ms``); where not, a ``RuntimeWarning`` points to the fp32 export by measure, the faster deployment
     on such a CPU (e.g. an AVX2-only EPYC, where both runtimes' INT8 ran no faster than their fp32)."""
     own = report.get(f"{backend}_ms")
-    if not own:
+    if not isinstance(own, Mapping) or not {"fp32", "int8"} <= own.keys():
         raise InvalidValueError(f"the {backend} INT8 report lacks its '{backend}_ms' timing (fp32 and int8)")
     if own["int8"] < own["fp32"]:
         return True

@@ -149,7 +149,7 @@ def optimize(
         dtype = torch.bfloat16 if device.type == "cuda" else None
     if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16(device):
         warnings.warn("optimize(dtype=torch.bfloat16) on a CPU without AVX512-BF16 or AMX: PyTorch emulates bf16 "
-                      "here, measured 9.6-18x slower than fp32 for the zoo's weights on AVX2 (docs/deploy.md); "
+                      "here, measured 9.6-19x slower than fp32 for the zoo's weights on AVX2 (docs/deploy.md); "
                       "dtype=None or 'auto' runs fp32", RuntimeWarning, stacklevel=2)
     fast = copy.deepcopy(model).eval()
     _use_inference_forms(fast)
