@@ -274,11 +274,25 @@ def isa_tier(cpu: dict[str, Any]) -> str:
 
 def results_file(cpu: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     """Where a run on ``cpu`` keeps its results: one file per CPU model and ISA tier, e.g.
-    ``amd-epyc_avx512-vnni.json``, so that a run on one kind of machine never overwrites another's."""
+    ``amd-epyc_avx512-vnni.json``, so that a run on one kind of machine never overwrites another's. Where that
+    name's file holds another CPUID family/model ("AMD EPYC" names Zen 1 to Zen 5), the name adds this one's, e.g.
+    ``amd-epyc-cpuid-25-1_avx2.json``."""
     model = re.sub(r"\((r|tm)\)", "", cpu["model"].lower())
     slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "cpu"
     cap = f"_cap-{cpu['isa_cap']}" if cpu.get("isa_cap") else ""
-    return folder / f"{slug}_{isa_tier(cpu)}{cap}.json"
+    path = folder / f"{slug}_{isa_tier(cpu)}{cap}.json"
+    family = cpu.get("family_model")
+    if family and path.exists() and _recorded_family(path) != family:  # one name, another CPU generation
+        path = folder / f"{slug}-cpuid-{family.replace('/', '-')}_{isa_tier(cpu)}{cap}.json"
+    return path
+
+
+def _recorded_family(path: Path) -> str | None:
+    """The CPUID family/model a results file records (None where it records none or cannot be read)."""
+    try:
+        return json.loads(path.read_text())["cpu"].get("family_model")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def merge_results(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +317,8 @@ def load_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
 
 def cpu_label(cpu: dict[str, Any]) -> str:
     cap = cap_phrase(cpu.get("isa_cap"))
-    return f"{cpu['model']} ({isa_tier(cpu).upper()}{', ' + cap if cap else ''})"
+    family = f", CPUID {cpu['family_model']}" if cpu.get("family_model") else ""
+    return f"{cpu['model']} ({isa_tier(cpu).upper()}{family}{', ' + cap if cap else ''})"
 
 
 def render_summary(results: Sequence[dict[str, Any]]) -> str:

@@ -628,6 +628,24 @@ def test_benchmarks_page_fp32_runtimes_table_is_the_benchmarks_results():
     assert block == fp32_runtimes.render_docs(results).strip(), "run python -m benchmarks.fp32_runtimes --docs"
 
 
+def test_a_cpu_generation_sharing_a_name_gets_its_own_results_file(tmp_path):
+    """'AMD EPYC' names Zen 1 to Zen 5: a run whose CPUID family/model differs from the file under that name (or
+    which that file does not record) is filed beside it, never over it; the same generation keeps its file."""
+    from benchmarks import deploy
+
+    zen1 = {"model": "AMD EPYC", "isa": ["avx2"], "family_model": "23/1"}
+    zen3 = {**zen1, "family_model": "25/1"}
+    assert deploy.results_file(zen3, tmp_path).name == "amd-epyc_avx2.json"  # nothing there yet
+    (tmp_path / "amd-epyc_avx2.json").write_text(json.dumps({"cpu": zen1, "deploy": []}))
+    assert deploy.results_file(zen1, tmp_path).name == "amd-epyc_avx2.json"
+    assert deploy.results_file(zen3, tmp_path).name == "amd-epyc-cpuid-25-1_avx2.json"
+    (tmp_path / "amd-epyc_avx2.json").write_text(json.dumps({"cpu": {"model": "AMD EPYC", "isa": ["avx2"]}}))
+    assert deploy.results_file(zen1, tmp_path).name == "amd-epyc-cpuid-23-1_avx2.json"  # unknown generation
+    (tmp_path / "amd-epyc_avx2.json").write_text("{not json")
+    assert deploy.results_file(zen3, tmp_path).name == "amd-epyc-cpuid-25-1_avx2.json"
+    assert deploy.cpu_label(zen3) == "AMD EPYC (AVX2, CPUID 25/1)"
+
+
 def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_own_results(monkeypatch):
     """--formats measures a subset, but never one without its fp32 twin or the fast path; a run under an
     instruction-set cap is labelled and filed apart from the same CPU's uncapped results, and its fastest format
