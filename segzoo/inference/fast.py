@@ -3,7 +3,8 @@
 ``optimize`` returns a module whose forward gives the same logits as the model's,
 faster: a deep copy in eval mode with BatchNorm folded into the preceding
 convolutions, channels_last memory format, inference mode, bf16 autocast on
-GPU, cudnn.benchmark, and optionally torch.compile.
+GPU, cudnn.benchmark, on CPU dilated depthwise convolutions as tap sums where
+they measure faster (dilated_depthwise.py), and optionally torch.compile.
 
 Tolerances (logits vs the eager fp32 model, documented and tested):
 
@@ -26,6 +27,7 @@ from torch import nn
 from segzoo.core.device import native_bf16
 from segzoo.core.errors import InvalidTypeError, InvalidValueError
 from segzoo.core.outputs import class_ids
+from segzoo.inference.dilated_depthwise import use_tap_sums
 
 __all__ = ["optimize", "fold_batchnorm", "OptimizedModel"]
 
@@ -110,6 +112,7 @@ class OptimizedModel(nn.Module):
         self.channels_last = channels_last
         self.num_classes = getattr(model, "num_classes", None)
         self.folded_batchnorms = 0
+        self.tap_sum_convs = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -165,10 +168,11 @@ def optimize(
         p.requires_grad_(False)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+    tap_sums = use_tap_sums(fast, channels_last) if device.type == "cpu" and dtype is None else 0
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     wrapper = OptimizedModel(fast, dtype, channels_last)
-    wrapper.folded_batchnorms = folded
+    wrapper.folded_batchnorms, wrapper.tap_sum_convs = folded, tap_sums
     if compile:
         # on CPU, Inductor's freezing (constant weights: prepacked oneDNN layouts, conv + activation fusion)
         # is where its inference speed comes from; the weights are frozen here anyway
