@@ -94,7 +94,7 @@ def test_fast_path_with_tap_sums_gives_the_models_logits(monkeypatch):
     monkeypatch.setattr(dilated_depthwise, "faster_as_tap_sums", lambda *a, **k: True)
     model = randomize_bn(segzoo.create("deeplabv3plus_r50", num_classes=5, encoder="test_resnet"))
     fast = segzoo.optimize(model)
-    assert fast.tap_sum_convs == 3  # the separable ASPP's rates 12, 24, 36
+    assert fast.tap_sum_convs == 3  # the separable ASPP's rates 6, 12, 18
     assert not any(isinstance(m, TapSumDepthwiseConv) for m in model.modules())  # the original is untouched
     x = torch.randn(2, 3, 96, 80)
     with torch.no_grad():

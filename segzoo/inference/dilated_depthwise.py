@@ -1,7 +1,7 @@
 """Dilated depthwise convolutions as a sum of shifted, per-channel-scaled views of the input.
 
 On CPU, oneDNN has no direct kernel for depthwise convolutions with large dilations (DeepLabV3+'s separable ASPP
-uses rates 12, 24 and 36): PyTorch then runs them as one small GEMM per channel, many times slower than the same
+uses rates 6, 12 and 18): PyTorch then runs them as one small GEMM per channel, many times slower than the same
 convolution undilated (measured in docs/benchmarks.md). Written as ``k * k`` shifted multiply-adds, the same sum
 runs at memory speed in either memory format, and a tap whose every read lands in the zero padding (a dilation
 as large as the feature map) costs nothing. Whether that is faster depends on the CPU and on oneDNN's version, so
