@@ -114,7 +114,9 @@ def render_docs(results: Sequence[dict[str, Any]]) -> str:
         cap = result["isa_cap"]
         cap = ("" if not cap else f", instruction sets capped at {cap.upper()}" if cap in ISA_CAPS
                else ", CPUID masked to an AVX2-only CPU (`python -m benchmarks.as_avx2`)")
-        isa = result["cpu"].get("host_isa", result["cpu"].get("isa", []))
+        isa = list(result["cpu"].get("host_isa", result["cpu"].get("isa", [])))
+        if result["cpu"].get("family_model"):  # one name, several generations ("AMD EPYC")
+            isa.append(f"CPUID {result['cpu']['family_model']}")
         lines += [f"{result['cpu']['model']} ({', '.join(isa)}){cap}; "
                   f"{result['size'][0]}x{result['size'][1]}, batch {result['batch']}, ms per call, each runtime in "
                   f"its own process, mean of {result['passes']} passes (`{result['command']}`):", "",

@@ -646,6 +646,21 @@ def test_a_cpu_generation_sharing_a_name_gets_its_own_results_file(tmp_path):
     assert deploy.cpu_label(zen3) == "AMD EPYC (AVX2, CPUID 25/1)"
 
 
+def test_benchmarks_page_dilated_depthwise_table_is_the_benchmarks_results():
+    """The Benchmarks page's tap-sum tables are generated from benchmarks/results/dilated_depthwise/, each file
+    where a run on its CPU would write it, and each model row's speed-up is its two timings' ratio."""
+    from benchmarks import _report, deploy, dilated_depthwise
+    from conftest import REPO
+
+    folder = REPO / dilated_depthwise.RESULTS_DIR
+    results = _report.read_results(folder)
+    assert results and [deploy.results_file(r["cpu"], folder) for r in results] == sorted(folder.glob("*.json"))
+    for row in (m for r in results for m in r["models"]):
+        assert row["tap_sums_speed_up"] == round(row["ms"][dilated_depthwise.KINDS[0]] / row["ms"]["fast path"], 2)
+    block = _readme_block(REPO / "docs" / "benchmarks.md", dilated_depthwise.DOCS_START, dilated_depthwise.DOCS_END)
+    assert block == dilated_depthwise.render_docs(results).strip(), "run python -m benchmarks.dilated_depthwise --docs"
+
+
 def test_deploy_formats_bring_what_they_are_compared_with_and_a_cap_keeps_its_own_results(monkeypatch):
     """--formats measures a subset, but never one without its fp32 twin or the fast path; a run under an
     instruction-set cap is labelled and filed apart from the same CPU's uncapped results, and its fastest format
