@@ -1,7 +1,7 @@
 """Choosing the runtime by measure on the CPU at hand, for INT8 (:func:`quantize_fastest`) and fp32
 (:func:`export_fastest`): which of onnxruntime, OpenVINO and PyTorch is faster depends on the CPU (on a VNNI / AMX
-Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; on an AVX2-only EPYC an fp32 file beat
-PyTorch's fast path and INT8 was no faster than fp32; docs/deploy.md), so instead of a rule per instruction set
+Xeon OpenVINO INT8 ran 1.6-2.7x onnxruntime INT8 for the zoo's weights; of two AVX2-only EPYCs, INT8 was no faster
+than fp32 on one and well ahead of it on the other; docs/deploy.md), so instead of a rule per instruction set
 each candidate is written, timed on the same input in its own fresh process (timed one after the other in one
 process, runtimes change each other's speed), and the fastest file is kept.
 """
@@ -72,7 +72,8 @@ def quantize_fastest(model: SegmentationModel, calibration: Iterable[Any], stem:
 def int8_gains(report: Mapping[str, Any], backend: str, size: Sequence[int]) -> bool:
     """Whether ``backend``'s INT8 ran faster than its own fp32 graph in the quantizer's timing (``report``'s
     ``<backend>_ms``); where not, a ``RuntimeWarning`` points to the fp32 export by measure, the faster deployment
-    on such a CPU (e.g. an AVX2-only EPYC, where both runtimes' INT8 ran no faster than their fp32)."""
+    on such a CPU (e.g. an AVX2-only EPYC of CPUID family 23, where both runtimes' INT8 ran no faster than their
+    fp32)."""
     own = report.get(f"{backend}_ms")
     if not isinstance(own, Mapping) or not {"fp32", "int8"} <= own.keys():
         raise InvalidValueError(f"the {backend} INT8 report lacks its '{backend}_ms' timing (fp32 and int8)")
