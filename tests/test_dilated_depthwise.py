@@ -70,7 +70,8 @@ def test_wrong_input_channels_name_the_shape_expected():
 def test_the_probe_answers_for_both_memory_formats_and_leaves_the_random_stream_alone():
     torch.manual_seed(7)
     before = torch.random.get_rng_state()
-    answers = {dilated_depthwise.faster_as_tap_sums((3, 3), (4, 4), cl) for cl in (True, False)}
+    probe = dilated_depthwise.faster_as_tap_sums.__wrapped__  # measured here, not answered from the cache
+    answers = {probe((3, 3), (4, 4), cl) for cl in (True, False)}
     assert answers <= {True, False}
     assert torch.equal(torch.random.get_rng_state(), before)
 

@@ -11,6 +11,7 @@ the fast path decides by measure (:func:`faster_as_tap_sums`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 import torch
 from torch import nn
@@ -90,10 +91,12 @@ class TapSumDepthwiseConv(nn.Module):
         return y
 
 
+@cache
 def faster_as_tap_sums(kernel_size: tuple[int, int], dilation: tuple[int, int], channels_last: bool) -> bool:
     """Whether tap sums run a depthwise convolution of this kernel size and dilation clearly faster than PyTorch's
     own kernel on this CPU: both timed on a probe map larger than the kernel's reach, so the answer is about the
-    kernels, not about taps skipped in the padding."""
+    kernels, not about taps skipped in the padding. Measured once per process (``model.predict`` optimises again
+    whenever the weights change)."""
     padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_size))
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         conv = nn.Conv2d(PROBE_CHANNELS, PROBE_CHANNELS, kernel_size, padding=padding, dilation=dilation,
